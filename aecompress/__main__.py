@@ -1,0 +1,5 @@
+"""Entry point for ``python -m aecompress``."""
+
+from aecompress.cli import main
+
+main()

@@ -1,0 +1,311 @@
+"""The command line: only the Typer layer. The work is done by the library modules it calls.
+
+torch is imported inside the commands that need it, so ``--help`` and ``info`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from aecompress import __version__
+from aecompress.errors import AecError, ImageError, OutputError
+
+app = typer.Typer(
+    name="aecompress",
+    help="A learned image codec: compress images into .aec files and restore them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state: dict[str, Any] = {"verbose": False, "quiet": False, "debug": False}
+log = logging.getLogger("aecompress")
+
+
+def _say(message: str) -> None:
+    if not _state["quiet"]:
+        typer.echo(message, err=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aecompress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Say more (device used, model, timings).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """A learned image codec: compress images into .aec files and restore them."""
+    _state.update(verbose=verbose and not quiet, quiet=quiet, debug=debug)
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="aecompress: %(message)s", stream=sys.stderr)
+    log.setLevel(logging.ERROR if quiet else level)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn our own errors into one line on stderr and exit 1 (tracebacks only with --debug)."""
+    def show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        _say(f"aecompress: warning: {message}")
+
+    old = warnings.showwarning
+    warnings.showwarning = show_warning
+    try:
+        yield
+    except AecError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"aecompress: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("aecompress: interrupted", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        warnings.showwarning = old
+
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    path = Path(name)
+    if path.is_dir():
+        raise ImageError(f"{name}: is a folder (use 'aecompress batch' for folders)")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageError(f"{name}: no such file") from exc
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror})") from exc
+
+
+def _write_output(target: str, data: bytes, force: bool) -> None:
+    from aecompress.fileio import atomic_write
+
+    if target == "-":
+        if sys.stdout.isatty():
+            raise OutputError("refusing to write binary data to a terminal (use -o FILE)")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write(Path(target), data, force)
+
+
+def _targets(inputs: list[str], output: Optional[str], default: Callable[[str], str]) -> list[str]:
+    """Where each input goes: -o names a file for one input and a folder for several."""
+    if output is None:
+        return ["-" if name == "-" else default(name) for name in inputs]
+    if len(inputs) == 1 and not Path(output).is_dir():
+        return [output]
+    folder = Path(output)
+    if not folder.is_dir():
+        raise OutputError(f"-o {output}: with several inputs, -o must be an existing folder")
+    return [str(folder / Path(default(name)).name) for name in inputs]
+
+
+def _decoded_name(name: str) -> str:
+    return name[: -len(".aec")] if name.lower().endswith(".aec") else name + ".png"
+
+
+def _fail(errors: int) -> None:
+    if errors:
+        raise typer.Exit(1)
+
+
+ModelOpt = Annotated[
+    Optional[str], typer.Option("--model", "-m", help="Model name (see 'aecompress models') or model file.")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
+
+
+@app.command()
+def encode(
+    images: Annotated[list[str], typer.Argument(help="Images to compress ('-' reads stdin).")],
+    output: Annotated[
+        Optional[str], typer.Option("-o", "--output", help="Output file (one input) or folder; '-' is stdout.")
+    ] = None,
+    quality: Annotated[int, typer.Option("-q", "--quality", min=0, max=100, help="Quality 0-100, higher is better.")] = 75,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Compress images into .aec files (default: IMAGE.aec beside each input, which is kept)."""
+    with _user_errors():
+        from aecompress.fileio import check_writable
+
+        targets = _targets(images, output, lambda n: n + ".aec")
+        for target in targets:
+            if target != "-":
+                check_writable(Path(target), force)
+        from aecompress import codec
+        from aecompress.imageio import read_image
+
+        errors = 0
+        for name, target in zip(images, targets, strict=True):
+            try:
+                image = read_image(_read_input(name) if name == "-" else Path(name))
+                result = codec.encode(image, model, quality, device)
+                _write_output(target, result.data, force)
+            except AecError as exc:
+                if len(images) == 1:
+                    raise
+                typer.echo(f"aecompress: error: {exc}", err=True)
+                errors += 1
+                continue
+            bpp = 8 * len(result.data) / (image.width * image.height)
+            detail = f" [{result.header.model_name} on {result.device}]" if _state["verbose"] else ""
+            _say(f"{name} -> {target}: {image.width}x{image.height} {image.mode}, "
+                 f"{len(result.data)} bytes, {bpp:.3f} bpp{detail}")
+        _fail(errors)
+
+
+@app.command()
+def decode(
+    files: Annotated[list[str], typer.Argument(help=".aec files to restore ('-' reads stdin).")],
+    output: Annotated[
+        Optional[str],
+        typer.Option("-o", "--output", help="Output image (format from its extension) or folder; '-' is stdout (PNG)."),
+    ] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """Restore images from .aec files (default: strip .aec, so a.png.aec -> a.png)."""
+    with _user_errors():
+        from aecompress.fileio import check_writable
+        from aecompress.imageio import output_format
+
+        targets = _targets(files, output, _decoded_name)
+        for target in targets:
+            if target != "-":
+                output_format(target)
+                check_writable(Path(target), force)
+        from aecompress import codec
+        from aecompress.imageio import encode_image_bytes
+
+        errors = 0
+        for name, target in zip(files, targets, strict=True):
+            try:
+                image = codec.decode(_read_input(name), device, model)
+                fmt = "PNG" if target == "-" else output_format(target)
+                _write_output(target, encode_image_bytes(image, fmt), force)
+            except AecError as exc:
+                if len(files) == 1:
+                    raise
+                typer.echo(f"aecompress: error: {name}: {exc}", err=True)
+                errors += 1
+                continue
+            _say(f"{name} -> {target}: {image.width}x{image.height} {image.mode}")
+        _fail(errors)
+
+
+@app.command()
+def info(
+    files: Annotated[list[str], typer.Argument(help=".aec files to describe ('-' reads stdin).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per file, in a list).")] = False,
+) -> None:
+    """Show .aec header fields (size, mode, model, quality, latents, bytes, bpp) without decoding."""
+    with _user_errors():
+        from aecompress.format import describe, unpack
+
+        records = []
+        for name in files:
+            record = {"file": name, **describe(unpack(_read_input(name)))}
+            records.append(record)
+        if as_json:
+            typer.echo(json.dumps(records, indent=2))
+            return
+        for record in records:
+            typer.echo(f"{record['file']}:")
+            for key, value in record.items():
+                if key != "file":
+                    typer.echo(f"  {key:14} {value}")
+
+
+@app.command()
+def train(
+    data: Annotated[list[str], typer.Argument(help="Folders (or files) of training images, searched recursively.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Model file to write (e.g. mycodec.pt).")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 20_000,
+    lmbda: Annotated[float, typer.Option("--lambda", help="Rate-distortion trade-off: higher means better quality, bigger files.")] = 0.01,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per step.")] = 8,
+    crop: Annotated[int, typer.Option("--crop", min=16, help="Training crop size in pixels.")] = 256,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (warm-up, plateau, two decays).")] = 5e-4,
+    arch: Annotated[str, typer.Option("--arch", help="Architecture name.")] = "factorized",
+    channels: Annotated[int, typer.Option("--channels", help="Hidden channels of the factorized architecture.")] = 128,
+    act: Annotated[str, typer.Option("--act", help="Nonlinearity of the factorized architecture: gdn or leakyrelu.")] = "gdn",
+    init: Annotated[Optional[str], typer.Option("--init", help="Start from this model (name or file): fine-tuning.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt where it stopped.")] = False,
+    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Stop after this many seconds (the schedule follows).")] = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch.")] = None,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")] = 1000,
+    log_every: Annotated[int, typer.Option("--log-every", min=1, help="Steps between log lines.")] = 100,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name stored in the file (default: file stem).")] = None,
+) -> None:
+    """Train a codec on a folder of images; resumable; writes a model that 'encode --model' takes."""
+    with _user_errors():
+        import torch
+
+        from aecompress.modelfile import resolve
+        from aecompress.train import TrainConfig
+        from aecompress.train import train as run_training
+
+        if threads:
+            torch.set_num_threads(threads)
+        cfg = TrainConfig(
+            data=list(data), output=output, arch=arch,
+            arch_config={"channels": channels, "act": act} if arch == "factorized" else {},
+            steps=steps, batch_size=batch_size, crop=crop, lr=lr, lmbda=lmbda, seed=seed, device=device,
+            checkpoint_every=checkpoint_every, log_every=log_every, time_budget=time_budget,
+            init=str(resolve(init)) if init else None, name=name,
+            command="aecompress train " + " ".join(sys.argv[2:]),
+        )  # fmt: skip
+
+        def show(record: dict[str, Any]) -> None:
+            _say(f"step {record['step']}: loss {record['loss']:.4f}, {record['bpp']:.4f} bpp, "
+                 f"{record['psnr']:.2f} dB, lr {record['lr']:.2e}, {record['elapsed']:.0f} s")
+
+        path = run_training(cfg, resume=resume, on_log=show)
+        _say(f"wrote {path}")
+
+
+@app.command()
+def models() -> None:
+    """List the codecs available (bundled and user-trained) with their measured Kodak figures."""
+    with _user_errors():
+        from aecompress.modelfile import available_models, read_info, user_models_dir
+
+        found = available_models()
+        if not found:
+            typer.echo(f"no models found (user models go in {user_models_dir()})")
+            return
+        for path in found:
+            meta = read_info(path)
+            kodak = meta.card.get("kodak", {})
+            figures = (
+                f"Kodak {kodak['bpp']:.3f} bpp, {kodak['psnr']:.2f} dB" if {"bpp", "psnr"} <= kodak.keys() else "not measured"
+            )
+            typer.echo(f"{meta.name:16} {meta.arch:12} {figures:36} {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

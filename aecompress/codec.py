@@ -1,0 +1,174 @@
+"""Image <-> .aec bytes: padding, tiled encoder/decoder passes, quantization and packing.
+
+Large images are coded in tiles of the latent grid, each run with enough surrounding context that
+the kept part matches a whole-image pass; memory stays bounded by the tile size, not the image.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aecompress import format as aecformat
+from aecompress.device import select_device
+from aecompress.errors import FormatError
+from aecompress.imageio import ImageData
+from aecompress.modelfile import ModelInfo, find_for_file, load_model, resolve
+from aecompress.nn import LatentCodec
+
+log = logging.getLogger("aecompress")
+
+DEFAULT_QUALITY = 75
+TILE_LATENTS = 64
+
+
+def quality_to_step(quality: float) -> float:
+    """-q 0..100 -> quantization step: 75 is the model's trained step 1, every 25 halves/doubles."""
+    if not 0 <= quality <= 100:
+        raise ValueError(f"quality {quality} is outside 0..100")
+    return float(2.0 ** ((DEFAULT_QUALITY - quality) / 25.0))
+
+
+_on_device: dict[tuple[str, str], LatentCodec] = {}
+
+
+def model_on(path: Path, device: torch.device) -> tuple[LatentCodec, ModelInfo]:
+    """A loaded model placed on a device (kept for reuse across files in one process)."""
+    model, info = load_model(path)
+    if device.type == "cpu":
+        return model, info
+    key = (str(Path(path).resolve()), str(device))
+    if key not in _on_device:
+        _on_device[key] = copy.deepcopy(model).to(device)
+    return _on_device[key], info
+
+
+def _tiles(length: int, tile: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, length, tile):
+        yield start, min(start + tile, length)
+
+
+def _image_tensor(padded: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(padded)).to(device)
+    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+
+
+@torch.inference_mode()
+def analyse(model: LatentCodec, rgb: np.ndarray, device: torch.device, tile: int = TILE_LATENTS) -> torch.Tensor:
+    """Float latents (C, Lh, Lw) of an (H, W, 3) uint8 image, edge-padded to the stride, tiled."""
+    s = model.stride
+    h, w = rgb.shape[:2]
+    lh, lw = -(-h // s), -(-w // s)
+    padded = np.pad(rgb, ((0, lh * s - h), (0, lw * s - w), (0, 0)), mode="edge")
+    ctx = model.encoder_context
+    out = torch.empty(model.latent_channels, lh, lw)
+    for y0, y1 in _tiles(lh, tile):
+        for x0, x1 in _tiles(lw, tile):
+            py0, py1 = max(0, y0 * s - ctx), min(lh * s, y1 * s + ctx)
+            px0, px1 = max(0, x0 * s - ctx), min(lw * s, x1 * s + ctx)
+            y = model.encode(_image_tensor(padded[py0:py1, px0:px1], device))[0]
+            oy, ox = (y0 * s - py0) // s, (x0 * s - px0) // s
+            out[:, y0:y1, x0:x1] = y[:, oy : oy + y1 - y0, ox : ox + x1 - x0].float().cpu()
+    return out
+
+
+@torch.inference_mode()
+def synthesize(
+    model: LatentCodec, latents: torch.Tensor, size: tuple[int, int], device: torch.device,
+    tile: int = TILE_LATENTS,
+) -> np.ndarray:
+    """Dequantized latents (C, Lh, Lw) -> (H, W, 3) uint8 image cropped to size (H, W), tiled."""
+    s = model.stride
+    _, lh, lw = latents.shape
+    h, w = size
+    ctx = model.decoder_context
+    out = np.empty((lh * s, lw * s, 3), dtype=np.uint8)
+    for y0, y1 in _tiles(lh, tile):
+        for x0, x1 in _tiles(lw, tile):
+            ly0, ly1 = max(0, y0 - ctx), min(lh, y1 + ctx)
+            lx0, lx1 = max(0, x0 - ctx), min(lw, x1 + ctx)
+            part = latents[:, ly0:ly1, lx0:lx1].unsqueeze(0).to(device)
+            img = model.decode(part)[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+            oy, ox = (y0 - ly0) * s, (x0 - lx0) * s
+            crop = img[:, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
+            out[y0 * s : y1 * s, x0 * s : x1 * s] = crop.permute(1, 2, 0).cpu().numpy()
+    return out[:h, :w]
+
+
+def quantize(latents: torch.Tensor, step: float) -> np.ndarray:
+    """Round latents / step to integers, int8 when they fit and int16 otherwise."""
+    q = torch.round(latents / step).clamp_(-32768, 32767).to(torch.int32).numpy()
+    if q.size == 0 or (q.min() >= -128 and q.max() <= 127):
+        return q.astype(np.int8)
+    return q.astype("<i2")
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    header: aecformat.AecHeader
+    device: torch.device
+
+
+def encode(
+    image: ImageData,
+    model: str | Path | None = None,
+    quality: float = DEFAULT_QUALITY,
+    device: str = "auto",
+    tile: int = TILE_LATENTS,
+) -> EncodeResult:
+    """Compress an image into .aec bytes with the given model (name or path) and quality."""
+    dev = select_device(device)
+    path = resolve(model)
+    net, info = model_on(path, dev)
+    step = quality_to_step(quality)
+    latents = analyse(net, image.rgb, dev, tile)
+    q = quantize(latents, step)
+    header = aecformat.AecHeader(
+        width=image.width,
+        height=image.height,
+        mode=image.mode,
+        source_mode=image.source_mode or image.mode,
+        source_bits=image.source_bits,
+        quality=round(quality),
+        model_name=info.name,
+        model_hash=info.weights_hash,
+        stride=net.stride,
+        channels=q.shape[0],
+        latent_height=q.shape[1],
+        latent_width=q.shape[2],
+        dtype=q.dtype,
+        step=step,
+    )
+    data = aecformat.pack(header, q, image.alpha, image.icc, image.exif)
+    return EncodeResult(data, header, dev)
+
+
+def decode(
+    data: bytes,
+    device: str = "auto",
+    model: str | Path | None = None,
+    tile: int = TILE_LATENTS,
+) -> ImageData:
+    """Restore an image from .aec bytes; the model is found from the header's name and hash."""
+    aec = aecformat.unpack(data)
+    h = aec.header
+    preferred = resolve(model) if model is not None else None
+    path = find_for_file(h.model_name, h.model_hash, preferred)
+    dev = select_device(device)
+    net, _ = model_on(path, dev)
+    if net.stride != h.stride or net.latent_channels != h.channels:
+        raise FormatError(
+            f"latent layout {h.channels}x/{h.stride} does not match model {h.model_name!r}"
+        )
+    q = aec.latent_array()
+    alpha = aec.alpha_array()
+    latents = torch.from_numpy(q.astype(np.float32)) * h.step
+    rgb = synthesize(net, latents, (h.height, h.width), dev, tile)
+    return ImageData(rgb, alpha, h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)

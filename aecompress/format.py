@@ -1,0 +1,347 @@
+"""The .aec container: reading and writing it, byte by byte as docs/format.md describes.
+
+Only numpy, zlib and zstandard are needed here: ``aecompress info`` reads headers without torch.
+Every size in a header is checked against the file and against fixed limits before anything
+is allocated, and each kind of damage raises its own error type.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import zstandard
+
+from aecompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
+
+SIGNATURE = b"\x89AEC\r\n\x1a\n"
+FORMAT_VERSION = 1
+MAX_SIDE = 65535
+MAX_PIXELS = 1 << 30
+MAX_CHANNELS = 1024
+MAX_NAME = 255
+
+MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+MODE_CODES = {name: code for code, name in MODES.items()}
+DTYPES = {1: np.dtype(np.int8), 2: np.dtype("<i2")}
+DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype("<i2"): 2}
+
+_FIXED = struct.Struct("<IIBBBH16sIIHIIBf")
+_CHUNK_HEAD = struct.Struct("<4sI")
+_CRC = struct.Struct("<I")
+
+ZSTD_LEVEL_SMALL = 19
+ZSTD_LEVEL_LARGE = 12
+_LARGE_PAYLOAD = 4 << 20
+
+
+@dataclass(frozen=True)
+class AecHeader:
+    """Everything a decoder needs besides the model's weights."""
+
+    width: int
+    height: int
+    mode: str
+    source_mode: str
+    source_bits: int
+    quality: int
+    model_name: str
+    model_hash: bytes
+    stride: int
+    channels: int
+    latent_height: int
+    latent_width: int
+    dtype: np.dtype
+    step: float
+    version: int = FORMAT_VERSION
+
+    @property
+    def pad_right(self) -> int:
+        return self.latent_width * self.stride - self.width
+
+    @property
+    def pad_bottom(self) -> int:
+        return self.latent_height * self.stride - self.height
+
+    @property
+    def latent_bytes(self) -> int:
+        return self.channels * self.latent_height * self.latent_width * self.dtype.itemsize
+
+
+@dataclass
+class AecFile:
+    """A parsed .aec file: header, quantized latents and the optional chunks."""
+
+    header: AecHeader
+    latents: bytes
+    alpha: bytes | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
+    chunk_sizes: dict[str, int] = field(default_factory=dict)
+    file_size: int = 0
+
+    def latent_array(self) -> np.ndarray:
+        """The latents as a (C, H, W) integer array, decompressed and size-checked."""
+        h = self.header
+        raw = _inflate(self.latents, h.latent_bytes, "latents")
+        return np.frombuffer(raw, dtype=h.dtype).reshape(h.channels, h.latent_height, h.latent_width)
+
+    def alpha_array(self) -> np.ndarray | None:
+        """The lossless alpha plane as an (H, W) uint8 array, or None."""
+        if self.alpha is None:
+            return None
+        h = self.header
+        if len(self.alpha) < 1 or self.alpha[0] != 1:
+            raise FormatError("alpha chunk uses an unknown filter")
+        raw = _inflate(self.alpha[1:], h.width * h.height, "alpha plane")
+        diff = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
+        return np.cumsum(diff, axis=1, dtype=np.uint8)
+
+
+def _check_geometry(h: AecHeader) -> None:
+    if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE):
+        raise FormatError(f"image size {h.width}x{h.height} is outside 1..{MAX_SIDE}")
+    if h.width * h.height > MAX_PIXELS:
+        raise FormatError(f"image of {h.width * h.height} pixels exceeds the limit of {MAX_PIXELS}")
+    if h.stride < 1 or h.stride > 256:
+        raise FormatError(f"latent stride {h.stride} is not supported")
+    if not 1 <= h.channels <= MAX_CHANNELS:
+        raise FormatError(f"latent channel count {h.channels} is outside 1..{MAX_CHANNELS}")
+    expect_h = -(-h.height // h.stride)
+    expect_w = -(-h.width // h.stride)
+    if (h.latent_height, h.latent_width) != (expect_h, expect_w):
+        raise FormatError(
+            f"latent grid {h.latent_height}x{h.latent_width} does not match a "
+            f"{h.width}x{h.height} image at stride {h.stride}"
+        )
+    if not (np.isfinite(h.step) and h.step > 0):
+        raise FormatError(f"quantization step {h.step} is not a positive number")
+
+
+def _name_bytes(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > MAX_NAME:
+        raise FormatError(f"name too long for the header: {text[:40]}...")
+    return bytes([len(raw)]) + raw
+
+
+def _deflate(raw: bytes) -> bytes:
+    level = ZSTD_LEVEL_SMALL if len(raw) <= _LARGE_PAYLOAD else ZSTD_LEVEL_LARGE
+    return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True).compress(
+        raw
+    )
+
+
+def _inflate(frame: bytes, expected: int, what: str) -> bytes:
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"{what}: not a zstd frame ({exc})") from exc
+    if size != expected:
+        raise FormatError(f"{what}: compressed frame declares {size} bytes, header needs {expected}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=expected)
+    except zstandard.ZstdError as exc:
+        raise ChecksumError(f"{what}: zstd payload is corrupt ({exc})") from exc
+    if len(raw) != expected:
+        raise FormatError(f"{what}: decompressed to {len(raw)} bytes, expected {expected}")
+    return raw
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return _CHUNK_HEAD.pack(kind, len(data)) + data + _CRC.pack(zlib.crc32(kind + data))
+
+
+def pack(
+    header: AecHeader,
+    latents: np.ndarray,
+    alpha: np.ndarray | None = None,
+    icc: bytes | None = None,
+    exif: bytes | None = None,
+) -> bytes:
+    """Serialize a header, (C, H, W) integer latents and optional chunks into .aec bytes."""
+    _check_geometry(header)
+    expected = (header.channels, header.latent_height, header.latent_width)
+    if latents.shape != expected:
+        raise FormatError(f"latents of shape {latents.shape} do not match the header {expected}")
+    if header.mode not in MODE_CODES:
+        raise FormatError(f"colour mode {header.mode!r} cannot be stored")
+    body = _FIXED.pack(
+        header.width,
+        header.height,
+        MODE_CODES[header.mode],
+        header.source_bits,
+        header.quality,
+        header.stride,
+        header.model_hash,
+        header.pad_right,
+        header.pad_bottom,
+        header.channels,
+        header.latent_height,
+        header.latent_width,
+        DTYPE_CODES[header.dtype],
+        header.step,
+    )
+    body += _name_bytes(header.model_name) + _name_bytes(header.source_mode)
+    head = struct.pack("<BI", FORMAT_VERSION, len(body)) + body
+    out = [SIGNATURE, head, _CRC.pack(zlib.crc32(head))]
+    data = np.ascontiguousarray(latents.astype(header.dtype, copy=False)).tobytes()
+    out.append(_chunk(b"LATN", _deflate(data)))
+    if alpha is not None:
+        if alpha.shape != (header.height, header.width):
+            raise FormatError("alpha plane does not match the image size")
+        diff = np.diff(alpha.astype(np.uint8), axis=1, prepend=np.uint8(0)).astype(np.uint8)
+        out.append(_chunk(b"ALPH", b"\x01" + _deflate(diff.tobytes())))
+    if icc:
+        out.append(_chunk(b"ICCP", bytes(icc)))
+    if exif:
+        out.append(_chunk(b"EXIF", bytes(exif)))
+    out.append(_chunk(b"AEND", b""))
+    return b"".join(out)
+
+
+def _read_name(body: bytes, pos: int) -> tuple[str, int]:
+    if pos >= len(body):
+        raise FormatError("header ends inside a name field")
+    n = body[pos]
+    raw = body[pos + 1 : pos + 1 + n]
+    if len(raw) != n:
+        raise FormatError("header ends inside a name field")
+    try:
+        return raw.decode("utf-8"), pos + 1 + n
+    except UnicodeDecodeError as exc:
+        raise FormatError("header holds a name that is not UTF-8") from exc
+
+
+def _parse_header(data: bytes) -> tuple[AecHeader, int]:
+    if len(data) < len(SIGNATURE):
+        if SIGNATURE.startswith(bytes(data)) and data:
+            raise TruncatedError("file is truncated inside the signature")
+        raise FormatError("not an .aec file (wrong magic bytes)")
+    if not data.startswith(SIGNATURE):
+        raise FormatError("not an .aec file (wrong magic bytes)")
+    pos = len(SIGNATURE)
+    if len(data) < pos + 5:
+        raise TruncatedError("file is truncated inside the header")
+    version, body_len = struct.unpack_from("<BI", data, pos)
+    if version > FORMAT_VERSION:
+        raise VersionError(
+            f"file uses .aec format version {version}; this aecompress reads up to "
+            f"version {FORMAT_VERSION} (upgrade aecompress)"
+        )
+    if version < 1:
+        raise FormatError(f"invalid format version {version}")
+    if body_len < _FIXED.size + 2 or body_len > _FIXED.size + 2 * (MAX_NAME + 1):
+        raise FormatError(f"header length {body_len} is impossible")
+    end = pos + 5 + body_len
+    if len(data) < end + 4:
+        raise TruncatedError("file is truncated inside the header")
+    (crc,) = _CRC.unpack_from(data, end)
+    if zlib.crc32(data[pos:end]) != crc:
+        raise ChecksumError("header checksum mismatch (the file is corrupt)")
+    body = data[pos + 5 : end]
+    fields = _FIXED.unpack_from(body, 0)
+    (width, height, mode, bits, quality, stride, mhash, pad_r, pad_b, c, lh, lw, dt, step) = fields
+    name, npos = _read_name(body, _FIXED.size)
+    source_mode, npos = _read_name(body, npos)
+    if npos != len(body):
+        raise FormatError("header has trailing bytes")
+    if mode not in MODES:
+        raise FormatError(f"unknown colour mode code {mode}")
+    if dt not in DTYPES:
+        raise FormatError(f"unknown latent dtype code {dt}")
+    header = AecHeader(
+        width=width,
+        height=height,
+        mode=MODES[mode],
+        source_mode=source_mode,
+        source_bits=bits,
+        quality=quality,
+        model_name=name,
+        model_hash=mhash,
+        stride=stride,
+        channels=c,
+        latent_height=lh,
+        latent_width=lw,
+        dtype=DTYPES[dt],
+        step=step,
+        version=version,
+    )
+    _check_geometry(header)
+    if (pad_r, pad_b) != (header.pad_right, header.pad_bottom):
+        raise FormatError("padding in the header disagrees with the image and latent sizes")
+    return header, end + 4
+
+
+def unpack(data: bytes) -> AecFile:
+    """Parse .aec bytes, checking structure and checksums (payloads stay compressed)."""
+    data = memoryview(data).tobytes() if not isinstance(data, bytes) else data
+    header, pos = _parse_header(data)
+    found: dict[bytes, bytes] = {}
+    sizes: dict[str, int] = {}
+    while True:
+        if len(data) < pos + _CHUNK_HEAD.size:
+            raise TruncatedError("file is truncated (a chunk or the end marker is missing)")
+        kind, length = _CHUNK_HEAD.unpack_from(data, pos)
+        start = pos + _CHUNK_HEAD.size
+        if length > len(data) - start - _CRC.size:
+            raise TruncatedError(f"file is truncated inside chunk {kind!r}")
+        payload = data[start : start + length]
+        (crc,) = _CRC.unpack_from(data, start + length)
+        if zlib.crc32(kind + payload) != crc:
+            raise ChecksumError(f"checksum mismatch in chunk {kind.decode('latin-1')!r} (corrupt file)")
+        pos = start + length + _CRC.size
+        if kind == b"AEND":
+            break
+        if kind in found:
+            raise FormatError(f"chunk {kind!r} appears twice")
+        if kind in (b"LATN", b"ALPH", b"ICCP", b"EXIF"):
+            found[kind] = payload
+            sizes[kind.decode("ascii")] = length
+        elif kind[:1].isupper():
+            raise FormatError(f"unknown critical chunk {kind!r}")
+    if pos != len(data):
+        raise FormatError("unexpected bytes after the end marker")
+    if b"LATN" not in found:
+        raise FormatError("file has no latent chunk")
+    has_alpha = header.mode in ("LA", "RGBA")
+    if has_alpha != (b"ALPH" in found):
+        raise FormatError("alpha chunk presence disagrees with the colour mode")
+    return AecFile(
+        header=header,
+        latents=found[b"LATN"],
+        alpha=found.get(b"ALPH"),
+        icc=found.get(b"ICCP"),
+        exif=found.get(b"EXIF"),
+        chunk_sizes=sizes,
+        file_size=len(data),
+    )
+
+
+def describe(aec: AecFile) -> dict[str, object]:
+    """The header as plain values, for ``aecompress info``."""
+    h = aec.header
+    return {
+        "format_version": h.version,
+        "width": h.width,
+        "height": h.height,
+        "mode": h.mode,
+        "source_mode": h.source_mode,
+        "source_bits": h.source_bits,
+        "model": h.model_name,
+        "model_hash": h.model_hash.hex(),
+        "quality": h.quality,
+        "step": round(h.step, 6),
+        "latent_shape": [h.channels, h.latent_height, h.latent_width],
+        "latent_dtype": str(h.dtype.name),
+        "stride": h.stride,
+        "padding": [h.pad_right, h.pad_bottom],
+        "bytes": aec.file_size,
+        "latent_bytes": aec.chunk_sizes.get("LATN", 0),
+        "alpha_bytes": aec.chunk_sizes.get("ALPH", 0),
+        "icc_bytes": aec.chunk_sizes.get("ICCP", 0),
+        "exif_bytes": aec.chunk_sizes.get("EXIF", 0),
+        "bpp": round(8 * aec.file_size / (h.width * h.height), 4),
+    }

@@ -1,0 +1,182 @@
+"""Reading images of any common mode and format into what the codec codes, and writing them back.
+
+The codec itself sees 8-bit RGB plus an optional alpha plane; this module maps every Pillow mode
+onto that (and records the mode a user expects back), applies EXIF orientation, and keeps the ICC
+profile and EXIF block so they can travel inside the .aec file.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from aecompress.errors import ImageError
+
+OUTPUT_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".ppm": "PPM",
+    ".pgm": "PPM",
+    ".pnm": "PPM",
+}
+_NO_ALPHA = {"JPEG", "PPM"}
+_KEEPS_METADATA = {"PNG", "JPEG", "WEBP", "TIFF"}
+
+
+@dataclass
+class ImageData:
+    """An image as the codec sees it: 8-bit RGB, optional alpha, and what to restore on decode."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    mode: str
+    source_mode: str = ""
+    source_bits: int = 8
+    icc: bytes | None = None
+    exif: bytes | None = None
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    def to_pil(self) -> Image.Image:
+        """The image in its restored mode (L, LA, RGB or RGBA)."""
+        rgb = Image.fromarray(self.rgb, "RGB")
+        base = rgb.convert("L") if self.mode in ("L", "LA") else rgb
+        if self.alpha is not None and self.mode in ("LA", "RGBA"):
+            base.putalpha(Image.fromarray(self.alpha, "L"))
+        return base
+
+
+def _to_eight_bit(img: Image.Image) -> Image.Image:
+    """16/32-bit integer and float greyscale -> L, scaling the full range onto 0..255."""
+    arr = np.asarray(img)
+    if img.mode == "F":
+        scaled = np.clip(arr, 0.0, 1.0) * 255.0 if arr.max(initial=0) <= 1.0 else np.clip(arr, 0, 255)
+    else:
+        scaled = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
+    return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
+
+
+def from_pil(img: Image.Image) -> ImageData:
+    """Normalize any Pillow image into ImageData (warning when precision is lost)."""
+    source_mode = img.mode
+    bits = 8
+    icc = img.info.get("icc_profile") or None
+    try:
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 (a broken EXIF block must not make the image unreadable)
+        pass
+    exif_bytes = None
+    try:
+        exif = img.getexif()
+        if len(exif):
+            if 0x0112 in exif:
+                exif[0x0112] = 1
+            exif_bytes = exif.tobytes()
+    except Exception:  # noqa: BLE001
+        exif_bytes = None
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        bits = 16 if mode.startswith("I;16") or mode == "I" else 32
+        warnings.warn(f"{mode} image reduced to 8 bits per sample", stacklevel=2)
+        img, mode = _to_eight_bit(img), "L"
+    elif mode == "1":
+        img, mode = img.convert("L"), "L"
+    elif mode == "P":
+        has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
+        mode = "RGBA" if has_alpha else "RGB"
+        img = img.convert(mode)
+    elif mode == "PA":
+        img, mode = img.convert("RGBA"), "RGBA"
+    elif mode in ("La",):
+        img, mode = img.convert("LA"), "LA"
+    elif mode in ("RGBa",):
+        img, mode = img.convert("RGBA"), "RGBA"
+    elif mode == "CMYK":
+        img, mode = img.convert("RGB"), "RGB"
+        icc = None
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        img, mode = img.convert("RGB"), "RGB"
+    alpha = None
+    if mode in ("LA", "RGBA"):
+        alpha = np.array(img.getchannel("A"), dtype=np.uint8)
+    rgb = np.array(img.convert("RGB"), dtype=np.uint8)
+    return ImageData(rgb, alpha, mode, source_mode, bits, icc, exif_bytes)
+
+
+def read_image(source: Path | bytes) -> ImageData:
+    """Open an image file (or its bytes), fully decoding it so that damage shows up here."""
+    name = "<stdin>" if isinstance(source, bytes) else str(source)
+    try:
+        if isinstance(source, bytes):
+            if not source:
+                raise ImageError(f"{name}: empty input")
+            handle = io.BytesIO(source)
+        else:
+            if Path(source).is_file() and Path(source).stat().st_size == 0:
+                raise ImageError(f"{name}: empty file")
+            handle = open(source, "rb")  # noqa: SIM115 (closed below)
+        with handle, Image.open(handle) as img:
+            img.load()
+            return from_pil(img)
+    except ImageError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageError(f"{name}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise ImageError(f"{name}: is a folder, not an image") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not an image (or a format aecompress cannot read)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: image is too large ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: damaged or unreadable image ({exc})") from exc
+
+
+def output_format(path: Path | str) -> str:
+    """The Pillow format for an output file name, from its extension."""
+    ext = Path(path).suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        known = " ".join(sorted(OUTPUT_FORMATS))
+        raise ImageError(f"cannot write {ext or 'a file without extension'} (use one of: {known})")
+    return OUTPUT_FORMATS[ext]
+
+
+def encode_image_bytes(image: ImageData, fmt: str) -> bytes:
+    """Serialize an image in a Pillow format, carrying ICC/EXIF where the format allows."""
+    pil = image.to_pil()
+    if fmt in _NO_ALPHA and pil.mode in ("LA", "RGBA"):
+        warnings.warn(f"{fmt} has no alpha channel: transparency dropped", stacklevel=2)
+        pil = pil.convert("L" if pil.mode == "LA" else "RGB")
+    if fmt == "BMP" and pil.mode == "LA":
+        pil = pil.convert("RGBA")
+    options: dict[str, object] = {}
+    if fmt in _KEEPS_METADATA:
+        if image.icc:
+            options["icc_profile"] = image.icc
+        if image.exif:
+            options["exif"] = image.exif
+    if fmt == "JPEG":
+        options.update(quality=95, subsampling=0)
+    elif fmt == "WEBP":
+        options.update(lossless=True)
+    elif fmt == "TIFF":
+        options.update(compression="tiff_deflate")
+    buf = io.BytesIO()
+    pil.save(buf, format=fmt, **options)
+    return buf.getvalue()

@@ -1,0 +1,224 @@
+"""Model files: architecture name, config, float16 weights and a model card, loaded without code.
+
+A model file is a ``torch.save`` of plain containers and tensors, read back with
+``weights_only=True`` so that a hostile file cannot run code. The weights hash written into every
+.aec header is computed here, over the stored float16 tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from aecompress.errors import ModelError, ModelMismatchError
+
+FILE_KIND = "aecompress-model"
+FILE_VERSION = 1
+SUFFIX = ".pt"
+DEFAULT_MODEL = "default"
+
+
+@dataclass
+class ModelInfo:
+    """What a model file holds besides its tensors."""
+
+    name: str
+    arch: str
+    config: dict[str, Any]
+    weights_hash: bytes
+    path: Path | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def weights_hash(state: dict[str, Any]) -> bytes:
+    """16-byte SHA-256 digest of a state dict, as stored (names, dtypes, shapes and bytes)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key]
+        if not isinstance(tensor, torch.Tensor):
+            raise ModelError(f"model weights hold a non-tensor entry {key!r}")
+        t = tensor.detach().cpu().contiguous()
+        digest.update(key.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.digest()[:16]
+
+
+def storable_state(model: Any) -> dict[str, Any]:
+    """The model's weights as they go into a file: float tensors in float16, others unchanged."""
+    import torch
+
+    state = {}
+    for key, value in model.state_dict().items():
+        v = value.detach().cpu()
+        state[key] = v.half() if v.is_floating_point() else v.clone()
+    return state
+
+
+def save_model(model: Any, path: Path, name: str, card: dict[str, Any] | None = None) -> ModelInfo:
+    """Write a ready-to-use model file (float16 weights) and return its info."""
+    import torch
+
+    state = storable_state(model)
+    info = ModelInfo(
+        name=name, arch=model.arch, config=dict(model.config), weights_hash=weights_hash(state)
+    )
+    payload = {
+        "kind": FILE_KIND,
+        "version": FILE_VERSION,
+        "name": name,
+        "arch": info.arch,
+        "config_json": json.dumps(info.config, sort_keys=True),
+        "card_json": json.dumps(card or {}, sort_keys=True),
+        "weights_hash": info.weights_hash.hex(),
+        "state_dict": state,
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    info.path = path
+    info.card = card or {}
+    return info
+
+
+def _read(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
+    import pickle
+
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelError(f"model file not found: {path}") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable aecompress model ({first[:200]})") from exc
+    if not isinstance(payload, dict) or payload.get("kind") != FILE_KIND:
+        raise ModelError(f"{path}: not an aecompress model file")
+    if int(payload.get("version", 0)) > FILE_VERSION:
+        raise ModelError(f"{path}: model file version {payload['version']} is newer than supported")
+    try:
+        state = payload["state_dict"]
+        info = ModelInfo(
+            name=str(payload["name"]),
+            arch=str(payload["arch"]),
+            config=json.loads(payload["config_json"]),
+            weights_hash=bytes.fromhex(payload["weights_hash"]),
+            path=path,
+            card=json.loads(payload.get("card_json", "{}")),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: model file is missing or has bad fields ({exc})") from exc
+    if weights_hash(state) != info.weights_hash:
+        raise ModelError(f"{path}: weights do not match their recorded hash (corrupt model file)")
+    return info, state
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, mtime: float) -> tuple[Any, ModelInfo]:
+    from aecompress.nn import build
+
+    info, state = _read(Path(path))
+    model = build(info.arch, info.config)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{path}: weights do not fit architecture {info.arch!r} ({first})") from exc
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, info
+
+
+def load_model(path: Path) -> tuple[Any, ModelInfo]:
+    """Load a model file into an eval-mode network (cached per path and modification time)."""
+    path = Path(path).resolve()
+    try:
+        mtime = path.stat().st_mtime
+    except OSError as exc:
+        raise ModelError(f"model file not found: {path}") from exc
+    return _load_cached(str(path), mtime)
+
+
+def read_info(path: Path) -> ModelInfo:
+    """A model file's name, architecture, hash and card, without building the network."""
+    return _read(Path(path))[0]
+
+
+def user_models_dir() -> Path:
+    """Where user-trained models are listed from: $AECOMPRESS_MODELS or the per-user data dir."""
+    env = os.environ.get("AECOMPRESS_MODELS")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "aecompress" / "models"
+
+
+def bundled_models_dirs() -> list[Path]:
+    """The models shipped with aecompress: the source tree's models/ or the installed copy."""
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "models", Path(sys.prefix) / "share" / "aecompress" / "models"]
+    return [p for p in candidates if p.is_dir()]
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for a model given by name, first match wins."""
+    dirs = [user_models_dir(), *bundled_models_dirs()]
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_models() -> list[Path]:
+    """Every model file found in the search folders (names shadowed by earlier folders skipped)."""
+    seen: dict[str, Path] = {}
+    for folder in search_dirs():
+        for path in sorted(folder.glob(f"*{SUFFIX}")):
+            seen.setdefault(path.stem, path)
+    return list(seen.values())
+
+
+def resolve(spec: str | os.PathLike[str] | None) -> Path:
+    """A model given as a path or a name (None means the default) -> its file."""
+    spec = DEFAULT_MODEL if spec is None else os.fspath(spec)
+    direct = Path(spec).expanduser()
+    if direct.is_file():
+        return direct
+    for folder in search_dirs():
+        candidate = folder / f"{spec}{SUFFIX}"
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(p.stem for p in available_models()) or "none"
+    raise ModelError(f"unknown model {spec!r} (available: {names})")
+
+
+def find_for_file(name: str, digest: bytes, preferred: Path | None = None) -> Path:
+    """The model a .aec file needs: by its recorded name, checked against its weights hash."""
+    candidates: list[Path] = []
+    if preferred is not None:
+        candidates.append(Path(preferred))
+    else:
+        try:
+            candidates.append(resolve(name))
+        except ModelError:
+            pass
+        candidates += [p for p in available_models() if p not in candidates]
+    for path in candidates:
+        if read_info(path).weights_hash == digest:
+            return path
+    raise ModelMismatchError(
+        f"this file needs model {name!r} with weights {digest.hex()[:16]}, which is not available"
+        + (f" ({preferred} has other weights)" if preferred is not None else "")
+        + "; pass it with --model PATH or put it in "
+        + str(user_models_dir())
+    )

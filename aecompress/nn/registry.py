@@ -1,0 +1,69 @@
+"""Architectures by name: a model file names its architecture and config, and this builds it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from aecompress.errors import ModelError
+
+
+class LatentCodec(nn.Module):
+    """An image autoencoder whose latents are quantized and stored in .aec files.
+
+    ``stride`` pixels map to one latent position. ``encoder_context`` (pixels) and
+    ``decoder_context`` (latent positions) are how far a tile must extend past the part that is
+    kept for tiled coding to match whole-image coding.
+    """
+
+    arch: ClassVar[str] = ""
+    stride: int = 16
+    latent_channels: int = 100
+    encoder_context: int = 0
+    decoder_context: int = 0
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        self.config = dict(config)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Image batch (B, 3, H, W) in [0, 1], H and W multiples of stride -> float latents."""
+        raise NotImplementedError
+
+    def decode(self, y: Tensor) -> Tensor:
+        """Dequantized latents -> image batch in roughly [0, 1] (the caller clamps)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Training pass: (reconstruction, estimated total bits) with the noise proxy for rounding."""
+        raise NotImplementedError
+
+
+ARCHITECTURES: dict[str, type[LatentCodec]] = {}
+
+
+def register(name: str) -> Callable[[type[LatentCodec]], type[LatentCodec]]:
+    """Class decorator that makes an architecture loadable by name from model files."""
+
+    def wrap(cls: type[LatentCodec]) -> type[LatentCodec]:
+        cls.arch = name
+        ARCHITECTURES[name] = cls
+        return cls
+
+    return wrap
+
+
+def build(arch: str, config: dict[str, Any]) -> LatentCodec:
+    """Instantiate a registered architecture with its config, with a clear error when unknown."""
+    from aecompress.nn import models  # noqa: F401  (registers the architectures)
+
+    cls = ARCHITECTURES.get(arch)
+    if cls is None:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ModelError(f"unknown architecture {arch!r} (known: {known})")
+    try:
+        return cls(**config)
+    except TypeError as exc:
+        raise ModelError(f"bad config for architecture {arch!r}: {exc}") from exc

@@ -1,0 +1,57 @@
+"""Shared fixtures: small real models (random weights, saved as real model files) and images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aecompress.modelfile import save_model
+from aecompress.nn import build
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+BUNDLED = REPO / "models" / "default.pt"
+
+
+def make_model(path: Path, name: str, channels: int = 8, seed: int = 0) -> Path:
+    """A tiny factorized codec with seeded random weights, written as a real model file."""
+    torch.manual_seed(seed)
+    model = build("factorized", {"channels": channels, "latent_channels": 100})
+    save_model(model, path, name, {"note": "test model"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    make_model(folder / "default.pt", "default")
+    make_model(folder / "other.pt", "other", seed=1)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _user_models(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the user models folder at the tiny test models (so 'default' is the tiny one)."""
+    monkeypatch.setenv("AECOMPRESS_MODELS", str(models_dir))
+
+
+def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth synthetic RGB image with edges: gradients plus a few shapes and mild noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack(
+        [
+            128 + 100 * np.sin(xx / max(width, 1) * 3 + seed),
+            128 + 100 * np.cos(yy / max(height, 1) * 2),
+            (xx + yy) / max(height + width, 1) * 255,
+        ],
+        axis=-1,
+    )
+    cy, cx = height / 2, width / 2
+    disk = (yy - cy) ** 2 + (xx - cx) ** 2 < (min(height, width) / 4) ** 2
+    img[disk] = [230, 40, 60]
+    img += rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)

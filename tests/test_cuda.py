@@ -1,0 +1,39 @@
+"""CUDA paths: a file encoded on the CPU decodes on the GPU (and back) to the same quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aecompress import codec
+from aecompress.imageio import ImageData
+from tests.conftest import photo_like
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+
+
+def test_cpu_encoded_file_decodes_on_cuda_within_a_tenth_of_a_db() -> None:
+    rgb = photo_like(200, 300)
+    data = codec.encode(ImageData(rgb, None, "RGB"), device="cpu").data
+    on_cpu = codec.decode(data, device="cpu").rgb
+    on_gpu = codec.decode(data, device="cuda").rgb
+    assert abs(_psnr(rgb, on_cpu) - _psnr(rgb, on_gpu)) < 0.1
+    assert np.abs(on_cpu.astype(int) - on_gpu.astype(int)).max() <= 2
+
+
+def test_cuda_encoded_file_decodes_on_cpu() -> None:
+    rgb = photo_like(64, 80, seed=3)
+    result = codec.encode(ImageData(rgb, None, "RGB"), device="cuda")
+    assert result.device.type == "cuda"
+    back = codec.decode(result.data, device="cpu").rgb
+    cpu_version = codec.decode(codec.encode(ImageData(rgb, None, "RGB"), device="cpu").data, device="cpu").rgb
+    assert abs(_psnr(rgb, back) - _psnr(rgb, cpu_version)) < 0.1
