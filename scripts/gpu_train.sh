@@ -21,7 +21,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 SPECS=${SPECS:-"q1:0.003:gdn q2:0.01:gdn q3:0.025:gdn q4:0.06:gdn relu:0.01:leakyrelu"}
 for spec in $SPECS; do
   IFS=: read -r name lmbda act <<<"$spec"
-  timeout $((BUDGET + 80)) python3 -m aecompress train .data/bsds500 -o "$RUN/$name.pt" \
+  timeout $((BUDGET + 50)) python3 -m aecompress train .data/bsds500 -o "$RUN/$name.pt" \
     --lambda "$lmbda" --act "$act" --batch-size 16 --crop 256 --lr 5e-4 --steps 10000000 \
     --time-budget "$BUDGET" --log-every 250 --checkpoint-every 2000 --device cuda --seed 1 \
     --name "$name" >"$RUN/$name.out" 2>&1 &
