@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -44,11 +44,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Say more (device used, model, timings).")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Say more (device used, model, timings).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """A learned image codec: compress images into .aec files and restore them."""
@@ -61,6 +64,7 @@ def main_options(
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn our own errors into one line on stderr and exit 1 (tracebacks only with --debug)."""
+
     def show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
         _say(f"aecompress: warning: {message}")
 
@@ -106,7 +110,7 @@ def _write_output(target: str, data: bytes, force: bool) -> None:
         atomic_write(Path(target), data, force)
 
 
-def _targets(inputs: list[str], output: Optional[str], default: Callable[[str], str]) -> list[str]:
+def _targets(inputs: list[str], output: str | None, default: Callable[[str], str]) -> list[str]:
     """Where each input goes: -o names a file for one input and a folder for several."""
     if output is None:
         return ["-" if name == "-" else default(name) for name in inputs]
@@ -128,7 +132,8 @@ def _fail(errors: int) -> None:
 
 
 ModelOpt = Annotated[
-    Optional[str], typer.Option("--model", "-m", help="Model name (see 'aecompress models') or model file.")
+    str | None,
+    typer.Option("--model", "-m", help="Model name (see 'aecompress models') or model file."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
@@ -138,9 +143,13 @@ ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existin
 def encode(
     images: Annotated[list[str], typer.Argument(help="Images to compress ('-' reads stdin).")],
     output: Annotated[
-        Optional[str], typer.Option("-o", "--output", help="Output file (one input) or folder; '-' is stdout.")
+        str | None,
+        typer.Option("-o", "--output", help="Output file (one input) or folder; '-' is stdout."),
     ] = None,
-    quality: Annotated[int, typer.Option("-q", "--quality", min=0, max=100, help="Quality 0-100, higher is better.")] = 75,
+    quality: Annotated[
+        int,
+        typer.Option("-q", "--quality", min=0, max=100, help="Quality 0-100, higher is better."),
+    ] = 75,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -170,8 +179,10 @@ def encode(
                 continue
             bpp = 8 * len(result.data) / (image.width * image.height)
             detail = f" [{result.header.model_name} on {result.device}]" if _state["verbose"] else ""
-            _say(f"{name} -> {target}: {image.width}x{image.height} {image.mode}, "
-                 f"{len(result.data)} bytes, {bpp:.3f} bpp{detail}")
+            _say(
+                f"{name} -> {target}: {image.width}x{image.height} {image.mode}, "
+                f"{len(result.data)} bytes, {bpp:.3f} bpp{detail}"
+            )
         _fail(errors)
 
 
@@ -179,8 +190,12 @@ def encode(
 def decode(
     files: Annotated[list[str], typer.Argument(help=".aec files to restore ('-' reads stdin).")],
     output: Annotated[
-        Optional[str],
-        typer.Option("-o", "--output", help="Output image (format from its extension) or folder; '-' is stdout (PNG)."),
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Output image (format from its extension) or folder; '-' is stdout (PNG).",
+        ),
     ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -218,7 +233,9 @@ def decode(
 @app.command()
 def info(
     files: Annotated[list[str], typer.Argument(help=".aec files to describe ('-' reads stdin).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per file, in a list).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (one object per file, in a list).")
+    ] = False,
 ) -> None:
     """Show .aec header fields (size, mode, model, quality, latents, bytes, bpp) without decoding."""
     with _user_errors():
@@ -240,25 +257,53 @@ def info(
 
 @app.command()
 def train(
-    data: Annotated[list[str], typer.Argument(help="Folders (or files) of training images, searched recursively.")],
+    data: Annotated[
+        list[str],
+        typer.Argument(help="Folders (or files) of training images, searched recursively."),
+    ],
     output: Annotated[str, typer.Option("-o", "--output", help="Model file to write (e.g. mycodec.pt).")],
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 20_000,
-    lmbda: Annotated[float, typer.Option("--lambda", help="Rate-distortion trade-off: higher means better quality, bigger files.")] = 0.01,
+    lmbda: Annotated[
+        float,
+        typer.Option(
+            "--lambda", help="Rate-distortion trade-off: higher means better quality, bigger files."
+        ),
+    ] = 0.01,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per step.")] = 8,
     crop: Annotated[int, typer.Option("--crop", min=16, help="Training crop size in pixels.")] = 256,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (warm-up, plateau, two decays).")] = 5e-4,
+    lr: Annotated[
+        float, typer.Option("--lr", help="Peak learning rate (warm-up, plateau, two decays).")
+    ] = 5e-4,
     arch: Annotated[str, typer.Option("--arch", help="Architecture name.")] = "factorized",
-    channels: Annotated[int, typer.Option("--channels", help="Hidden channels of the factorized architecture.")] = 128,
-    act: Annotated[str, typer.Option("--act", help="Nonlinearity of the factorized architecture: gdn or leakyrelu.")] = "gdn",
-    init: Annotated[Optional[str], typer.Option("--init", help="Start from this model (name or file): fine-tuning.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt where it stopped.")] = False,
-    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Stop after this many seconds (the schedule follows).")] = None,
+    channels: Annotated[
+        int, typer.Option("--channels", help="Hidden channels of the factorized architecture.")
+    ] = 128,
+    act: Annotated[
+        str,
+        typer.Option("--act", help="Nonlinearity of the factorized architecture: gdn or leakyrelu."),
+    ] = "gdn",
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="Start from this model (name or file): fine-tuning."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt where it stopped.")
+    ] = False,
+    time_budget: Annotated[
+        float | None,
+        typer.Option("--time-budget", help="Stop after this many seconds (the schedule follows)."),
+    ] = None,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch.")] = None,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")] = 1000,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
+    ] = 1000,
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Steps between log lines.")] = 100,
-    name: Annotated[Optional[str], typer.Option("--name", help="Model name stored in the file (default: file stem).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Model name stored in the file (default: file stem)."),
+    ] = None,
 ) -> None:
     """Train a codec on a folder of images; resumable; writes a model that 'encode --model' takes."""
     with _user_errors():
@@ -280,8 +325,10 @@ def train(
         )  # fmt: skip
 
         def show(record: dict[str, Any]) -> None:
-            _say(f"step {record['step']}: loss {record['loss']:.4f}, {record['bpp']:.4f} bpp, "
-                 f"{record['psnr']:.2f} dB, lr {record['lr']:.2e}, {record['elapsed']:.0f} s")
+            _say(
+                f"step {record['step']}: loss {record['loss']:.4f}, {record['bpp']:.4f} bpp, "
+                f"{record['psnr']:.2f} dB, lr {record['lr']:.2e}, {record['elapsed']:.0f} s"
+            )
 
         path = run_training(cfg, resume=resume, on_log=show)
         _say(f"wrote {path}")
@@ -301,7 +348,9 @@ def models() -> None:
             meta = read_info(path)
             kodak = meta.card.get("kodak", {})
             figures = (
-                f"Kodak {kodak['bpp']:.3f} bpp, {kodak['psnr']:.2f} dB" if {"bpp", "psnr"} <= kodak.keys() else "not measured"
+                f"Kodak {kodak['bpp']:.3f} bpp, {kodak['psnr']:.2f} dB"
+                if {"bpp", "psnr"} <= kodak.keys()
+                else "not measured"
             )
             typer.echo(f"{meta.name:16} {meta.arch:12} {figures:36} {path}")
 

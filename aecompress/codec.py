@@ -60,7 +60,9 @@ def _image_tensor(padded: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def analyse(model: LatentCodec, rgb: np.ndarray, device: torch.device, tile: int = TILE_LATENTS) -> torch.Tensor:
+def analyse(
+    model: LatentCodec, rgb: np.ndarray, device: torch.device, tile: int = TILE_LATENTS
+) -> torch.Tensor:
     """Float latents (C, Lh, Lw) of an (H, W, 3) uint8 image, edge-padded to the stride, tiled."""
     s = model.stride
     h, w = rgb.shape[:2]
@@ -80,7 +82,10 @@ def analyse(model: LatentCodec, rgb: np.ndarray, device: torch.device, tile: int
 
 @torch.inference_mode()
 def synthesize(
-    model: LatentCodec, latents: torch.Tensor, size: tuple[int, int], device: torch.device,
+    model: LatentCodec,
+    latents: torch.Tensor,
+    size: tuple[int, int],
+    device: torch.device,
     tile: int = TILE_LATENTS,
 ) -> np.ndarray:
     """Dequantized latents (C, Lh, Lw) -> (H, W, 3) uint8 image cropped to size (H, W), tiled."""
@@ -164,9 +169,7 @@ def decode(
     dev = select_device(device)
     net, _ = model_on(path, dev)
     if net.stride != h.stride or net.latent_channels != h.channels:
-        raise FormatError(
-            f"latent layout {h.channels}x/{h.stride} does not match model {h.model_name!r}"
-        )
+        raise FormatError(f"latent layout {h.channels}x/{h.stride} does not match model {h.model_name!r}")
     q = aec.latent_array()
     alpha = aec.alpha_array()
     latents = torch.from_numpy(q.astype(np.float32)) * h.step

@@ -129,9 +129,7 @@ def _name_bytes(text: str) -> bytes:
 
 def _deflate(raw: bytes) -> bytes:
     level = ZSTD_LEVEL_SMALL if len(raw) <= _LARGE_PAYLOAD else ZSTD_LEVEL_LARGE
-    return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True).compress(
-        raw
-    )
+    return zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True).compress(raw)
 
 
 def _inflate(frame: bytes, expected: int, what: str) -> bytes:

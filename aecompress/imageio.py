@@ -7,6 +7,7 @@ profile and EXIF block so they can travel inside the .aec file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -77,10 +78,8 @@ def from_pil(img: Image.Image) -> ImageData:
     source_mode = img.mode
     bits = 8
     icc = img.info.get("icc_profile") or None
-    try:
+    with contextlib.suppress(Exception):
         img = ImageOps.exif_transpose(img) or img
-    except Exception:  # noqa: BLE001 (a broken EXIF block must not make the image unreadable)
-        pass
     exif_bytes = None
     try:
         exif = img.getexif()
@@ -88,7 +87,7 @@ def from_pil(img: Image.Image) -> ImageData:
             if 0x0112 in exif:
                 exif[0x0112] = 1
             exif_bytes = exif.tobytes()
-    except Exception:  # noqa: BLE001
+    except Exception:
         exif_bytes = None
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
@@ -98,7 +97,7 @@ def from_pil(img: Image.Image) -> ImageData:
     elif mode == "1":
         img, mode = img.convert("L"), "L"
     elif mode == "P":
-        has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
+        has_alpha = "transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA")
         mode = "RGBA" if has_alpha else "RGB"
         img = img.convert(mode)
     elif mode == "PA":

@@ -7,6 +7,7 @@ A model file is a ``torch.save`` of plain containers and tensors, read back with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,7 +54,6 @@ def weights_hash(state: dict[str, Any]) -> bytes:
 
 def storable_state(model: Any) -> dict[str, Any]:
     """The model's weights as they go into a file: float tensors in float16, others unchanged."""
-    import torch
 
     state = {}
     for key, value in model.state_dict().items():
@@ -67,9 +67,7 @@ def save_model(model: Any, path: Path, name: str, card: dict[str, Any] | None = 
     import torch
 
     state = storable_state(model)
-    info = ModelInfo(
-        name=name, arch=model.arch, config=dict(model.config), weights_hash=weights_hash(state)
-    )
+    info = ModelInfo(name=name, arch=model.arch, config=dict(model.config), weights_hash=weights_hash(state))
     payload = {
         "kind": FILE_KIND,
         "version": FILE_VERSION,
@@ -208,10 +206,8 @@ def find_for_file(name: str, digest: bytes, preferred: Path | None = None) -> Pa
     if preferred is not None:
         candidates.append(Path(preferred))
     else:
-        try:
+        with contextlib.suppress(ModelError):
             candidates.append(resolve(name))
-        except ModelError:
-            pass
         candidates += [p for p in available_models() if p not in candidates]
     for path in candidates:
         if read_info(path).weights_hash == digest:

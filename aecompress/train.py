@@ -88,9 +88,7 @@ def load_images(paths: list[Path]) -> tuple[list[torch.Tensor], int]:
     return images, skipped
 
 
-def random_crop(
-    image: torch.Tensor, size: int, gen: torch.Generator
-) -> torch.Tensor:
+def random_crop(image: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     """A size x size crop with a random flip; images smaller than the crop are reflect-padded."""
     _, h, w = image.shape
     if h < size or w < size:
@@ -230,8 +228,10 @@ def train(
             lr = lr_at(cfg, step, progress)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            crops = [random_crop(images[int(torch.randint(0, len(images), (1,), generator=gen))], cfg.crop, gen)
-                     for _ in range(cfg.batch_size)]
+            crops = [
+                random_crop(images[int(torch.randint(0, len(images), (1,), generator=gen))], cfg.crop, gen)
+                for _ in range(cfg.batch_size)
+            ]
             batch = torch.stack(crops).to(device, non_blocking=True).float().div_(255.0)
             loss, parts = rd_loss(model, batch, cfg.lmbda)
             optimizer.zero_grad(set_to_none=True)

@@ -15,9 +15,7 @@ from torch import Tensor, nn
 
 
 class FactorizedDensity(nn.Module):
-    def __init__(
-        self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0
-    ) -> None:
+    def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0) -> None:
         super().__init__()
         dims = (1, *filters, 1)
         scale = init_scale ** (1.0 / (len(filters) + 1))

@@ -1,0 +1,76 @@
+"""Kodak rate-distortion and speed of the bundled codec, beside Pillow JPEG at equal file size.
+
+    python benchmarks/kodak.py [--data ../shared/data/kodak] [-q 50 60 70 75 80 90] [--threads 2]
+
+For each -q: mean bpp (whole .aec files), PSNR and MS-SSIM over the images; JPEG (4:2:0,
+optimize=True) PSNR/MS-SSIM at each image's exact aecompress rate (interpolated over JPEG
+qualities 5..95); on how many images aecompress wins; encode/decode seconds per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from aecompress.evaluate import at_rate, load_folder, mean, measure_aec, pillow_curve
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
+    parser.add_argument("-q", "--qualities", type=int, nargs="+", default=[50, 60, 70, 75, 80, 90])
+    parser.add_argument("--model", default=None, help="model name or file (default: the bundled default)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", dest="json_out", default=None, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    images = load_folder(Path(args.data))
+    if not images:
+        print(f"no images in {args.data}", file=sys.stderr)
+        return 1
+    measure_aec(*images[0], args.qualities[0], args.model)  # warm-up: model load, allocator
+    curves = {name: pillow_curve(name, img) for name, img in images}
+    rows = []
+    for q in args.qualities:
+        ms = [measure_aec(name, img, q, args.model) for name, img in images]
+        jpeg = [at_rate(curves[m.image], m.bpp) for m in ms]
+        rows.append({
+            "quality": q,
+            "bpp": mean([m.bpp for m in ms]),
+            "psnr": mean([m.psnr for m in ms]),
+            "ms_ssim": mean([m.ms_ssim for m in ms]),
+            "jpeg_psnr": mean([j[0] for j in jpeg]),
+            "jpeg_ms_ssim": mean([j[1] for j in jpeg]),
+            "wins": int(sum(m.psnr > j[0] for m, j in zip(ms, jpeg, strict=True))),
+            "images": len(ms),
+            "encode_s": mean([m.encode_s for m in ms]),
+            "decode_s": mean([m.decode_s for m in ms]),
+        })  # fmt: skip
+    print(f"Kodak ({len(images)} images), model {args.model or 'default'}, {args.threads} threads")
+    print(
+        "|  -q |   bpp | PSNR dB | MS-SSIM | JPEG PSNR @ same size | JPEG MS-SSIM | ΔPSNR | wins | enc s | dec s |"
+    )
+    print(
+        "|----:|------:|--------:|--------:|---------------------:|-------------:|------:|-----:|------:|------:|"
+    )
+    for r in rows:
+        print(
+            f"| {r['quality']:3d} | {r['bpp']:.3f} | {r['psnr']:7.2f} | {r['ms_ssim']:.4f} | "
+            f"{r['jpeg_psnr']:20.2f} | {r['jpeg_ms_ssim']:12.4f} | {r['psnr'] - r['jpeg_psnr']:+.2f} | "
+            f"{r['wins']:2d}/{r['images']} | {r['encode_s']:.2f} | {r['decode_s']:.2f} |"
+        )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The .aec container on its own: round trip, header fields, and each kind of damage."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from aecompress import format as fmt
+from aecompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
+
+
+def _header(**changes: object) -> fmt.AecHeader:
+    base = dict(
+        width=40, height=20, mode="RGBA", source_mode="P", source_bits=8, quality=75,
+        model_name="default", model_hash=bytes(range(16)), stride=16, channels=100,
+        latent_height=2, latent_width=3, dtype=np.dtype(np.int8), step=1.0,
+    )  # fmt: skip
+    base.update(changes)
+    return fmt.AecHeader(**base)  # type: ignore[arg-type]
+
+
+def _sample() -> tuple[bytes, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    latents = rng.integers(-5, 6, size=(100, 2, 3)).astype(np.int8)
+    alpha = rng.integers(0, 256, size=(20, 40)).astype(np.uint8)
+    data = fmt.pack(_header(), latents, alpha, icc=b"icc-profile", exif=b"Exif\x00\x00MM")
+    return data, latents, alpha
+
+
+def test_round_trip_keeps_every_field_and_chunk() -> None:
+    data, latents, alpha = _sample()
+    aec = fmt.unpack(data)
+    assert aec.header == _header()
+    np.testing.assert_array_equal(aec.latent_array(), latents)
+    np.testing.assert_array_equal(aec.alpha_array(), alpha)
+    assert aec.icc == b"icc-profile"
+    assert aec.exif == b"Exif\x00\x00MM"
+    info = fmt.describe(aec)
+    assert info["latent_shape"] == [100, 2, 3]
+    assert info["bytes"] == len(data)
+    assert info["padding"] == [8, 12]
+
+
+def test_int16_latents_round_trip() -> None:
+    latents = np.full((100, 2, 3), 1000, dtype="<i2")
+    latents[0, 0, 0] = -30000
+    data = fmt.pack(_header(mode="RGB", dtype=np.dtype("<i2")), latents)
+    np.testing.assert_array_equal(fmt.unpack(data).latent_array(), latents)
+
+
+def test_every_truncation_is_reported() -> None:
+    data, _, _ = _sample()
+    for cut in range(len(data)):
+        with pytest.raises(FormatError):
+            fmt.unpack(data[:cut])
+    with pytest.raises(TruncatedError):
+        fmt.unpack(data[: len(data) - 3])
+
+
+def test_wrong_magic() -> None:
+    data, _, _ = _sample()
+    with pytest.raises(FormatError, match="magic"):
+        fmt.unpack(b"\x89PNG\r\n\x1a\n" + data[8:])
+
+
+def _rewrite_header(
+    data: bytes, version: int | None = None, body_patch: tuple[int, bytes] | None = None
+) -> bytes:
+    pos = len(fmt.SIGNATURE)
+    _, body_len = struct.unpack_from("<BI", data, pos)
+    head = bytearray(data[pos : pos + 5 + body_len])
+    if version is not None:
+        head[0] = version
+    if body_patch is not None:
+        offset, raw = body_patch
+        head[5 + offset : 5 + offset + len(raw)] = raw
+    crc = struct.pack("<I", zlib.crc32(bytes(head)))
+    return data[:pos] + bytes(head) + crc + data[pos + 5 + body_len + 4 :]
+
+
+def test_newer_version_is_refused_with_its_own_error() -> None:
+    data, _, _ = _sample()
+    with pytest.raises(VersionError, match="version 2"):
+        fmt.unpack(_rewrite_header(data, version=2))
+
+
+def test_checksum_mismatch_in_header_and_payload() -> None:
+    data, _, _ = _sample()
+    broken = bytearray(data)
+    broken[len(fmt.SIGNATURE) + 8] ^= 0x01
+    with pytest.raises(ChecksumError):
+        fmt.unpack(bytes(broken))
+    broken = bytearray(data)
+    broken[len(data) - 40] ^= 0x10
+    with pytest.raises(ChecksumError):
+        fmt.unpack(bytes(broken))
+
+
+def test_headers_that_lie_about_sizes_are_refused_before_allocating() -> None:
+    data, _, _ = _sample()
+    huge = struct.pack("<II", 65535, 65535)
+    with pytest.raises(FormatError):
+        fmt.unpack(_rewrite_header(data, body_patch=(0, huge)))
+    bad_grid = struct.pack("<II", 1 << 31, 1 << 31)
+    with pytest.raises(FormatError):
+        fmt.unpack(_rewrite_header(data, body_patch=(0, bad_grid)))
+
+
+def test_pack_refuses_latents_that_disagree_with_the_header() -> None:
+    with pytest.raises(FormatError):
+        fmt.pack(_header(mode="RGB"), np.zeros((100, 3, 3), np.int8))
