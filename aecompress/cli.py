@@ -123,7 +123,11 @@ def _targets(inputs: list[str], output: str | None, default: Callable[[str], str
 
 
 def _decoded_name(name: str) -> str:
-    return name[: -len(".aec")] if name.lower().endswith(".aec") else name + ".png"
+    """a.png.aec -> a.png; photo.aec (no image extension left) -> photo.png."""
+    from aecompress.imageio import OUTPUT_FORMATS
+
+    stem = name[: -len(".aec")] if name.lower().endswith(".aec") else name
+    return stem if Path(stem).suffix.lower() in OUTPUT_FORMATS else stem + ".png"
 
 
 def _fail(errors: int) -> None:

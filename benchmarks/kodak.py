@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         })  # fmt: skip
     print(f"Kodak ({len(images)} images), model {args.model or 'default'}, {args.threads} threads")
     print(
-        "|  -q |   bpp | PSNR dB | MS-SSIM | JPEG PSNR @ same size | JPEG MS-SSIM | ΔPSNR | wins | enc s | dec s |"
+        "|  -q |   bpp | PSNR dB | MS-SSIM | JPEG PSNR @ same size | JPEG MS-SSIM "
+        "| ΔPSNR | wins | enc s | dec s |"
     )
     print(
         "|----:|------:|--------:|--------:|---------------------:|-------------:|------:|-----:|------:|------:|"

@@ -1,0 +1,178 @@
+"""The codec library: modes, sizes, formats, metadata, tiling, quality mapping, model checks."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aecompress import codec
+from aecompress import format as aecformat
+from aecompress.errors import ImageError, ModelError, ModelMismatchError
+from aecompress.imageio import encode_image_bytes, from_pil, read_image
+from aecompress.metrics import psnr
+from tests.conftest import make_model, photo_like
+
+
+def _round_trip(img: Image.Image, **kwargs: object) -> tuple[bytes, Image.Image]:
+    data = codec.encode(from_pil(img), device="cpu", **kwargs).data  # type: ignore[arg-type]
+    back = codec.decode(data, device="cpu")
+    restored = Image.open(io.BytesIO(encode_image_bytes(back, "PNG")))
+    restored.load()
+    return data, restored
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("RGB", "RGB"),
+        ("L", "L"),
+        ("RGBA", "RGBA"),
+        ("LA", "LA"),
+        ("P", "RGB"),
+        ("CMYK", "RGB"),
+        ("1", "L"),
+        ("I;16", "L"),
+        ("YCbCr", "RGB"),
+    ],
+)
+def test_every_mode_round_trips_to_the_mode_a_user_expects(mode: str, expected: str) -> None:
+    rgb = Image.fromarray(photo_like(37, 29))
+    if mode in ("RGBA", "LA"):
+        src = rgb.convert(mode)
+        alpha = np.tile(np.arange(29, dtype=np.uint8) * 8, (37, 1))
+        src.putalpha(Image.fromarray(alpha))
+    elif mode == "I;16":
+        wide = np.asarray(rgb.convert("L")).astype("<u2") * 257
+        src = Image.frombytes("I;16", rgb.size, wide.tobytes())
+    else:
+        src = rgb.convert(mode)
+    with pytest.warns(UserWarning, match="8 bits") if mode == "I;16" else _no_warning():
+        data, out = _round_trip(src)
+    assert out.mode == expected
+    assert out.size == src.size
+    info = aecformat.describe(aecformat.unpack(data))
+    assert info["source_mode"] == mode
+    if mode in ("RGBA", "LA"):
+        np.testing.assert_array_equal(np.asarray(out.getchannel("A")), alpha)
+
+
+class _no_warning:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_palette_with_transparency_keeps_alpha() -> None:
+    img = Image.fromarray(photo_like(20, 20)).convert("P")
+    img.info["transparency"] = 0
+    _, out = _round_trip(img)
+    assert out.mode == "RGBA"
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 3), (3, 17), (16, 16), (33, 65)])
+def test_odd_sizes_round_trip(size: tuple[int, int]) -> None:
+    w, h = size
+    img = Image.fromarray(photo_like(h, w, seed=w))
+    data, out = _round_trip(img)
+    assert out.size == (w, h)
+    header = aecformat.unpack(data).header
+    assert header.latent_width == -(-w // 16) and header.latent_height == -(-h // 16)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tif", ".bmp", ".ppm"])
+def test_reads_and_writes_every_format(tmp_path: Path, ext: str) -> None:
+    src = tmp_path / f"in{ext}"
+    Image.fromarray(photo_like(24, 40)).save(src)
+    image = read_image(src)
+    back = codec.decode(codec.encode(image, device="cpu").data, device="cpu")
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".bmp": "BMP", ".ppm": "PPM"}[ext]
+    out = Image.open(io.BytesIO(encode_image_bytes(back, fmt)))
+    assert out.format == fmt and out.size == (40, 24)
+
+
+def test_exif_orientation_is_applied_on_encode() -> None:
+    img = Image.fromarray(photo_like(20, 50))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    exif[0x010F] = "aecompress-test-camera"
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes())
+    image = read_image(buf.getvalue())
+    assert (image.width, image.height) == (20, 50)
+    back = codec.decode(codec.encode(image, device="cpu").data, device="cpu")
+    assert back.exif is not None
+    written = Image.open(io.BytesIO(encode_image_bytes(back, "JPEG"))).getexif()
+    assert written.get(0x010F) == "aecompress-test-camera"
+    assert written.get(0x0112, 1) == 1
+
+
+def test_icc_profile_is_carried_through() -> None:
+    icc = b"\x00\x00\x02\x0cfake-icc-profile-bytes" * 4
+    img = Image.fromarray(photo_like(30, 30))
+    buf = io.BytesIO()
+    img.save(buf, "PNG", icc_profile=icc)
+    back = codec.decode(codec.encode(read_image(buf.getvalue()), device="cpu").data, device="cpu")
+    assert back.icc == icc
+    assert Image.open(io.BytesIO(encode_image_bytes(back, "PNG"))).info.get("icc_profile") == icc
+
+
+def test_tiled_coding_matches_whole_image_coding() -> None:
+    rgb = photo_like(200, 260, seed=4)
+    image = from_pil(Image.fromarray(rgb))
+    whole = codec.encode(image, device="cpu", tile=64).data
+    tiled = codec.encode(image, device="cpu", tile=4).data
+    a = codec.decode(whole, device="cpu", tile=64).rgb
+    b = codec.decode(tiled, device="cpu", tile=3).rgb
+    assert abs(psnr(rgb, a) - psnr(rgb, b)) < 0.05
+    qa = aecformat.unpack(whole).latent_array().astype(int)
+    qb = aecformat.unpack(tiled).latent_array().astype(int)
+    assert np.mean(qa != qb) < 0.001
+
+
+def test_quality_maps_monotonically_to_step() -> None:
+    steps = [codec.quality_to_step(q) for q in range(101)]
+    assert all(a > b for a, b in zip(steps, steps[1:], strict=False))
+    assert codec.quality_to_step(75) == 1.0
+    with pytest.raises(ValueError):
+        codec.quality_to_step(101)
+
+
+def test_higher_quality_never_gives_a_smaller_file() -> None:
+    image = from_pil(Image.fromarray(photo_like(64, 96, seed=2)))
+    sizes = [len(codec.encode(image, device="cpu", quality=q).data) for q in range(0, 101, 10)]
+    assert sizes == sorted(sizes)
+
+
+def test_decoding_with_another_model_is_refused_naming_the_needed_one(tmp_path: Path) -> None:
+    data = codec.encode(from_pil(Image.fromarray(photo_like(16, 16))), device="cpu").data
+    other = make_model(tmp_path / "impostor.pt", "default", seed=7)
+    with pytest.raises(ModelMismatchError, match="needs model 'default'"):
+        codec.decode(data, device="cpu", model=str(other))
+
+
+def test_file_names_a_model_that_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own = make_model(tmp_path / "mine.pt", "mine", seed=9)
+    data = codec.encode(from_pil(Image.fromarray(photo_like(16, 16))), model=str(own), device="cpu").data
+    own.unlink()
+    with pytest.raises(ModelMismatchError, match="needs model 'mine'"):
+        codec.decode(data, device="cpu")
+
+
+def test_unknown_model_and_bad_input() -> None:
+    with pytest.raises(ModelError, match="unknown model"):
+        codec.encode(from_pil(Image.new("RGB", (4, 4))), model="no-such-model", device="cpu")
+    with pytest.raises(ImageError, match="not an image"):
+        read_image(b"this is text, not pixels")
+    with pytest.raises(ImageError, match="empty"):
+        read_image(b"")
+
+
+def test_encoding_is_deterministic() -> None:
+    image = from_pil(Image.fromarray(photo_like(48, 48, seed=5)))
+    assert codec.encode(image, device="cpu").data == codec.encode(image, device="cpu").data
