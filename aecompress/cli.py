@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -334,7 +335,16 @@ def train(
                 f"{record['psnr']:.2f} dB, lr {record['lr']:.2e}, {record['elapsed']:.0f} s"
             )
 
-        path = run_training(cfg, resume=resume, on_log=show)
+        stop_requested = False
+
+        def request_stop(signum: int, frame: object) -> None:
+            nonlocal stop_requested
+            stop_requested = True
+            _say("aecompress: stopping after this step (checkpoint and model will be written)")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, request_stop)
+        path = run_training(cfg, resume=resume, on_log=show, stop=lambda step: stop_requested)
         _say(f"wrote {path}")
 
 

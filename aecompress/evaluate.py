@@ -87,10 +87,15 @@ def measure_pillow(name: str, image: ImageData, fmt: str, quality: int, with_ms_
 
 
 def pillow_curve(
-    name: str, image: ImageData, fmt: str = "JPEG", qualities: range = range(5, 96, 3)
+    name: str,
+    image: ImageData,
+    fmt: str = "JPEG",
+    qualities: range = range(5, 96, 3),
+    with_ms_ssim: bool = True,
 ) -> list[Measure]:
     """One image coded at many qualities of a Pillow codec, sorted by rate."""
-    return sorted((measure_pillow(name, image, fmt, q) for q in qualities), key=lambda m: m.bpp)
+    points = (measure_pillow(name, image, fmt, q, with_ms_ssim) for q in qualities)
+    return sorted(points, key=lambda m: m.bpp)
 
 
 def at_rate(curve: list[Measure], bpp: float) -> tuple[float, float]:

@@ -120,7 +120,20 @@ def _read(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
         raise ModelError(f"{path}: model file is missing or has bad fields ({exc})") from exc
     if weights_hash(state) != info.weights_hash:
         raise ModelError(f"{path}: weights do not match their recorded hash (corrupt model file)")
+    info.card.update(_sidecar_card(path))
     return info, state
+
+
+def _sidecar_card(path: Path) -> dict[str, Any]:
+    """The model card JSON beside a model file (models/default.json), when there is one."""
+    card_path = Path(path).with_suffix(".json")
+    if not card_path.is_file():
+        return {}
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
 
 
 @lru_cache(maxsize=8)

@@ -154,8 +154,13 @@ def train(
     cfg: TrainConfig,
     resume: bool = False,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    stop: Callable[[int], bool] | None = None,
 ) -> Path:
-    """Train (or resume) a codec and write the model file at cfg.output; returns its path."""
+    """Train (or resume) a codec and write the model file at cfg.output; returns its path.
+
+    ``stop(step)`` is asked after every step (a signal handler sets it on Ctrl-C): when it says
+    yes, the checkpoint and the model are written and training returns, ready for ``resume``.
+    """
     output = Path(cfg.output)
     ckpt_path = _checkpoint_path(output)
     device = select_device(cfg.device)
@@ -257,6 +262,9 @@ def train(
                     on_log(record)
             if step % cfg.checkpoint_every == 0:
                 save_checkpoint()
+            if stop is not None and stop(step):
+                log.info("stopping at step %d; resume with --resume", step)
+                break
         save_checkpoint()
     finally:
         logf.close()

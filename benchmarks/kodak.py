@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model name or file (default: the bundled default)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", dest="json_out", default=None, help="also write the rows as JSON here")
+    parser.add_argument("--card", default=None, help="update this model card's 'kodak' figures (JSON)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = load_folder(Path(args.data))
@@ -70,7 +71,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))
+    if args.card:
+        _update_card(Path(args.card), rows, " ".join(sys.argv))
     return 0
+
+
+def _update_card(path: Path, rows: list[dict[str, float]], command: str) -> None:
+    """Record the measured curve in a model card, the default quality's point as its summary."""
+    card = json.loads(path.read_text()) if path.is_file() else {}
+    default = min(rows, key=lambda r: abs(r["quality"] - 75))
+    card["kodak"] = {
+        "quality": default["quality"],
+        "bpp": round(default["bpp"], 4),
+        "psnr": round(default["psnr"], 3),
+        "ms_ssim": round(default["ms_ssim"], 5),
+        "jpeg_psnr_at_same_size": round(default["jpeg_psnr"], 3),
+        "curve": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
+        "command": command,
+    }
+    path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,7 @@ def test_tiled_coding_matches_whole_image_coding() -> None:
 
 def test_quality_maps_monotonically_to_step() -> None:
     steps = [codec.quality_to_step(q) for q in range(101)]
-    assert all(a > b for a, b in zip(steps, steps[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(steps))
     assert codec.quality_to_step(75) == 1.0
     with pytest.raises(ValueError):
         codec.quality_to_step(101)

@@ -1,0 +1,49 @@
+"""The bundled default codec against JPEG on Kodak (where the data is present, as in CI)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aecompress import codec
+from aecompress.evaluate import at_rate, load_folder, measure_aec, pillow_curve
+from aecompress.imageio import read_image
+from tests.conftest import BUNDLED, REPO, SHARED
+
+KODAK = SHARED / "kodak"
+needs_model = pytest.mark.skipif(not BUNDLED.is_file(), reason="bundled model missing")
+needs_kodak = pytest.mark.skipif(not KODAK.is_dir(), reason="Kodak images not present (../shared)")
+
+
+@needs_model
+def test_bundled_codec_compresses_the_bundled_sample_well() -> None:
+    image = read_image(REPO / "samples" / "parrots.png")
+    m = measure_aec("parrots", image, 75, BUNDLED, with_ms_ssim=False)
+    curve = pillow_curve("parrots", image, qualities=range(5, 96, 5), with_ms_ssim=False)
+    assert 0.2 < m.bpp < 1.0
+    assert m.psnr > at_rate(curve, m.bpp)[0]
+
+
+@pytest.mark.slow
+@needs_model
+@needs_kodak
+def test_default_quality_beats_jpeg_at_equal_size_on_kodak() -> None:
+    wins, gains, rates = 0, [], []
+    for name, image in load_folder(KODAK):
+        m = measure_aec(name, image, codec.DEFAULT_QUALITY, BUNDLED, with_ms_ssim=False)
+        jpeg = at_rate(pillow_curve(name, image, qualities=range(5, 96, 3), with_ms_ssim=False), m.bpp)[0]
+        wins += m.psnr > jpeg
+        gains.append(m.psnr - jpeg)
+        rates.append(m.bpp)
+    assert 0.35 < float(np.mean(rates)) < 0.7
+    assert float(np.mean(gains)) > 0.2
+    assert wins >= 20
+
+
+@pytest.mark.slow
+@needs_model
+@needs_kodak
+def test_higher_quality_never_gives_a_smaller_file_on_kodak() -> None:
+    for _, image in load_folder(KODAK):
+        sizes = [len(codec.encode(image, BUNDLED, q, "cpu").data) for q in range(0, 101, 10)]
+        assert sizes == sorted(sizes)
