@@ -73,10 +73,21 @@ def _to_eight_bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
 
 
-def from_pil(img: Image.Image) -> ImageData:
-    """Normalize any Pillow image into ImageData (warning when precision is lost)."""
+def _is_wide(img: Image.Image) -> bool:
+    """True for 16-bit-per-sample files that Pillow opens as 8-bit modes (48/64-bit PNG)."""
+    return any(";16" in str(getattr(tile, "args", "") or "") for tile in getattr(img, "tile", []) or [])
+
+
+def from_pil(img: Image.Image, wide: bool = False) -> ImageData:
+    """Normalize any Pillow image into ImageData (warning when precision is lost).
+
+    ``wide`` marks a 16-bit source that Pillow already reduced to 8 bits while reading.
+    """
     source_mode = img.mode
     bits = 8
+    if wide and img.mode in ("RGB", "RGBA", "LA", "L"):
+        bits = 16
+        warnings.warn(f"16-bit {img.mode} image reduced to 8 bits per sample", stacklevel=2)
     icc = img.info.get("icc_profile") or None
     with contextlib.suppress(Exception):
         img = ImageOps.exif_transpose(img) or img
@@ -131,8 +142,9 @@ def read_image(source: Path | bytes) -> ImageData:
                 raise ImageError(f"{name}: empty file")
             handle = open(source, "rb")  # noqa: SIM115 (closed below)
         with handle, Image.open(handle) as img:
+            wide = _is_wide(img)
             img.load()
-            return from_pil(img)
+            return from_pil(img, wide)
     except ImageError:
         raise
     except FileNotFoundError as exc:

@@ -177,3 +177,28 @@ def test_unknown_model_and_bad_input() -> None:
 def test_encoding_is_deterministic() -> None:
     image = from_pil(Image.fromarray(photo_like(48, 48, seed=5)))
     assert codec.encode(image, device="cpu").data == codec.encode(image, device="cpu").data
+
+
+def test_sixteen_bit_rgb_png_is_reduced_with_a_warning(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    h, w = 6, 7
+    rows = b"".join(b"\x00" + np.full((w, 3), 40000, ">u2").tobytes() for _ in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path = tmp_path / "wide.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.warns(UserWarning, match="16-bit RGB"):
+        image = read_image(path)
+    assert image.source_bits == 16 and image.mode == "RGB"
+    header = aecformat.unpack(codec.encode(image, device="cpu").data).header
+    assert header.source_bits == 16
