@@ -263,10 +263,12 @@ def info(
 @app.command()
 def train(
     data: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(help="Folders (or files) of training images, searched recursively."),
-    ],
-    output: Annotated[str, typer.Option("-o", "--output", help="Model file to write (e.g. mycodec.pt).")],
+    ] = None,
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Model file to write (e.g. mycodec.pt).")
+    ] = "",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 20_000,
     lmbda: Annotated[
         float,
@@ -274,31 +276,52 @@ def train(
             "--lambda", help="Rate-distortion trade-off: higher means better quality, bigger files."
         ),
     ] = 0.01,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per step.")] = 8,
-    crop: Annotated[int, typer.Option("--crop", min=16, help="Training crop size in pixels.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per step (per process).")] = 8,
+    crop: Annotated[
+        int | None,
+        typer.Option("--crop", min=8, help="Training crop size in pixels (default: the architecture's)."),
+    ] = None,
     lr: Annotated[
-        float, typer.Option("--lr", help="Peak learning rate (warm-up, plateau, two decays).")
+        float, typer.Option("--lr", help="Peak learning rate (warm-up, plateau, decays at 78% and 93%).")
     ] = 5e-4,
-    arch: Annotated[str, typer.Option("--arch", help="Architecture name.")] = "factorized",
+    arch: Annotated[
+        str, typer.Option("--arch", help="Architecture: factorized (default) or tutorial.")
+    ] = "factorized",
     channels: Annotated[
         int, typer.Option("--channels", help="Hidden channels of the factorized architecture.")
     ] = 128,
     act: Annotated[
-        str,
-        typer.Option("--act", help="Nonlinearity of the factorized architecture: gdn or leakyrelu."),
+        str, typer.Option("--act", help="Nonlinearity of the factorized architecture: gdn or leakyrelu.")
     ] = "gdn",
     init: Annotated[
-        str | None,
-        typer.Option("--init", help="Start from this model (name or file): fine-tuning."),
+        str | None, typer.Option("--init", help="Start from this model (name or file): fine-tuning.")
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt where it stopped.")
+        bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt exactly where it stopped.")
     ] = False,
+    val: Annotated[
+        list[str] | None,
+        typer.Option("--val", help="Validation images (default: a few held out from DATA)."),
+    ] = None,
+    val_every: Annotated[
+        int, typer.Option("--val-every", min=1, help="Steps between validation passes.")
+    ] = 1000,
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="folder (default) or stl10 (torchvision's layout).")
+    ] = "folder",
+    data_root: Annotated[
+        str | None,
+        typer.Option("--data-root", help="Folder holding stl10_binary/ (with --dataset stl10)."),
+    ] = None,
     time_budget: Annotated[
         float | None,
         typer.Option("--time-budget", help="Stop after this many seconds (the schedule follows)."),
     ] = None,
     device: DeviceOpt = "auto",
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=0, help="Data loader processes (default: 0 on CPU, 4 on GPU)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
     checkpoint_every: Annotated[
@@ -306,35 +329,42 @@ def train(
     ] = 1000,
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Steps between log lines.")] = 100,
     name: Annotated[
-        str | None,
-        typer.Option("--name", help="Model name stored in the file (default: file stem)."),
+        str | None, typer.Option("--name", help="Model name stored in the file (default: file stem).")
     ] = None,
 ) -> None:
-    """Train a codec on a folder of images; resumable; writes a model that 'encode --model' takes."""
+    """Train a codec on a folder of images; resumable; writes a model that 'encode --model' takes.
+
+    Under torchrun (torchrun --nproc_per_node N -m aecompress train ...) it runs DistributedDataParallel.
+    """
     with _user_errors():
         import torch
 
+        from aecompress.errors import TrainingError
         from aecompress.modelfile import resolve
         from aecompress.train import TrainConfig
         from aecompress.train import train as run_training
 
+        if not output:
+            raise TrainingError("-o/--output MODEL is required")
+        if dataset == "stl10":
+            if not data_root:
+                raise TrainingError("--dataset stl10 needs --data-root DIR")
+            sources = [data_root]
+        elif data:
+            sources = list(data)
+        else:
+            raise TrainingError("give a folder of training images (or --dataset stl10 --data-root DIR)")
         if threads:
             torch.set_num_threads(threads)
         cfg = TrainConfig(
-            data=list(data), output=output, arch=arch,
+            data=sources, output=output, arch=arch,
             arch_config={"channels": channels, "act": act} if arch == "factorized" else {},
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, lmbda=lmbda, seed=seed, device=device,
-            checkpoint_every=checkpoint_every, log_every=log_every, time_budget=time_budget,
-            init=str(resolve(init)) if init else None, name=name,
+            workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
+            val=val, val_every=val_every,
+            time_budget=time_budget, init=str(resolve(init)) if init else None, name=name, dataset=dataset,
             command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
-
-        def show(record: dict[str, Any]) -> None:
-            _say(
-                f"step {record['step']}: loss {record['loss']:.4f}, {record['bpp']:.4f} bpp, "
-                f"{record['psnr']:.2f} dB, lr {record['lr']:.2e}, {record['elapsed']:.0f} s"
-            )
-
         stop_requested = False
 
         def request_stop(signum: int, frame: object) -> None:
@@ -344,8 +374,61 @@ def train(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, request_stop)
-        path = run_training(cfg, resume=resume, on_log=show, stop=lambda step: stop_requested)
-        _say(f"wrote {path}")
+        with _training_display(steps) as hooks:
+            hooks.stop = lambda step: stop_requested
+            path = run_training(cfg, resume=resume, hooks=hooks)
+        _say(f"wrote {path} (checkpoint {path}.ckpt, log {path}.log.jsonl)")
+
+
+@contextmanager
+def _training_display(total: int) -> Iterator[Any]:
+    """A live rich progress bar on a terminal; plain log lines otherwise (or with -v)."""
+    from aecompress.train import TrainHooks
+
+    hooks = TrainHooks()
+    latest: dict[str, Any] = {}
+
+    def line(record: dict[str, Any]) -> None:
+        latest.update(record)
+        if "val_bpp" in record:
+            _say(f"validation at step {record['step']}: {record['val_bpp']:.4f} bpp (real files), "
+                 f"{record['val_psnr']:.2f} dB")  # fmt: skip
+        else:
+            _say(f"step {record['step']}: loss {record['loss']:.4f}, {record['bpp']:.4f} bpp, "
+                 f"{record['psnr']:.2f} dB, lr {record['lr']:.2e}, {record['elapsed']:.0f} s")  # fmt: skip
+
+    if _state["quiet"] or not sys.stderr.isatty():
+        hooks.on_log = hooks.on_val = line
+        yield hooks
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+    )  # fmt: skip
+    task = progress.add_task("train", total=total, stats="")
+
+    def on_log(record: dict[str, Any]) -> None:
+        latest.update(record)
+        stats = f"loss {record['loss']:.3f}  {record['bpp']:.3f} bpp  {record['psnr']:.2f} dB"
+        if "val_bpp" in latest:
+            stats += f"  val {latest['val_bpp']:.3f} bpp {latest['val_psnr']:.2f} dB"
+        progress.update(task, stats=stats)
+        if _state["verbose"]:
+            progress.console.log(json.dumps(record))
+
+    def on_val(record: dict[str, Any]) -> None:
+        latest.update(record)
+        progress.console.log(
+            f"validation at step {record['step']}: {record['val_bpp']:.4f} bpp, {record['val_psnr']:.2f} dB"
+        )
+
+    hooks.on_step = lambda step, fraction: progress.update(task, completed=step)
+    hooks.on_log, hooks.on_val = on_log, on_val
+    with progress:
+        yield hooks
 
 
 @app.command()

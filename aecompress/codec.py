@@ -121,6 +121,38 @@ class EncodeResult:
     device: torch.device
 
 
+def encode_with(
+    net: LatentCodec,
+    name: str,
+    digest: bytes,
+    image: ImageData,
+    quality: float = DEFAULT_QUALITY,
+    device: torch.device | None = None,
+    tile: int = TILE_LATENTS,
+) -> tuple[bytes, aecformat.AecHeader]:
+    """Compress an image with a network in hand (also used by training's validation)."""
+    dev = device or torch.device("cpu")
+    step = quality_to_step(quality)
+    q = quantize(analyse(net, image.rgb, dev, tile), step)
+    header = aecformat.AecHeader(
+        width=image.width,
+        height=image.height,
+        mode=image.mode,
+        source_mode=image.source_mode or image.mode,
+        source_bits=image.source_bits,
+        quality=round(quality),
+        model_name=name,
+        model_hash=digest,
+        stride=net.stride,
+        channels=q.shape[0],
+        latent_height=q.shape[1],
+        latent_width=q.shape[2],
+        dtype=q.dtype,
+        step=step,
+    )
+    return aecformat.pack(header, q, image.alpha, image.icc, image.exif), header
+
+
 def encode(
     image: ImageData,
     model: str | Path | None = None,
@@ -130,29 +162,23 @@ def encode(
 ) -> EncodeResult:
     """Compress an image into .aec bytes with the given model (name or path) and quality."""
     dev = select_device(device)
-    path = resolve(model)
-    net, info = model_on(path, dev)
-    step = quality_to_step(quality)
-    latents = analyse(net, image.rgb, dev, tile)
-    q = quantize(latents, step)
-    header = aecformat.AecHeader(
-        width=image.width,
-        height=image.height,
-        mode=image.mode,
-        source_mode=image.source_mode or image.mode,
-        source_bits=image.source_bits,
-        quality=round(quality),
-        model_name=info.name,
-        model_hash=info.weights_hash,
-        stride=net.stride,
-        channels=q.shape[0],
-        latent_height=q.shape[1],
-        latent_width=q.shape[2],
-        dtype=q.dtype,
-        step=step,
-    )
-    data = aecformat.pack(header, q, image.alpha, image.icc, image.exif)
+    net, info = model_on(resolve(model), dev)
+    data, header = encode_with(net, info.name, info.weights_hash, image, quality, dev, tile)
     return EncodeResult(data, header, dev)
+
+
+def decode_with(
+    net: LatentCodec, aec: aecformat.AecFile, device: torch.device | None = None, tile: int = TILE_LATENTS
+) -> ImageData:
+    """Restore an image from a parsed .aec file with a network in hand."""
+    h = aec.header
+    if net.stride != h.stride or net.latent_channels != h.channels:
+        raise FormatError(f"latent layout {h.channels}x/{h.stride} does not match model {h.model_name!r}")
+    q = aec.latent_array()
+    alpha = aec.alpha_array()
+    latents = torch.from_numpy(q.astype(np.float32)) * h.step
+    rgb = synthesize(net, latents, (h.height, h.width), device or torch.device("cpu"), tile)
+    return ImageData(rgb, alpha, h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
 
 
 def decode(
@@ -163,15 +189,8 @@ def decode(
 ) -> ImageData:
     """Restore an image from .aec bytes; the model is found from the header's name and hash."""
     aec = aecformat.unpack(data)
-    h = aec.header
     preferred = resolve(model) if model is not None else None
-    path = find_for_file(h.model_name, h.model_hash, preferred)
+    path = find_for_file(aec.header.model_name, aec.header.model_hash, preferred)
     dev = select_device(device)
     net, _ = model_on(path, dev)
-    if net.stride != h.stride or net.latent_channels != h.channels:
-        raise FormatError(f"latent layout {h.channels}x/{h.stride} does not match model {h.model_name!r}")
-    q = aec.latent_array()
-    alpha = aec.alpha_array()
-    latents = torch.from_numpy(q.astype(np.float32)) * h.step
-    rgb = synthesize(net, latents, (h.height, h.width), dev, tile)
-    return ImageData(rgb, alpha, h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
+    return decode_with(net, aec, dev, tile)

@@ -48,7 +48,7 @@ def weights_hash(state: dict[str, Any]) -> bytes:
             raise ModelError(f"model weights hold a non-tensor entry {key!r}")
         t = tensor.detach().cpu().contiguous()
         digest.update(key.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.digest()[:16]
 
 

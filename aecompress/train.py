@@ -1,17 +1,20 @@
-"""The training loop: rate-distortion training of a codec on a folder of images, resumable.
+"""The training loop: a codec fitted to a folder of images, resumable, on one device or many.
 
-Loss = lambda * 255^2 * MSE + bits per pixel, with additive uniform noise standing in for rounding.
-A checkpoint (weights, optimizer, step, RNG state) is written every ``checkpoint_every`` steps
-beside the output, and the output itself is always a ready-to-use model file.
+Loss = lambda * 255^2 * MSE + bits per pixel, with additive uniform noise standing in for rounding
+(architectures without a rate term, like ``tutorial``, train on MSE alone). A checkpoint (weights,
+optimizer, step) is written every ``checkpoint_every`` steps and when stopping; since every
+sample and every noise draw is a function of (seed, step), a resumed run continues exactly as a
+straight one would. Under ``torchrun`` it runs DistributedDataParallel: each rank draws its own
+samples, rank 0 alone writes files.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,17 +23,20 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
 
+from aecompress import data as train_data
 from aecompress.device import select_device
-from aecompress.errors import ImageError, TrainingError
-from aecompress.imageio import read_image
+from aecompress.errors import TrainingError
+from aecompress.imageio import ImageData
+from aecompress.metrics import psnr
 from aecompress.modelfile import load_model, save_model
 from aecompress.nn import LatentCodec, build
 
 log = logging.getLogger("aecompress")
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".pnm"}
 
 
 @dataclass
@@ -41,7 +47,7 @@ class TrainConfig:
     arch_config: dict[str, Any] = field(default_factory=dict)
     steps: int = 100_000
     batch_size: int = 8
-    crop: int = 256
+    crop: int | None = None
     lr: float = 5e-4
     warmup: int = 100
     decay_at: tuple[float, float] = (0.78, 0.93)
@@ -49,61 +55,26 @@ class TrainConfig:
     clip: float = 1.0
     seed: int = 0
     device: str = "auto"
+    workers: int | None = None
     checkpoint_every: int = 1000
     log_every: int = 100
+    val: list[str] | None = None
+    val_every: int = 1000
     time_budget: float | None = None
     init: str | None = None
     name: str | None = None
+    dataset: str = "folder"
     command: str = ""
 
 
-def find_images(roots: list[str]) -> list[Path]:
-    """Every file with an image extension under the given folders (recursive), sorted."""
-    found: list[Path] = []
-    for root in roots:
-        p = Path(root)
-        if p.is_file():
-            found.append(p)
-        elif p.is_dir():
-            found += [f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
-        else:
-            raise TrainingError(f"training data not found: {root}")
-    return sorted(found)
+@dataclass
+class TrainHooks:
+    """What the caller hears of (progress bar, log lines) and how it asks training to stop."""
 
-
-def load_images(paths: list[Path]) -> tuple[list[torch.Tensor], int]:
-    """Decode images into uint8 (3, H, W) tensors; unreadable files are skipped and counted."""
-    images: list[torch.Tensor] = []
-    skipped = 0
-    for path in paths:
-        try:
-            img = read_image(path)
-        except ImageError as exc:
-            log.warning("skipping %s", exc)
-            skipped += 1
-            continue
-        images.append(torch.from_numpy(img.rgb).permute(2, 0, 1).contiguous())
-    if not images:
-        raise TrainingError("no readable images in the training data")
-    return images, skipped
-
-
-def random_crop(image: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """A size x size crop with a random flip; images smaller than the crop are reflect-padded."""
-    _, h, w = image.shape
-    if h < size or w < size:
-        pad_h, pad_w = max(0, size - h), max(0, size - w)
-        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-        image = F.pad(image[None].float(), (0, pad_w, 0, pad_h), mode=mode)[0]
-        _, h, w = image.shape
-    top = int(torch.randint(0, h - size + 1, (1,), generator=gen))
-    left = int(torch.randint(0, w - size + 1, (1,), generator=gen))
-    crop = image[:, top : top + size, left : left + size]
-    if bool(torch.randint(0, 2, (1,), generator=gen)):
-        crop = crop.flip(2)
-    if bool(torch.randint(0, 2, (1,), generator=gen)):
-        crop = crop.flip(1)
-    return crop
+    on_step: Callable[[int, float], None] | None = None
+    on_log: Callable[[dict[str, Any]], None] | None = None
+    on_val: Callable[[dict[str, Any]], None] | None = None
+    stop: Callable[[int], bool] | None = None
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -118,13 +89,13 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
 
 
 def rd_loss(
-    model: LatentCodec, batch: torch.Tensor, lmbda: float
+    model: torch.nn.Module, batch: torch.Tensor, lmbda: float, rate: bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Rate-distortion loss of a batch in [0, 1], with its parts (detached tensors, for logs)."""
+    """Rate-distortion loss of a batch in [0, 1] (MSE alone when ``rate`` is False), with parts."""
     x_hat, bits = model(batch)
     mse = F.mse_loss(x_hat, batch)
     bpp = bits / (batch.shape[0] * batch.shape[2] * batch.shape[3])
-    loss = lmbda * 255.0**2 * mse + bpp
+    loss = lmbda * 255.0**2 * mse + bpp if rate else mse
     return loss, {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach()}
 
 
@@ -133,12 +104,16 @@ def psnr_from_mse(mse: float) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def _checkpoint_path(output: Path) -> Path:
+def checkpoint_path(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
-def _log_path(output: Path) -> Path:
+def log_path(output: Path) -> Path:
     return output.with_name(output.name + ".log.jsonl")
+
+
+def preview_path(output: Path) -> Path:
+    return output.with_name(output.name + ".preview.png")
 
 
 def _make_model(cfg: TrainConfig) -> LatentCodec:
@@ -150,20 +125,95 @@ def _make_model(cfg: TrainConfig) -> LatentCodec:
     return build(cfg.arch, cfg.arch_config)
 
 
-def train(
-    cfg: TrainConfig,
-    resume: bool = False,
-    on_log: Callable[[dict[str, Any]], None] | None = None,
-    stop: Callable[[int], bool] | None = None,
-) -> Path:
-    """Train (or resume) a codec and write the model file at cfg.output; returns its path.
+def _training_images(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[np.ndarray], dict[str, Any]]:
+    """Training tensors, validation images (uint8 HxWx3) and a summary for the model card."""
+    if cfg.dataset == "stl10":
+        images = train_data.load_stl10(cfg.data[0])
+        held = [images[i].permute(1, 2, 0).numpy() for i in range(0, min(len(images), 8 * 97), 97)][:8]
+        keep = set(range(0, min(len(images), 8 * 97), 97))
+        train_images = [im for i, im in enumerate(images) if i not in keep]
+        summary = {"dataset": "stl10", "root": cfg.data[0], "images": len(train_images)}
+        return train_images, held, summary
+    if cfg.dataset != "folder":
+        raise TrainingError(f"unknown dataset kind {cfg.dataset!r} (folder or stl10)")
+    paths = train_data.find_images(cfg.data)
+    if cfg.val:
+        val_paths = train_data.find_images(cfg.val)
+    else:
+        paths, val_paths = train_data.split_validation(paths)
+    images, skipped = train_data.load_images(paths)
+    val_images, val_skipped = train_data.load_images(val_paths)
+    if not images:
+        raise TrainingError(
+            f"no readable images in {', '.join(cfg.data)} ({skipped} unreadable files skipped)"
+        )
+    summary = {
+        "dataset": "folder",
+        "sources": [str(d) for d in cfg.data],
+        "images": len(images),
+        "skipped_unreadable": skipped + val_skipped,
+        "validation_images": len(val_images),
+        "validation_source": [str(v) for v in cfg.val] if cfg.val else "held out automatically",
+        "smaller_than_crop": sum(1 for im in images if min(im.shape[1:]) < (cfg.crop or 0)),
+    }
+    return images, [im.permute(1, 2, 0).numpy() for im in val_images], summary
 
-    ``stop(step)`` is asked after every step (a signal handler sets it on Ctrl-C): when it says
-    yes, the checkpoint and the model are written and training returns, ready for ``resume``.
-    """
+
+@torch.inference_mode()
+def validate(
+    model: LatentCodec, images: list[np.ndarray], device: torch.device
+) -> tuple[dict[str, float], Image.Image | None]:
+    """Real .aec bytes (header included) and PSNR on the validation images, plus a preview:
+    originals above their reconstructions."""
+    from aecompress import codec
+    from aecompress import format as aecformat
+
+    if not images:
+        return {}, None
+    was_training = model.training
+    model.eval()
+    bpps, psnrs, tops, bottoms = [], [], [], []
+    for rgb in images:
+        rgb = rgb[:768, :768]
+        data, _ = codec.encode_with(
+            model, "validation", bytes(16), ImageData(np.ascontiguousarray(rgb), None, "RGB"), device=device
+        )
+        back = codec.decode_with(model, aecformat.unpack(data), device).rgb
+        bpps.append(8 * len(data) / (rgb.shape[0] * rgb.shape[1]))
+        psnrs.append(psnr(rgb, back))
+        if len(tops) < 4:
+            side = min(128, rgb.shape[0], rgb.shape[1])
+            tops.append(rgb[:side, :side])
+            bottoms.append(back[:side, :side])
+    model.train(was_training)
+    side = min(t.shape[0] for t in tops)
+    grid = np.concatenate(
+        [
+            np.concatenate([t[:side, :side] for t in tops], axis=1),
+            np.concatenate([b[:side, :side] for b in bottoms], axis=1),
+        ],
+        axis=0,
+    )
+    return {"val_bpp": float(np.mean(bpps)), "val_psnr": float(np.mean(psnrs))}, Image.fromarray(grid)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = None) -> Path:
+    """Train (or resume) a codec and write the model file at cfg.output; returns its path."""
+    hooks = hooks or TrainHooks()
     output = Path(cfg.output)
-    ckpt_path = _checkpoint_path(output)
+    ckpt_path = checkpoint_path(output)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
     device = select_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -176,119 +226,162 @@ def train(
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         saved = dict(state["config"])
         saved["decay_at"] = tuple(saved["decay_at"])
-        keep = {"device", "checkpoint_every", "log_every", "time_budget", "command", "steps"}
+        keep = {
+            "device",
+            "workers",
+            "checkpoint_every",
+            "log_every",
+            "val_every",
+            "time_budget",
+            "command",
+            "steps",
+        }
         cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in keep}})
 
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     model = build(cfg.arch, cfg.arch_config) if state else _make_model(cfg)
     cfg.arch, cfg.arch_config = model.arch, dict(model.config)
+    cfg.crop = cfg.crop or model.default_crop
     model.to(device).train()
-    fused = device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=fused)
-
-    paths = find_images(cfg.data)
-    images, skipped = load_images(paths)
-    if device.type == "cuda":
-        images = [im.to(device) for im in images]
-    log.info("training on %d images (%d skipped) on %s", len(images), skipped, device)
-
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, weight_decay=model.weight_decay, fused=device.type == "cuda"
+    )
     step, elapsed_before = 0, 0.0
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
 
-    def save_checkpoint() -> None:
-        payload = {
-            "config": asdict(cfg),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "elapsed": elapsed_before + time.monotonic() - start,
-            "gen": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        }
-        tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, ckpt_path)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    images, val_images, summary = _training_images(cfg)
+    summary["world_size"] = world
+    dataset = train_data.CropDataset(images, cfg.crop, cfg.seed, model.input_size)
+    workers = cfg.workers if cfg.workers is not None else (0 if device.type == "cpu" else 4)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=train_data.IndexRange(step, cfg.steps, cfg.batch_size, rank, world),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
+    if rank == 0:
+        log.info("training %s on %d images (%s) on %s x%d", cfg.arch, len(images), summary, device, world)
 
     start = time.monotonic()
-    logf = open(_log_path(output), "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
+    last_val: dict[str, float] = {}
+
+    def save_checkpoint() -> None:
+        if rank == 0:
+            payload = {
+                "config": asdict(cfg),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "elapsed": elapsed_before + time.monotonic() - start,
+            }
+            _atomic_save(payload, ckpt_path)
+
+    def run_validation() -> None:
+        nonlocal last_val
+        if rank != 0 or not val_images:
+            return
+        metrics, preview = validate(model, val_images, device)
+        last_val = {**metrics, "step": step}
+        if preview is not None:
+            buf = io.BytesIO()
+            preview.save(buf, "PNG")
+            tmp = preview_path(output).with_name(preview_path(output).name + ".tmp")
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, preview_path(output))
+        with open(log_path(output), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"validation": True, **last_val}) + "\n")
+        if hooks.on_val:
+            hooks.on_val(last_val)
+
     sums: dict[str, torch.Tensor] = {}
-    skipped_steps = 0
-    try:
-        while True:
-            elapsed = elapsed_before + time.monotonic() - start
-            progress = step / cfg.steps
-            if cfg.time_budget:
-                progress = max(progress, elapsed / cfg.time_budget)
-            if progress >= 1.0:
-                break
-            lr = lr_at(cfg, step, progress)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            crops = [
-                random_crop(images[int(torch.randint(0, len(images), (1,), generator=gen))], cfg.crop, gen)
-                for _ in range(cfg.batch_size)
-            ]
-            batch = torch.stack(crops).to(device, non_blocking=True).float().div_(255.0)
-            loss, parts = rd_loss(model, batch, cfg.lmbda)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            if not torch.isfinite(norm):
-                skipped_steps += 1
-                if skipped_steps > 100:
-                    raise TrainingError("training diverged (non-finite gradients); lower --lr")
-                continue
-            optimizer.step()
+    bad_steps = 0
+    for batch_u8 in loader:
+        elapsed = elapsed_before + time.monotonic() - start
+        progress = step / cfg.steps
+        if cfg.time_budget:
+            progress = max(progress, elapsed / cfg.time_budget)
+        stop = progress >= 1.0 or bool(hooks.stop and hooks.stop(step))
+        if world > 1:
+            agreed = torch.tensor([progress, float(stop)], device=device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+            progress, stop = float(agreed[0]), bool(agreed[1] > 0)
+        if stop:
+            break
+        lr = lr_at(cfg, step, progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed((cfg.seed * 1_000_003 + step * 7919 + rank) % (1 << 62))
+        batch = batch_u8.to(device, non_blocking=True).float().div_(255.0)
+        loss, parts = rd_loss(net, batch, cfg.lmbda, model.rate_distortion)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        if not torch.isfinite(norm):
+            bad_steps += 1
+            if bad_steps > 100:
+                raise TrainingError("training diverged (non-finite gradients); lower --lr")
             step += 1
-            for k, v in parts.items():
-                sums[k] = sums[k] + v if k in sums else v
-            if step % cfg.log_every == 0:
-                record: dict[str, Any] = {k: float(v) / cfg.log_every for k, v in sums.items()}
-                record["psnr"] = round(psnr_from_mse(record["mse"]), 3)
-                record.update(step=step, lr=lr, elapsed=round(elapsed, 1), progress=round(progress, 4))
-                logf.write(json.dumps(record) + "\n")
-                logf.flush()
-                sums = {}
-                if on_log:
-                    on_log(record)
-            if step % cfg.checkpoint_every == 0:
-                save_checkpoint()
-            if stop is not None and stop(step):
-                log.info("stopping at step %d; resume with --resume", step)
-                break
-        save_checkpoint()
-    finally:
-        logf.close()
-    card = {
-        "name": cfg.name or output.stem,
-        "arch": cfg.arch,
-        "config": cfg.arch_config,
-        "lambda": cfg.lmbda,
-        "steps": step,
-        "batch_size": cfg.batch_size,
-        "crop": cfg.crop,
-        "train_images": len(images),
-        "train_data": [str(d) for d in cfg.data],
-        "train_seconds": round(elapsed_before + time.monotonic() - start, 1),
-        "device": str(device),
-        "command": cfg.command,
-    }
-    model.eval()
-    save_model(model, output, cfg.name or output.stem, card)
+            continue
+        optimizer.step()
+        step += 1
+        for k, v in parts.items():
+            sums[k] = sums[k] + v if k in sums else v
+        if hooks.on_step and rank == 0:
+            hooks.on_step(step, progress)
+        if step % cfg.log_every == 0 and rank == 0:
+            record: dict[str, Any] = {k: float(v) / cfg.log_every for k, v in sums.items()}
+            record.update(
+                psnr=round(psnr_from_mse(record["mse"]), 3),
+                step=step,
+                lr=lr,
+                elapsed=round(elapsed, 1),
+                progress=round(progress, 4),
+            )
+            with open(log_path(output), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if hooks.on_log:
+                hooks.on_log(record)
+        if step % cfg.log_every == 0:
+            sums = {}
+        if step % cfg.val_every == 0:
+            run_validation()
+        if step % cfg.checkpoint_every == 0:
+            save_checkpoint()
+    save_checkpoint()
+    if not last_val or last_val.get("step") != step:
+        run_validation()
+    if rank == 0:
+        model.eval()
+        card = {
+            "name": cfg.name or output.stem,
+            "arch": cfg.arch,
+            "config": cfg.arch_config,
+            "lambda": cfg.lmbda if model.rate_distortion else None,
+            "loss": "lambda * 255^2 * MSE + bpp" if model.rate_distortion else "MSE",
+            "steps": step,
+            "batch_size": cfg.batch_size * world,
+            "crop": cfg.crop,
+            "data": summary,
+            "validation": last_val,
+            "train_seconds": round(elapsed_before + time.monotonic() - start, 1),
+            "device": f"{device} x{world}",
+            "init": cfg.init,
+            "command": cfg.command,
+        }
+        save_model(model, output, cfg.name or output.stem, card)
+    if world > 1:
+        dist.barrier()
     return output
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (for scripts that build their own data)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

@@ -1,18 +1,30 @@
-"""Training: a few real steps on generated images, resume equivalence, a usable model file."""
+"""Training: real steps on generated images, exact resume, validation, the tutorial model,
+STL10's layout, fine-tuning, Ctrl-C, and DistributedDataParallel over two CPU processes."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
 from aecompress import codec
+from aecompress.cli import app
+from aecompress.data import CropDataset, IndexRange, load_stl10, split_validation
+from aecompress.errors import TrainingError
 from aecompress.imageio import from_pil
 from aecompress.modelfile import read_info
-from aecompress.train import TrainConfig, train
-from tests.conftest import photo_like
+from aecompress.train import TrainConfig, TrainHooks, train
+from tests.conftest import REPO, photo_like
 
 
 @pytest.fixture
@@ -26,33 +38,167 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def _config(data: Path, out: Path, steps: int) -> TrainConfig:
-    return TrainConfig(
+def _config(data: Path, out: Path, steps: int, **changes: object) -> TrainConfig:
+    cfg = TrainConfig(
         data=[str(data)], output=str(out), arch_config={"channels": 8}, steps=steps, batch_size=2,
-        crop=32, warmup=2, checkpoint_every=100, log_every=2, device="cpu", seed=5,
+        crop=32, warmup=2, checkpoint_every=100, log_every=2, val_every=100, device="cpu", seed=5,
     )  # fmt: skip
+    for key, value in changes.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
 
 
 def test_resumed_training_equals_straight_training(data_dir: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)
     straight = train(_config(data_dir, tmp_path / "straight.pt", 8))
     half = _config(data_dir, tmp_path / "halves.pt", 8)
-    train(half, stop=lambda step: step >= 4)
+    train(half, hooks=TrainHooks(stop=lambda step: step >= 4))
+    assert torch.load(tmp_path / "halves.pt.ckpt", weights_only=True)["step"] == 4
     halves = train(half, resume=True)
-    a = torch.load(straight.with_name("straight.pt.ckpt"), weights_only=True)
-    b = torch.load(halves.with_name("halves.pt.ckpt"), weights_only=True)
-    assert a["step"] == b["step"] == 8
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    a, b = _weights(Path(f"{straight}.ckpt")), _weights(Path(f"{halves}.ckpt"))
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
     assert read_info(straight).weights_hash == read_info(halves).weights_hash
 
 
-def test_trained_model_is_ready_to_encode(data_dir: Path, tmp_path: Path) -> None:
-    out = train(_config(data_dir, tmp_path / "mine.pt", 3))
+def test_samples_do_not_depend_on_workers_or_resume_point() -> None:
+    images = [torch.from_numpy(photo_like(50, 60, seed=i)).permute(2, 0, 1).contiguous() for i in range(3)]
+    ds = CropDataset(images, 16, seed=3)
+    assert torch.equal(ds[12345], ds[12345])
+    straight = list(IndexRange(0, 6, 4))
+    assert list(IndexRange(0, 3, 4)) + list(IndexRange(3, 6, 4)) == straight
+    ranks = sorted(list(IndexRange(0, 3, 4, rank=0, world=2)) + list(IndexRange(0, 3, 4, rank=1, world=2)))
+    assert ranks == list(range(24))
+
+
+def test_model_card_validation_preview_and_log(data_dir: Path, tmp_path: Path) -> None:
+    out = train(
+        _config(data_dir, tmp_path / "mine.pt", 4, val=[str(data_dir / "nested" / "img0.png")], val_every=2)
+    )
     info = read_info(out)
-    assert info.name == "mine" and info.card["steps"] == 3 and info.card["train_images"] == 5
+    assert info.name == "mine" and info.card["steps"] == 4
+    assert info.card["data"]["images"] == 5 and info.card["data"]["skipped_unreadable"] == 1
+    assert info.card["data"]["smaller_than_crop"] == 1
+    val = info.card["validation"]
+    assert val["step"] == 4 and val["val_bpp"] > 0 and val["val_psnr"] > 0
+    preview = Image.open(tmp_path / "mine.pt.preview.png")
+    assert preview.size == (40, 80)  # one 40x40 crop: original above its reconstruction
+    records = [json.loads(line) for line in (tmp_path / "mine.pt.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "validation" in r] == [2, 4]
     image = from_pil(Image.fromarray(photo_like(20, 20)))
     data = codec.encode(image, model=str(out), device="cpu").data
     assert codec.decode(data, device="cpu", model=str(out)).rgb.shape == (20, 20, 3)
-    log_lines = (tmp_path / "mine.pt.log.jsonl").read_text().splitlines()
-    assert len(log_lines) == 1 and "bpp" in log_lines[0]
+
+
+def test_automatic_validation_split() -> None:
+    paths = [Path(f"{i:03d}.png") for i in range(100)]
+    train_part, held = split_validation(paths)
+    assert len(held) == 8 and not set(held) & set(train_part) and len(train_part) == 92
+    assert split_validation(paths[:5]) == (paths[:5], [])
+
+
+def test_no_readable_images_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "junk.png").write_bytes(b"nope")
+    with pytest.raises(TrainingError, match="no readable images"):
+        train(_config(tmp_path, tmp_path / "m.pt", 2))
+
+
+def test_fine_tuning_starts_from_the_given_model(data_dir: Path, tmp_path: Path, models_dir: Path) -> None:
+    out = train(_config(data_dir, tmp_path / "tuned.pt", 2, init=str(models_dir / "default.pt"), lr=1e-9))
+    base = read_info(models_dir / "default.pt")
+    tuned = read_info(out)
+    assert tuned.config == base.config and tuned.card["init"].endswith("default.pt")
+    # with a vanishing learning rate the weights stay where the base model left them
+    image = from_pil(Image.fromarray(photo_like(32, 32)))
+    a = codec.decode(codec.encode(image, model=str(out), device="cpu").data, device="cpu", model=str(out)).rgb
+    b = codec.decode(codec.encode(image, device="cpu").data, device="cpu").rgb
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+def _stl10(root: Path, count: int) -> np.ndarray:
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    images = np.stack([photo_like(96, 96, seed=i) for i in range(count)])  # (N, H, W, 3)
+    images.transpose(0, 3, 2, 1).astype(np.uint8).tofile(folder / "train_X.bin")  # column-major, as STL10
+    return images
+
+
+def test_stl10_layout_is_read_and_its_absence_is_clear(tmp_path: Path) -> None:
+    expected = _stl10(tmp_path / "stl", 3)
+    images = load_stl10(str(tmp_path / "stl"))
+    assert len(images) == 3
+    np.testing.assert_array_equal(images[1].permute(1, 2, 0).numpy(), expected[1])
+    with pytest.raises(TrainingError, match="STL10 not found"):
+        load_stl10(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.slow
+def test_tutorial_architecture_trains_on_stl10_and_codes_any_image(tmp_path: Path) -> None:
+    _stl10(tmp_path / "stl", 20)
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["--quiet", "train", "--arch", "tutorial", "--dataset", "stl10", "--data-root", str(tmp_path / "stl"),
+         "-o", str(tmp_path / "tutorial.pt"), "--steps", "2", "--batch-size", "4", "--device", "cpu",
+         "--lr", "1e-3", "--val-every", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    info = read_info(tmp_path / "tutorial.pt")
+    assert info.arch == "tutorial" and info.card["loss"] == "MSE" and info.card["crop"] == 96
+    image = from_pil(Image.fromarray(photo_like(45, 70)))
+    data = codec.encode(image, model=str(tmp_path / "tutorial.pt"), device="cpu").data
+    back = codec.decode(data, device="cpu", model=str(tmp_path / "tutorial.pt"))
+    assert back.rgb.shape == (45, 70, 3)
+    missing = runner.invoke(
+        app, ["train", "--arch", "tutorial", "--dataset", "stl10", "--data-root", str(tmp_path), "-o", "x.pt"]
+    )
+    assert missing.exit_code == 1 and "STL10 not found" in missing.stderr
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    args = [sys.executable, "-m", "aecompress", "train", str(data_dir), "-o", str(out), "--channels", "8",
+            "--crop", "32", "--batch-size", "2", "--device", "cpu", "--log-every", "1"]  # fmt: skip
+    proc = subprocess.Popen([*args, "--steps", "100000"], env=_env(), stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "m.pt.log.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    step = torch.load(f"{out}.ckpt", weights_only=True)["step"]
+    assert step >= 3 and read_info(out).card["steps"] == step
+    resumed = subprocess.run(
+        [*args[:-4], "--steps", str(step + 2), "--resume"], env=_env(), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(f"{out}.ckpt", weights_only=True)["step"] == step + 2
+
+
+@pytest.mark.slow
+def test_distributed_training_on_two_cpu_processes(data_dir: Path, tmp_path: Path) -> None:
+    def torchrun(out: Path, steps: int, *extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29517", "-m", "aecompress", "--quiet", "train", str(data_dir), "-o", str(out), "--channels", "8",
+               "--crop", "32", "--batch-size", "2", "--steps", str(steps), "--device", "cpu",
+               "--checkpoint-every", "2", *extra]  # fmt: skip
+        return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+
+    first = torchrun(tmp_path / "ddp.pt", 4)
+    assert first.returncode == 0, first.stderr[-2000:]
+    info = read_info(tmp_path / "ddp.pt")
+    assert info.card["data"]["world_size"] == 2 and info.card["batch_size"] == 4
+    resumed = torchrun(tmp_path / "ddp.pt", 6, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert torch.load(tmp_path / "ddp.pt.ckpt", weights_only=True)["step"] == 6
+    assert not list(tmp_path.glob("*.tmp"))

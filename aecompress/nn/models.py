@@ -55,3 +55,59 @@ class FactorizedCodec(LatentCodec):
         y = self.g_a(x)
         y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         return self.g_s(y_tilde), self.density.bits(y_tilde)
+
+
+@register("tutorial")
+class TutorialAutoencoder(LatentCodec):
+    """The original tutorial autoencoder, layer for layer: 32x32 RGB in, a 100-float code out.
+
+    It has no rate term (trained on MSE alone); the codec applies it to an image tile by tile, one
+    code per 32x32 tile, so its results can be compared with the default on the same files.
+    """
+
+    stride = 32
+    input_size = 32
+    rate_distortion = False
+    weight_decay = 1e-5
+    default_crop = 96
+    tiles_per_pass = 256
+
+    def __init__(self, latent_channels: int = 100, hidden: int = 1000) -> None:
+        super().__init__(latent_channels=latent_channels, hidden=hidden)
+        self.latent_channels = latent_channels
+        flat = 32 * 32 * 128
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, 16, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(16),
+            nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(32),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(64),
+            nn.Conv2d(64, 128, 5, padding=2), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(flat, hidden), nn.ReLU(),
+            nn.Linear(hidden, latent_channels),
+        )  # fmt: skip
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_channels, hidden), nn.ReLU(),
+            nn.Linear(hidden, flat), nn.ReLU(),
+            nn.Unflatten(1, (128, 32, 32)),
+            nn.ConvTranspose2d(128, 64, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(64),
+            nn.ConvTranspose2d(64, 32, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(32),
+            nn.ConvTranspose2d(32, 16, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(16),
+            nn.ConvTranspose2d(16, 3, 5, padding=2),
+        )  # fmt: skip
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(B, 3, 32h, 32w) -> (B, C, h, w): each 32x32 tile coded on its own."""
+        b, _, h, w = x.shape
+        th, tw = h // 32, w // 32
+        tiles = x.reshape(b, 3, th, 32, tw, 32).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3, 32, 32)
+        codes = torch.cat([self.encoder(t) for t in tiles.split(self.tiles_per_pass)])
+        return codes.reshape(b, th, tw, -1).permute(0, 3, 1, 2)
+
+    def decode(self, y: Tensor) -> Tensor:
+        b, c, th, tw = y.shape
+        codes = y.permute(0, 2, 3, 1).reshape(-1, c)
+        tiles = torch.cat([self.decoder(t) for t in codes.split(self.tiles_per_pass)])
+        return tiles.reshape(b, th, tw, 3, 32, 32).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, th * 32, tw * 32)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.decoder(self.encoder(x)), x.new_zeros(())

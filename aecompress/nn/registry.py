@@ -23,6 +23,10 @@ class LatentCodec(nn.Module):
     latent_channels: int = 100
     encoder_context: int = 0
     decoder_context: int = 0
+    input_size: ClassVar[int | None] = None  # fixed training input side (crops are scaled to it)
+    rate_distortion: ClassVar[bool] = True  # False: trained on MSE alone
+    weight_decay: ClassVar[float] = 0.0
+    default_crop: ClassVar[int] = 256
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
