@@ -189,7 +189,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(data_dir: Path, tmp_path:
 def test_distributed_training_on_two_cpu_processes(data_dir: Path, tmp_path: Path) -> None:
     def torchrun(out: Path, steps: int, *extra: str) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29517", "-m", "aecompress", "--quiet", "train", str(data_dir), "-o", str(out), "--channels", "8",
+               "--master_port", "29517", "-m", "aecompress", "--quiet", "train", str(data_dir),
+               "-o", str(out), "--channels", "8",
                "--crop", "32", "--batch-size", "2", "--steps", str(steps), "--device", "cpu",
                "--checkpoint-every", "2", *extra]  # fmt: skip
         return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
