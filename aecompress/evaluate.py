@@ -111,3 +111,24 @@ def at_rate(curve: list[Measure], bpp: float) -> tuple[float, float]:
 
 def mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
+
+
+def bd_rate(reference: list[tuple[float, float]], test: list[tuple[float, float]]) -> float:
+    """Bjøntegaard delta rate in percent: the average bitrate difference of ``test`` against
+    ``reference`` at equal quality, over the quality range both curves cover.
+
+    Points are (bpp, quality). Log-rate is fitted as a cubic in quality for each curve and the
+    two fits are integrated over the common interval; negative means ``test`` needs fewer bits.
+    """
+    if len(reference) < 4 or len(test) < 4:
+        raise ValueError("BD-rate needs at least four points per curve")
+    r_rate, r_q = np.log([p[0] for p in reference]), np.array([p[1] for p in reference])
+    t_rate, t_q = np.log([p[0] for p in test]), np.array([p[1] for p in test])
+    lo, hi = max(r_q.min(), t_q.min()), min(r_q.max(), t_q.max())
+    if hi <= lo:
+        raise ValueError("the two curves share no quality range")
+    r_fit, t_fit = np.polyfit(r_q, r_rate, 3), np.polyfit(t_q, t_rate, 3)
+    r_int, t_int = np.polyint(r_fit), np.polyint(t_fit)
+    r_avg = (np.polyval(r_int, hi) - np.polyval(r_int, lo)) / (hi - lo)
+    t_avg = (np.polyval(t_int, hi) - np.polyval(t_int, lo)) / (hi - lo)
+    return float((np.exp(t_avg - r_avg) - 1) * 100)

@@ -360,6 +360,11 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             run_validation()
         if step % cfg.checkpoint_every == 0:
             save_checkpoint()
+    if rank == 0:
+        model.eval()
+        sample = torch.stack([dataset[i] for i in range(64)]).to(device).float().div_(255.0)
+        model.calibrate(sample)
+        model.train()
     save_checkpoint()
     if not last_val or last_val.get("step") != step:
         run_validation()

@@ -94,18 +94,29 @@ class TutorialAutoencoder(LatentCodec):
             nn.ConvTranspose2d(32, 16, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(16),
             nn.ConvTranspose2d(16, 3, 5, padding=2),
         )  # fmt: skip
+        self.register_buffer("code_scale", torch.ones(latent_channels))
+
+    def calibrate(self, batch: Tensor) -> None:
+        """Scale each code dimension so that quantization step 1 is a quarter of its spread.
+
+        The tutorial model was never trained for quantization, so its codes have arbitrary
+        ranges; this makes -q mean the same thing for it as for rate-trained models.
+        """
+        with torch.no_grad():
+            codes = self.encoder(batch)
+            self.code_scale.copy_(codes.std(dim=0).clamp_min(1e-4) / 4)
 
     def encode(self, x: Tensor) -> Tensor:
         """(B, 3, 32h, 32w) -> (B, C, h, w): each 32x32 tile coded on its own."""
         b, _, h, w = x.shape
         th, tw = h // 32, w // 32
         tiles = x.reshape(b, 3, th, 32, tw, 32).permute(0, 2, 4, 1, 3, 5).reshape(-1, 3, 32, 32)
-        codes = torch.cat([self.encoder(t) for t in tiles.split(self.tiles_per_pass)])
+        codes = torch.cat([self.encoder(t) for t in tiles.split(self.tiles_per_pass)]) / self.code_scale
         return codes.reshape(b, th, tw, -1).permute(0, 3, 1, 2)
 
     def decode(self, y: Tensor) -> Tensor:
         b, c, th, tw = y.shape
-        codes = y.permute(0, 2, 3, 1).reshape(-1, c)
+        codes = y.permute(0, 2, 3, 1).reshape(-1, c) * self.code_scale
         tiles = torch.cat([self.decoder(t) for t in codes.split(self.tiles_per_pass)])
         return tiles.reshape(b, th, tw, 3, 32, 32).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, th * 32, tw * 32)
 

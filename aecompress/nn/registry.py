@@ -44,6 +44,9 @@ class LatentCodec(nn.Module):
         """Training pass: (reconstruction, estimated total bits) with the noise proxy for rounding."""
         raise NotImplementedError
 
+    def calibrate(self, batch: Tensor) -> None:
+        """Called once after training with sample inputs; rate-trained models need nothing."""
+
 
 ARCHITECTURES: dict[str, type[LatentCodec]] = {}
 
