@@ -432,6 +432,39 @@ def _training_display(total: int) -> Iterator[Any]:
 
 
 @app.command()
+def bench(
+    folder: Annotated[Path, typer.Argument(help="Folder of test images (e.g. the Kodak set).")],
+    codecs: Annotated[
+        str, typer.Option("--codecs", help="Comma-separated: aec, jpeg, webp, avif.")
+    ] = "aec,jpeg,webp,avif",
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    qualities: Annotated[
+        str | None, typer.Option("-q", "--qualities", help="aecompress -q values to sweep, comma-separated.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write rate-distortion curves to this PNG.")
+    ] = None,
+) -> None:
+    """Rate-distortion and speed of aecompress against JPEG, WebP and AVIF, with BD-rates vs JPEG."""
+    with _user_errors():
+        from aecompress import bench as bench_lib
+
+        chosen = [c.strip() for c in codecs.split(",") if c.strip()]
+        settings = {"aec": [int(q) for q in qualities.split(",")]} if qualities else None
+        try:
+            result = bench_lib.run(
+                folder, chosen, model, device, settings, progress=lambda what: log.info("bench: %s", what)
+            )
+        except ValueError as exc:
+            raise ImageError(str(exc)) from exc
+        if plot is not None:
+            bench_lib.plot(result, plot)
+        typer.echo(json.dumps(result.to_json(), indent=2) if as_json else bench_lib.table(result))
+
+
+@app.command()
 def models() -> None:
     """List the codecs available (bundled and user-trained) with their measured Kodak figures."""
     with _user_errors():

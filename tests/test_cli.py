@@ -226,3 +226,12 @@ def test_help_and_info_do_not_import_torch(tmp_path: Path, models_dir: Path) -> 
 def test_quality_range_is_enforced(tmp_path: Path, quality: str) -> None:
     result = _invoke("encode", str(_png(tmp_path / "a.png")), "-q", quality)
     assert result.exit_code == 2
+
+
+def test_models_lists_user_models_with_their_figures(models_dir: Path) -> None:
+    result = _invoke("models")
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert "default" in lines and "other" in lines
+    assert str(models_dir) in lines["other"]
+    assert "not measured" in lines["other"]
