@@ -155,6 +155,14 @@ def encode(
         int,
         typer.Option("-q", "--quality", min=0, max=100, help="Quality 0-100, higher is better."),
     ] = 75,
+    target_bpp: Annotated[
+        float | None,
+        typer.Option(
+            "--target-bpp",
+            min=0.0,
+            help="Pick per image the highest quality at or under this many bits per pixel.",
+        ),
+    ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -174,7 +182,10 @@ def encode(
         for name, target in zip(images, targets, strict=True):
             try:
                 image = read_image(_read_input(name) if name == "-" else Path(name))
-                result = codec.encode(image, model, quality, device)
+                if target_bpp is not None:
+                    result = codec.encode_to_size(image, target_bpp, model, device)
+                else:
+                    result = codec.encode(image, model, quality, device)
                 _write_output(target, result.data, force)
             except AecError as exc:
                 if len(images) == 1:
@@ -183,7 +194,11 @@ def encode(
                 errors += 1
                 continue
             bpp = 8 * len(result.data) / (image.width * image.height)
-            detail = f" [{result.header.model_name} on {result.device}]" if _state["verbose"] else ""
+            detail = (
+                f" [-q {result.header.quality}, {result.header.model_name} on {result.device}]"
+                if _state["verbose"]
+                else ""
+            )
             _say(
                 f"{name} -> {target}: {image.width}x{image.height} {image.mode}, "
                 f"{len(result.data)} bytes, {bpp:.3f} bpp{detail}"

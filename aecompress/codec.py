@@ -132,8 +132,14 @@ def encode_with(
 ) -> tuple[bytes, aecformat.AecHeader]:
     """Compress an image with a network in hand (also used by training's validation)."""
     dev = device or torch.device("cpu")
+    return _pack_at(net, name, digest, image, analyse(net, image.rgb, dev, tile), quality)
+
+
+def _pack_at(
+    net: LatentCodec, name: str, digest: bytes, image: ImageData, latents: torch.Tensor, quality: float
+) -> tuple[bytes, aecformat.AecHeader]:
     step = quality_to_step(quality)
-    q = quantize(analyse(net, image.rgb, dev, tile), step)
+    q = quantize(latents, step)
     header = aecformat.AecHeader(
         width=image.width,
         height=image.height,
@@ -151,6 +157,39 @@ def encode_with(
         step=step,
     )
     return aecformat.pack(header, q, image.alpha, image.icc, image.exif), header
+
+
+def encode_to_size(
+    image: ImageData,
+    target_bpp: float,
+    model: str | Path | None = None,
+    device: str = "auto",
+    tile: int = TILE_LATENTS,
+) -> EncodeResult:
+    """Compress at the highest quality whose whole file stays at or under ``target_bpp``.
+
+    The network runs once; only quantization and packing repeat, in a bisection over the
+    (continuous) quality. When even quality 0 is larger, that smallest file is returned.
+    """
+    dev = select_device(device)
+    net, info = model_on(resolve(model), dev)
+    latents = analyse(net, image.rgb, dev, tile)
+    budget = target_bpp * image.width * image.height / 8
+    lo, hi = 0.0, 100.0
+    best = _pack_at(net, info.name, info.weights_hash, image, latents, lo)
+    if len(best[0]) > budget:
+        return EncodeResult(best[0], best[1], dev)
+    top = _pack_at(net, info.name, info.weights_hash, image, latents, hi)
+    if len(top[0]) <= budget:
+        return EncodeResult(top[0], top[1], dev)
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        candidate = _pack_at(net, info.name, info.weights_hash, image, latents, mid)
+        if len(candidate[0]) <= budget:
+            lo, best = mid, candidate
+        else:
+            hi = mid
+    return EncodeResult(best[0], best[1], dev)
 
 
 def encode(

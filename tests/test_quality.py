@@ -47,3 +47,19 @@ def test_higher_quality_never_gives_a_smaller_file_on_kodak() -> None:
     for _, image in load_folder(KODAK):
         sizes = [len(codec.encode(image, BUNDLED, q, "cpu").data) for q in range(0, 101, 10)]
         assert sizes == sorted(sizes)
+
+
+@needs_model
+@pytest.mark.parametrize("target", [0.15, 0.25, 0.4])
+def test_target_bpp_lands_at_or_just_under_the_target(target: float) -> None:
+    image = read_image(REPO / "samples" / "parrots.png")
+    result = codec.encode_to_size(image, target, BUNDLED, "cpu")
+    bpp = 8 * len(result.data) / (image.width * image.height)
+    assert target * 0.95 <= bpp <= target
+
+
+@needs_model
+def test_target_bpp_out_of_reach_gives_the_nearest_file() -> None:
+    image = read_image(REPO / "samples" / "parrots.png")
+    assert codec.encode_to_size(image, 50.0, BUNDLED, "cpu").header.quality == 100
+    assert codec.encode_to_size(image, 0.001, BUNDLED, "cpu").header.quality == 0
