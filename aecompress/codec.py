@@ -7,7 +7,6 @@ the kept part matches a whole-image pass; memory stays bounded by the tile size,
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,6 @@ from aecompress.errors import FormatError
 from aecompress.imageio import ImageData
 from aecompress.modelfile import ModelInfo, find_for_file, load_model, resolve
 from aecompress.nn import LatentCodec
-
-log = logging.getLogger("aecompress")
 
 DEFAULT_QUALITY = 75
 TILE_LATENTS = 64

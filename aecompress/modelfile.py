@@ -222,8 +222,10 @@ def find_for_file(name: str, digest: bytes, preferred: Path | None = None) -> Pa
         with contextlib.suppress(ModelError):
             candidates.append(resolve(name))
         candidates += [p for p in available_models() if p not in candidates]
-    for path in candidates:
-        if read_info(path).weights_hash == digest:
+    for i, path in enumerate(candidates):
+        # the first candidate is the one the file names: load it fully, since decoding needs it
+        info = load_model(path)[1] if i == 0 else read_info(path)
+        if info.weights_hash == digest:
             return path
     raise ModelMismatchError(
         f"this file needs model {name!r} with weights {digest.hex()[:16]}, which is not available"

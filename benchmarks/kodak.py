@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from aecompress import codec
 from aecompress.evaluate import at_rate, load_folder, mean, measure_aec, pillow_curve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", dest="json_out", default=None, help="also write the rows as JSON here")
     parser.add_argument("--card", default=None, help="update this model card's 'kodak' figures (JSON)")
+    parser.add_argument(
+        "--target-bpp", type=float, nargs="*", default=[], help="also report how often --target-bpp hits"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = load_folder(Path(args.data))
@@ -69,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['jpeg_psnr']:20.2f} | {r['jpeg_ms_ssim']:12.4f} | {r['psnr'] - r['jpeg_psnr']:+.2f} | "
             f"{r['wins']:2d}/{r['images']} | {r['encode_s']:.2f} | {r['decode_s']:.2f} |"
         )
+    for target in args.target_bpp:
+        rates = [
+            8 * len(codec.encode_to_size(img, target, args.model, "cpu").data) / (img.width * img.height)
+            for _, img in images
+        ]
+        hits = sum(target * 0.95 <= r <= target for r in rates)
+        print(f"--target-bpp {target}: {hits}/{len(rates)} images within 5% under the target, "
+              f"mean {mean(rates):.3f} bpp, range {min(rates):.3f}-{max(rates):.3f}")  # fmt: skip
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))
     if args.card:
