@@ -232,6 +232,7 @@ def decode(
                 output_format(target)
                 check_writable(Path(target), force)
         from aecompress import codec
+        from aecompress.device import select_device
         from aecompress.imageio import encode_image_bytes
 
         errors = 0
@@ -246,7 +247,8 @@ def decode(
                 typer.echo(f"aecompress: error: {name}: {exc}", err=True)
                 errors += 1
                 continue
-            _say(f"{name} -> {target}: {image.width}x{image.height} {image.mode}")
+            detail = f" [on {select_device(device)}]" if _state["verbose"] else ""
+            _say(f"{name} -> {target}: {image.width}x{image.height} {image.mode}{detail}")
         _fail(errors)
 
 
