@@ -16,11 +16,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from aecompress.errors import ImageError, TrainingError
-from aecompress.imageio import read_image
+from aecompress.imageio import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger("aecompress")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".pnm"}
 STL10_FILES = ("train_X.bin", "unlabeled_X.bin", "test_X.bin")
 
 

@@ -15,10 +15,8 @@ import numpy as np
 from PIL import Image
 
 from aecompress import codec
-from aecompress.imageio import ImageData, read_image
+from aecompress.imageio import IMAGE_SUFFIXES, ImageData, read_image
 from aecompress.metrics import ms_ssim, psnr
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm")
 
 
 @dataclass

@@ -30,6 +30,7 @@ OUTPUT_FORMATS = {
     ".pgm": "PPM",
     ".pnm": "PPM",
 }
+IMAGE_SUFFIXES = frozenset(OUTPUT_FORMATS)
 _NO_ALPHA = {"JPEG", "PPM"}
 _KEEPS_METADATA = {"PNG", "JPEG", "WEBP", "TIFF"}
 
