@@ -67,12 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     pixels = sum(img.width * img.height for _, img in images)
     latents = [codec.analyse(net, img.rgb, torch.device("cpu")) for _, img in images]
     print(f"{len(images)} images from {args.data}; latent payload in bits per pixel")
-    print(
-        "|  -q | zstd (as written) | model estimate | entropy | zero channels | zeros dropped | level 22 | position-major |"
-    )
-    print(
-        "|----:|------------------:|---------------:|--------:|--------------:|--------------:|---------:|---------------:|"
-    )
+    columns = ["-q", "zstd (as written)", "model estimate", "entropy", "zero channels", "zeros dropped"]
+    columns += ["level 22", "position-major"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---:" for _ in columns) + "|")
     for quality in args.qualities:
         step = codec.quality_to_step(quality)
         sums = dict.fromkeys(("zstd", "model", "entropy", "dropped", "l22", "pos"), 0.0)
