@@ -53,7 +53,8 @@ def _tiles(length: int, tile: int) -> Iterator[tuple[int, int]]:
 
 def _image_tensor(padded: np.ndarray, device: torch.device) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(padded)).to(device)
-    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    t = t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    return t.contiguous(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
@@ -96,6 +97,7 @@ def synthesize(
             ly0, ly1 = max(0, y0 - ctx), min(lh, y1 + ctx)
             lx0, lx1 = max(0, x0 - ctx), min(lw, x1 + ctx)
             part = latents[:, ly0:ly1, lx0:lx1].unsqueeze(0).to(device)
+            part = part.contiguous(memory_format=torch.channels_last)
             img = model.decode(part)[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8)
             oy, ox = (y0 - ly0) * s, (x0 - lx0) * s
             crop = img[:, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]

@@ -138,6 +138,8 @@ def _sidecar_card(path: Path) -> dict[str, Any]:
 
 @lru_cache(maxsize=8)
 def _load_cached(path: str, mtime: float) -> tuple[Any, ModelInfo]:
+    import torch
+
     from aecompress.nn import build
 
     info, state = _read(Path(path))
@@ -150,7 +152,8 @@ def _load_cached(path: str, mtime: float) -> tuple[Any, ModelInfo]:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model, info
+    # channels-last convolutions run about 1.5x faster on CPUs (measured in benchmarks/kodak.py)
+    return model.to(memory_format=torch.channels_last), info
 
 
 def load_model(path: Path) -> tuple[Any, ModelInfo]:
