@@ -155,7 +155,8 @@ def _pack_at(
         dtype=q.dtype,
         step=step,
     )
-    return aecformat.pack(header, q, image.alpha, image.icc, image.exif), header
+    order = np.argsort(q.reshape(q.shape[0], -1).std(axis=1), kind="stable")
+    return aecformat.pack(header, q, image.alpha, image.icc, image.exif, order), header
 
 
 def encode_to_size(

@@ -83,8 +83,9 @@ def _rewrite_header(
 
 def test_newer_version_is_refused_with_its_own_error() -> None:
     data, _, _ = _sample()
-    with pytest.raises(VersionError, match="version 2"):
-        fmt.unpack(_rewrite_header(data, version=2))
+    newer = fmt.FORMAT_VERSION + 1
+    with pytest.raises(VersionError, match=f"version {newer}"):
+        fmt.unpack(_rewrite_header(data, version=newer))
 
 
 def test_checksum_mismatch_in_header_and_payload() -> None:
@@ -112,3 +113,23 @@ def test_headers_that_lie_about_sizes_are_refused_before_allocating() -> None:
 def test_pack_refuses_latents_that_disagree_with_the_header() -> None:
     with pytest.raises(FormatError):
         fmt.pack(_header(mode="RGB"), np.zeros((100, 3, 3), np.int8))
+
+
+def test_channel_order_round_trips_and_is_validated() -> None:
+    rng = np.random.default_rng(1)
+    latents = rng.integers(-9, 10, size=(100, 2, 3)).astype(np.int8)
+    order = rng.permutation(100)
+    data = fmt.pack(_header(mode="RGB"), latents, order=order)
+    aec = fmt.unpack(data)
+    np.testing.assert_array_equal(aec.order, order)
+    np.testing.assert_array_equal(aec.latent_array(), latents)
+    with pytest.raises(FormatError, match="permutation"):
+        fmt.pack(_header(mode="RGB"), latents, order=np.zeros(100, dtype=int))
+
+
+def test_version_1_files_without_channel_order_still_decode() -> None:
+    latents = np.arange(600, dtype=np.int64).reshape(100, 2, 3).astype(np.int8)
+    data = _rewrite_header(fmt.pack(_header(mode="RGB"), latents), version=1)
+    aec = fmt.unpack(data)
+    assert aec.header.version == 1 and aec.order is None
+    np.testing.assert_array_equal(aec.latent_array(), latents)
