@@ -113,6 +113,11 @@ def quantize(latents: torch.Tensor, step: float) -> np.ndarray:
     return q.astype("<i2")
 
 
+def channel_order(q: np.ndarray) -> np.ndarray:
+    """Channels sorted by the spread of their integers: how the latents are stored (format v2)."""
+    return np.argsort(q.reshape(q.shape[0], -1).std(axis=1), kind="stable")
+
+
 @dataclass
 class EncodeResult:
     data: bytes
@@ -155,8 +160,7 @@ def _pack_at(
         dtype=q.dtype,
         step=step,
     )
-    order = np.argsort(q.reshape(q.shape[0], -1).std(axis=1), kind="stable")
-    return aecformat.pack(header, q, image.alpha, image.icc, image.exif, order), header
+    return aecformat.pack(header, q, image.alpha, image.icc, image.exif, channel_order(q)), header
 
 
 def encode_to_size(

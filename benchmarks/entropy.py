@@ -3,7 +3,8 @@
     python benchmarks/entropy.py [--data ../shared/data/kodak] [-q 40 55 75 95] [--threads 2]
 
 For each -q, summed over the images, in bits per pixel of the latent payload alone:
-- zstd: the LATN payload as aecompress writes it (int8 channel-major, one zstd frame);
+- zstd: the LATN payload as aecompress writes it (int8 channel-major, channels sorted by their
+  spread, one zstd frame), beside the natural channel order of format version 1;
 - model: the factorized density's estimate, -log2 P(bin) with bins of the quantization step;
 - entropy: the empirical entropy of each channel's integers in each image (an ideal static code
   per image and channel, tables not counted);
@@ -67,17 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     pixels = sum(img.width * img.height for _, img in images)
     latents = [codec.analyse(net, img.rgb, torch.device("cpu")) for _, img in images]
     print(f"{len(images)} images from {args.data}; latent payload in bits per pixel")
-    columns = ["-q", "zstd (as written)", "model estimate", "entropy", "zero channels", "zeros dropped"]
-    columns += ["level 22", "position-major"]
+    columns = ["-q", "zstd (as written)", "natural order", "model estimate", "entropy", "zero channels"]
+    columns += ["zeros dropped", "level 22", "position-major"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---:" for _ in columns) + "|")
     for quality in args.qualities:
         step = codec.quality_to_step(quality)
-        sums = dict.fromkeys(("zstd", "model", "entropy", "dropped", "l22", "pos"), 0.0)
+        sums = dict.fromkeys(("zstd", "natural", "model", "entropy", "dropped", "l22", "pos"), 0.0)
         zero_channels = 0
         for y in latents:
             q = codec.quantize(y, step)
-            sums["zstd"] += 8 * _zstd(q.tobytes())
+            order = codec.channel_order(q)
+            sums["zstd"] += 8 * _zstd(np.ascontiguousarray(q[order]).tobytes()) + 8 * q.shape[0]
+            sums["natural"] += 8 * _zstd(q.tobytes())
             sums["model"] += _model_bits(net, q, step)
             sums["entropy"] += _entropy_bits(q)
             live = np.abs(q).reshape(q.shape[0], -1).max(axis=1) > 0
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             sums["pos"] += 8 * _zstd(np.ascontiguousarray(q.transpose(1, 2, 0)).tobytes())
         b = {k: v / pixels for k, v in sums.items()}
         print(
-            f"| {quality:3d} | {b['zstd']:17.4f} | {b['model']:14.4f} | {b['entropy']:7.4f} | "
+            f"| {quality:3d} | {b['zstd']:17.4f} | {b['natural']:13.4f} | {b['model']:14.4f} | "
+            f"{b['entropy']:7.4f} | "
             f"{zero_channels / len(latents):13.1f} | {b['dropped']:13.4f} | {b['l22']:8.4f} | "
             f"{b['pos']:14.4f} |"
         )
