@@ -152,8 +152,10 @@ def encode(
         typer.Option("-o", "--output", help="Output file (one input) or folder; '-' is stdout."),
     ] = None,
     quality: Annotated[
-        int,
-        typer.Option("-q", "--quality", min=0, max=100, help="Quality 0-100, higher is better."),
+        float,
+        typer.Option(
+            "-q", "--quality", min=0, max=100, help="Quality 0-100 (fractions allowed), higher is better."
+        ),
     ] = 75,
     target_bpp: Annotated[
         float | None,

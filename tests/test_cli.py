@@ -235,3 +235,10 @@ def test_models_lists_user_models_with_their_figures(models_dir: Path) -> None:
     assert "default" in lines and "other" in lines
     assert str(models_dir) in lines["other"]
     assert "not measured" in lines["other"]
+
+
+def test_quality_is_continuous(tmp_path: Path) -> None:
+    src = _png(tmp_path / "a.png")
+    assert _invoke("encode", str(src), "-q", "72.5", "-o", str(tmp_path / "a.aec")).exit_code == 0
+    header = aecformat.unpack((tmp_path / "a.aec").read_bytes()).header
+    assert header.step == pytest.approx(2 ** ((75 - 72.5) / 25), rel=1e-6)
