@@ -58,6 +58,23 @@ def atomic_write(path: Path, data: bytes, force: bool = False) -> None:
             os.unlink(tmp)
 
 
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """torch.save streamed to a temporary file beside path, then renamed into place.
+
+    Streaming (rather than atomic_write's bytes) keeps multi-gigabyte checkpoints out of memory.
+    """
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

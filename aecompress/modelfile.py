@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aecompress.errors import ModelError, ModelMismatchError
+from aecompress.fileio import atomic_torch_save
 
 FILE_KIND = "aecompress-model"
 FILE_VERSION = 1
@@ -64,8 +65,6 @@ def storable_state(model: Any) -> dict[str, Any]:
 
 def save_model(model: Any, path: Path, name: str, card: dict[str, Any] | None = None) -> ModelInfo:
     """Write a ready-to-use model file (float16 weights) and return its info."""
-    import torch
-
     state = storable_state(model)
     info = ModelInfo(name=name, arch=model.arch, config=dict(model.config), weights_hash=weights_hash(state))
     payload = {
@@ -79,12 +78,7 @@ def save_model(model: Any, path: Path, name: str, card: dict[str, Any] | None = 
         "state_dict": state,
     }
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_torch_save(payload, path)
     info.path = path
     info.card = card or {}
     return info

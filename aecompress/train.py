@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from aecompress import data as train_data
 from aecompress.device import select_device
 from aecompress.errors import TrainingError
+from aecompress.fileio import atomic_torch_save, atomic_write
 from aecompress.imageio import ImageData
 from aecompress.metrics import psnr
 from aecompress.modelfile import load_model, save_model
@@ -197,12 +198,6 @@ def validate(
     return {"val_bpp": float(np.mean(bpps)), "val_psnr": float(np.mean(psnrs))}, Image.fromarray(grid)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = None) -> Path:
     """Train (or resume) a codec and write the model file at cfg.output; returns its path."""
     hooks = hooks or TrainHooks()
@@ -287,7 +282,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
                 "step": step,
                 "elapsed": elapsed_before + time.monotonic() - start,
             }
-            _atomic_save(payload, ckpt_path)
+            atomic_torch_save(payload, ckpt_path)
 
     def run_validation() -> None:
         nonlocal last_val
@@ -298,9 +293,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
         if preview is not None:
             buf = io.BytesIO()
             preview.save(buf, "PNG")
-            tmp = preview_path(output).with_name(preview_path(output).name + ".tmp")
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, preview_path(output))
+            atomic_write(preview_path(output), buf.getvalue(), force=True)
         with open(log_path(output), "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"validation": True, **last_val}) + "\n")
         if hooks.on_val:
