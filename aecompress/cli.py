@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -123,14 +124,6 @@ def _targets(inputs: list[str], output: str | None, default: Callable[[str], str
     return [str(folder / Path(default(name)).name) for name in inputs]
 
 
-def _decoded_name(name: str) -> str:
-    """a.png.aec -> a.png; photo.aec (no image extension left) -> photo.png."""
-    from aecompress.imageio import OUTPUT_FORMATS
-
-    stem = name[: -len(".aec")] if name.lower().endswith(".aec") else name
-    return stem if Path(stem).suffix.lower() in OUTPUT_FORMATS else stem + ".png"
-
-
 def _fail(errors: int) -> None:
     if errors:
         raise typer.Exit(1)
@@ -226,9 +219,9 @@ def decode(
     """Restore images from .aec files (default: strip .aec, so a.png.aec -> a.png)."""
     with _user_errors():
         from aecompress.fileio import check_writable
-        from aecompress.imageio import output_format
+        from aecompress.imageio import decoded_name, output_format
 
-        targets = _targets(files, output, _decoded_name)
+        targets = _targets(files, output, decoded_name)
         for target in targets:
             if target != "-":
                 output_format(target)
@@ -252,6 +245,148 @@ def decode(
             detail = f" [on {select_device(device)}]" if _state["verbose"] else ""
             _say(f"{name} -> {target}: {image.width}x{image.height} {image.mode}{detail}")
         _fail(errors)
+
+
+@app.command()
+def batch(
+    src: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
+    dst: Annotated[Path, typer.Argument(help="Output folder; the tree of SRC is mirrored in it.")],
+    decode: Annotated[
+        bool, typer.Option("--decode", "-d", help="Restore: SRC holds .aec files, DST gets images.")
+    ] = False,
+    quality: Annotated[
+        float, typer.Option("-q", "--quality", min=0, max=100, help="Quality 0-100, as for encode.")
+    ] = 75,
+    target_bpp: Annotated[
+        float | None, typer.Option("--target-bpp", min=0.0, help="Per image, as for encode.")
+    ] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    jobs: Annotated[
+        int | None,
+        typer.Option("-j", "--jobs", min=1, help="Parallel workers (default: one per core; 1 on a GPU)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("-f", "--force", help="Redo files whose output is up to date.")
+    ] = False,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="Write one JSON line per file to this file.")
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Decode each new .aec file and record its PSNR.")
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard", help="K/N: do only this machine's share (K from 0), e.g. $SLURM_ARRAY_TASK_ID/8."
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
+) -> None:
+    """Compress (or with --decode restore) a whole folder tree, in parallel and incrementally.
+
+    SRC/a/b.png becomes DST/a/b.png.aec. Outputs newer than their inputs are skipped, so a re-run
+    after an interruption resumes. Exit status: 0 all done, 2 some files failed, 1 none could be done.
+    """
+    if quiet:
+        _state.update(quiet=True, verbose=False)
+    with _user_errors():
+        from aecompress import batch as batch_lib
+
+        if verify and decode:
+            raise OutputError("--verify compares new .aec files with their images: it applies to encoding")
+        parts = batch_lib.parse_shard(shard) if shard else None
+        plan = batch_lib.scan(src, dst, decode, force, parts)
+        workers = jobs or batch_lib.default_workers(device)
+        workers = max(1, min(workers, len(plan.todo)))
+        threads = max(1, batch_lib.cpu_count() // workers)
+        options = batch_lib.Options(decode, quality, target_bpp, model, device, verify, threads)
+        if not plan.todo and not plan.up_to_date and not _state["quiet"]:
+            _say(f"aecompress: no {'.aec files' if decode else 'images'} found under {src}")
+        log.info("batch: %d to do, %d up to date, %d workers x %d threads",
+                 len(plan.todo), len(plan.up_to_date), workers, threads)  # fmt: skip
+        stop = {"requested": 0}
+
+        def request_stop(signum: int, frame: object) -> None:
+            stop["requested"] += 1
+            if stop["requested"] > 1:
+                raise KeyboardInterrupt
+            _say("aecompress: stopping after the files in progress (Ctrl-C again to abort)")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, request_stop)
+        with _batch_display(plan) as show, _manifest_writer(manifest) as write:
+
+            def on_outcome(outcome: batch_lib.Outcome) -> None:
+                write(outcome.record())
+                show(outcome)
+
+            summary = batch_lib.run(plan, options, workers, on_outcome, lambda: stop["requested"] > 0)
+        if not _state["quiet"]:
+            typer.echo(summary.table())
+        elif summary.failures:
+            for failure in summary.failures:
+                typer.echo(f"aecompress: FAILED {failure.rel}: {failure.reason}", err=True)
+        if summary.interrupted:
+            raise typer.Exit(130)
+        raise typer.Exit(summary.exit_code())
+
+
+@contextmanager
+def _manifest_writer(path: Path | None) -> Iterator[Callable[[dict[str, Any]], None]]:
+    if path is None:
+        yield lambda record: None
+        return
+    try:
+        handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise OutputError(f"cannot write manifest {path}: {exc.strerror}") from exc
+    with handle:
+        yield lambda record: handle.write(json.dumps(record) + "\n") and handle.flush()
+
+
+@contextmanager
+def _batch_display(plan: Any) -> Iterator[Callable[[Any], None]]:
+    """A rich progress bar (files, MB, files/s, time left) on a terminal; one line per file otherwise."""
+    if _state["quiet"] or not sys.stderr.isatty():
+
+        def line(outcome: Any) -> None:
+            if outcome.status == "failed":
+                typer.echo(f"aecompress: FAILED {outcome.rel}: {outcome.reason}", err=True)
+            elif outcome.status == "done" or _state["verbose"]:
+                bpp = f", {outcome.bpp:.3f} bpp" if outcome.bpp is not None else ""
+                psnr = f", {outcome.psnr:.2f} dB" if outcome.psnr is not None else ""
+                why = f" ({outcome.reason})" if outcome.reason else ""
+                sizes = f"{outcome.bytes_in} -> {outcome.bytes_out} bytes"
+                _say(f"{outcome.status} {outcome.rel}: {sizes}{bpp}{psnr}{why}")
+
+        yield line
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    total_mb = plan.todo_bytes / 1e6
+    progress = Progress(
+        TextColumn("{task.completed}/{task.total} files"), BarColumn(),
+        TextColumn("{task.fields[mb]:.1f}/" + f"{total_mb:.1f} MB"), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+    )  # fmt: skip
+    task = progress.add_task("batch", total=len(plan.todo), mb=0.0, rate="")
+    start = time.perf_counter()
+    state = {"files": 0, "bytes": 0}
+
+    def update(outcome: Any) -> None:
+        if outcome.status == "failed":
+            progress.console.print(f"FAILED {outcome.rel}: {outcome.reason}", markup=False)
+        if outcome.status not in ("done", "failed"):
+            return
+        state["files"] += 1
+        state["bytes"] += outcome.bytes_in
+        rate = state["files"] / max(time.perf_counter() - start, 1e-9)
+        progress.update(task, completed=state["files"], mb=state["bytes"] / 1e6, rate=f"{rate:.1f} files/s")
+
+    with progress:
+        yield update
 
 
 @app.command()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aecompress.errors import OutputError, OutputExistsError
 
+TEMP_SUFFIX = ".tmp"
+
 
 def check_writable(path: Path, force: bool) -> None:
     """Fail early (before any work) when the output exists without force or its folder is unusable."""
@@ -31,7 +33,7 @@ def atomic_write(path: Path, data: bytes, force: bool = False) -> None:
     check_writable(path, force)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=folder)
     except OSError as exc:
         raise OutputError(f"cannot write in {folder}: {exc.strerror}") from exc
     try:
@@ -56,6 +58,41 @@ def atomic_write(path: Path, data: bytes, force: bool = False) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete temporary files left beside path by writers that were killed (their process is gone).
+
+    Temporary names carry the writer's process id, so a file another live process is still
+    writing is never touched. Returns how many were removed.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.name}."
+    removed = 0
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(TEMP_SUFFIX)]
+    except OSError:
+        return 0
+    for name in names:
+        pid_text = name[len(prefix) :].split(".", 1)[0]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:

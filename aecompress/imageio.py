@@ -169,6 +169,12 @@ def output_format(path: Path | str) -> str:
     return OUTPUT_FORMATS[ext]
 
 
+def decoded_name(name: str) -> str:
+    """Where a .aec file decodes to: a.png.aec -> a.png; photo.aec (no image extension) -> photo.png."""
+    stem = name[: -len(".aec")] if name.lower().endswith(".aec") else name
+    return stem if Path(stem).suffix.lower() in OUTPUT_FORMATS else stem + ".png"
+
+
 def encode_image_bytes(image: ImageData, fmt: str) -> bytes:
     """Serialize an image in a Pillow format, carrying ICC/EXIF where the format allows."""
     pil = image.to_pil()
