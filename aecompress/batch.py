@@ -22,6 +22,7 @@ from typing import Any
 
 from aecompress.errors import AecError, OutputError
 from aecompress.imageio import IMAGE_SUFFIXES, decoded_name
+from aecompress.limits import DEFAULT_MAX_PIXELS
 
 AEC_SUFFIX = ".aec"
 GPU_BATCH = 16
@@ -95,6 +96,7 @@ class Options:
     device: str = "auto"
     verify: bool = False
     threads: int = 1
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -316,7 +318,7 @@ def _encode_one(job: Job, options: Options) -> tuple[bytes, int, float | None]:
     from aecompress import codec
     from aecompress.imageio import read_image
 
-    image = read_image(job.source)
+    image = read_image(job.source, options.max_pixels)
     if options.target_bpp is not None:
         result = codec.encode_to_size(image, options.target_bpp, options.model, options.device)
     else:
@@ -329,7 +331,7 @@ def _verify(data: bytes, image: Any, options: Options) -> float:
     from aecompress import codec
     from aecompress.metrics import psnr
 
-    restored = codec.decode(data, options.device, options.model)
+    restored = codec.decode(data, options.device, options.model, max_pixels=None)
     return psnr(image.rgb, restored.rgb)
 
 
@@ -337,7 +339,9 @@ def _decode_one(job: Job, options: Options) -> tuple[bytes, int, float | None]:
     from aecompress import codec
     from aecompress.imageio import encode_image_bytes, output_format
 
-    image = codec.decode(job.source.read_bytes(), options.device, options.model)
+    image = codec.decode(
+        job.source.read_bytes(), options.device, options.model, max_pixels=options.max_pixels
+    )
     return encode_image_bytes(image, output_format(job.target)), image.width * image.height, None
 
 
@@ -442,7 +446,7 @@ def _run_gpu_batches(
         for job in group:
             outcome = Outcome(job.rel, str(job.source), str(job.target), "failed", bytes_in=job.size)
             try:
-                images.append(read_image(job.source))
+                images.append(read_image(job.source, options.max_pixels))
             except AecError as exc:
                 images.append(None)
                 outcome.reason = str(exc)

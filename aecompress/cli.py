@@ -20,6 +20,7 @@ import typer
 
 from aecompress import __version__
 from aecompress.errors import AecError, ImageError, OutputError
+from aecompress.limits import DEFAULT_MAX_PIXELS
 
 app = typer.Typer(
     name="aecompress",
@@ -135,6 +136,14 @@ ModelOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help="Refuse images larger than this many pixels (decompression bombs); default about 179 M.",
+    ),
+]
 
 
 @app.command()
@@ -161,6 +170,7 @@ def encode(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Compress images into .aec files (default: IMAGE.aec beside each input, which is kept)."""
     with _user_errors():
@@ -176,7 +186,7 @@ def encode(
         errors = 0
         for name, target in zip(images, targets, strict=True):
             try:
-                image = read_image(_read_input(name) if name == "-" else Path(name))
+                image = read_image(_read_input(name) if name == "-" else Path(name), max_pixels)
                 if target_bpp is not None:
                     result = codec.encode_to_size(image, target_bpp, model, device)
                 else:
@@ -215,6 +225,7 @@ def decode(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Restore images from .aec files (default: strip .aec, so a.png.aec -> a.png)."""
     with _user_errors():
@@ -233,7 +244,7 @@ def decode(
         errors = 0
         for name, target in zip(files, targets, strict=True):
             try:
-                image = codec.decode(_read_input(name), device, model)
+                image = codec.decode(_read_input(name), device, model, max_pixels=max_pixels)
                 fmt = "PNG" if target == "-" else output_format(target)
                 _write_output(target, encode_image_bytes(image, fmt), force)
             except AecError as exc:
@@ -282,6 +293,7 @@ def batch(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Compress (or with --decode restore) a whole folder tree, in parallel and incrementally.
 
@@ -300,7 +312,7 @@ def batch(
         workers = jobs or batch_lib.default_workers(device)
         workers = max(1, min(workers, len(plan.todo)))
         threads = max(1, batch_lib.cpu_count() // workers)
-        options = batch_lib.Options(decode, quality, target_bpp, model, device, verify, threads)
+        options = batch_lib.Options(decode, quality, target_bpp, model, device, verify, threads, max_pixels)
         if not plan.todo and not plan.up_to_date and not _state["quiet"]:
             _say(f"aecompress: no {'.aec files' if decode else 'images'} found under {src}")
         log.info("batch: %d to do, %d up to date, %d workers x %d threads",
@@ -629,7 +641,11 @@ def models() -> None:
             typer.echo(f"no models found (user models go in {user_models_dir()})")
             return
         for path in found:
-            meta = read_info(path)
+            try:
+                meta = read_info(path)
+            except AecError as exc:
+                typer.echo(f"{path.stem:16} {'?':12} {'unreadable: ' + str(exc)}")
+                continue
             kodak = meta.card.get("kodak", {})
             figures = (
                 f"Kodak {kodak['bpp']:.3f} bpp, {kodak['psnr']:.2f} dB"

@@ -17,7 +17,8 @@ import torch
 from aecompress import format as aecformat
 from aecompress.device import select_device
 from aecompress.errors import FormatError
-from aecompress.imageio import ImageData
+from aecompress.imageio import ImageData, check_pixels
+from aecompress.limits import DEFAULT_MAX_PIXELS
 from aecompress.modelfile import ModelInfo, find_for_file, load_model, resolve
 from aecompress.nn import LatentCodec
 
@@ -276,9 +277,15 @@ def decode(
     device: str = "auto",
     model: str | Path | None = None,
     tile: int = TILE_LATENTS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ImageData:
-    """Restore an image from .aec bytes; the model is found from the header's name and hash."""
+    """Restore an image from .aec bytes; the model is found from the header's name and hash.
+
+    The header's pixel count is held to ``max_pixels`` before any payload is inflated, so a small
+    hostile file cannot make the decoder commit gigabytes.
+    """
     aec = aecformat.unpack(data)
+    check_pixels(aec.header.width, aec.header.height, max_pixels, "file")
     preferred = resolve(model) if model is not None else None
     path = find_for_file(aec.header.model_name, aec.header.model_hash, preferred)
     dev = select_device(device)

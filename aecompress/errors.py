@@ -35,6 +35,10 @@ class ImageError(AecError):
     """An input that is not a readable image, or an image that cannot be written as asked."""
 
 
+class LimitError(AecError):
+    """An input over a safety limit (pixel count): refused before memory is committed to it."""
+
+
 class OutputExistsError(AecError):
     """The output exists and overwriting was not asked for (-f)."""
 

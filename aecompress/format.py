@@ -22,6 +22,7 @@ MAX_SIDE = 65535
 MAX_PIXELS = 1 << 30
 MAX_CHANNELS = 1024
 MAX_NAME = 255
+MIN_STEP, MAX_STEP = 2.0**-16, 2.0**16
 
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 MODE_CODES = {name: code for code, name in MODES.items()}
@@ -122,8 +123,8 @@ def _check_geometry(h: AecHeader) -> None:
             f"latent grid {h.latent_height}x{h.latent_width} does not match a "
             f"{h.width}x{h.height} image at stride {h.stride}"
         )
-    if not (np.isfinite(h.step) and h.step > 0):
-        raise FormatError(f"quantization step {h.step} is not a positive number")
+    if not (np.isfinite(h.step) and MIN_STEP <= h.step <= MAX_STEP):
+        raise FormatError(f"quantization step {h.step} is outside {MIN_STEP:g}..{MAX_STEP:g}")
 
 
 def _name_bytes(text: str) -> bytes:

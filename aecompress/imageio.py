@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from aecompress.errors import ImageError
+from aecompress.errors import ImageError, LimitError
+from aecompress.limits import DEFAULT_MAX_PIXELS
 
 OUTPUT_FORMATS = {
     ".png": "PNG",
@@ -31,6 +34,7 @@ OUTPUT_FORMATS = {
     ".pnm": "PPM",
 }
 IMAGE_SUFFIXES = frozenset(OUTPUT_FORMATS)
+
 _NO_ALPHA = {"JPEG", "PPM"}
 _KEEPS_METADATA = {"PNG", "JPEG", "WEBP", "TIFF"}
 
@@ -130,8 +134,31 @@ def from_pil(img: Image.Image, wide: bool = False) -> ImageData:
     return ImageData(rgb, alpha, mode, source_mode, bits, icc, exif_bytes)
 
 
-def read_image(source: Path | bytes) -> ImageData:
-    """Open an image file (or its bytes), fully decoding it so that damage shows up here."""
+def check_pixels(width: int, height: int, max_pixels: int | None, name: str) -> None:
+    """Refuse an image over the pixel limit before anything of its size is allocated."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise LimitError(
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(a decompression bomb?); raise it with --max-pixels if you trust this file"
+        )
+
+
+@contextlib.contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Pillow's global bomb check off for one read: check_pixels applies our (adjustable) limit."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def read_image(source: Path | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
+    """Open an image file (or its bytes), fully decoding it so that damage shows up here.
+
+    The pixel count is checked from the file's header, before its pixels are decoded.
+    """
     name = "<stdin>" if isinstance(source, bytes) else str(source)
     try:
         if isinstance(source, bytes):
@@ -142,11 +169,12 @@ def read_image(source: Path | bytes) -> ImageData:
             if Path(source).is_file() and Path(source).stat().st_size == 0:
                 raise ImageError(f"{name}: empty file")
             handle = open(source, "rb")  # noqa: SIM115 (closed below)
-        with handle, Image.open(handle) as img:
+        with handle, _own_pixel_limit(), Image.open(handle) as img:
+            check_pixels(img.width, img.height, max_pixels, name)
             wide = _is_wide(img)
             img.load()
             return from_pil(img, wide)
-    except ImageError:
+    except (ImageError, LimitError):
         raise
     except FileNotFoundError as exc:
         raise ImageError(f"{name}: no such file") from exc
@@ -156,7 +184,9 @@ def read_image(source: Path | bytes) -> ImageData:
         raise ImageError(f"{name}: not an image (or a format aecompress cannot read)") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: image is too large ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except MemoryError as exc:
+        raise ImageError(f"{name}: not enough memory to decode this image") from exc
+    except (OSError, SyntaxError, ValueError, TypeError, IndexError, struct.error, EOFError) as exc:
         raise ImageError(f"{name}: damaged or unreadable image ({exc})") from exc
 
 
@@ -196,5 +226,14 @@ def encode_image_bytes(image: ImageData, fmt: str) -> bytes:
     elif fmt == "TIFF":
         options.update(compression="tiff_deflate")
     buf = io.BytesIO()
-    pil.save(buf, format=fmt, **options)
+    try:
+        pil.save(buf, format=fmt, **options)
+    except (ValueError, OSError, TypeError, struct.error) as exc:
+        if "icc_profile" not in options and "exif" not in options:
+            raise ImageError(f"cannot write {fmt}: {exc}") from exc
+        warnings.warn(f"{fmt} refused the stored ICC/EXIF metadata ({exc}); written without it", stacklevel=2)
+        buf = io.BytesIO()
+        options.pop("icc_profile", None)
+        options.pop("exif", None)
+        pil.save(buf, format=fmt, **options)
     return buf.getvalue()

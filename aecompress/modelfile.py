@@ -137,6 +137,15 @@ def _load_cached(path: str, mtime: float) -> tuple[Any, ModelInfo]:
     from aecompress.nn import build
 
     info, state = _read(Path(path))
+    with torch.device("meta"):  # shapes only: a config that lies about sizes allocates nothing
+        skeleton = build(info.arch, info.config)
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    stored = {key: tuple(value.shape) for key, value in state.items()}
+    if expected != stored:
+        wrong = sorted(set(expected.items()) ^ set(stored.items()))[:3]
+        raise ModelError(
+            f"{path}: weights do not fit architecture {info.arch!r} (first differences: {wrong})"
+        )
     model = build(info.arch, info.config)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -221,7 +230,12 @@ def find_for_file(name: str, digest: bytes, preferred: Path | None = None) -> Pa
         candidates += [p for p in available_models() if p not in candidates]
     for i, path in enumerate(candidates):
         # the first candidate is the one the file names: load it fully, since decoding needs it
-        info = load_model(path)[1] if i == 0 else read_info(path)
+        try:
+            info = load_model(path)[1] if i == 0 else read_info(path)
+        except ModelError:
+            if preferred is not None:
+                raise
+            continue  # an unreadable file in a models folder must not stop other models
         if info.weights_hash == digest:
             return path
     raise ModelMismatchError(

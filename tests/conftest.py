@@ -14,6 +14,12 @@ from aecompress.nn import build
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 BUNDLED = REPO / "models" / "default.pt"
+FUZZ_REPORTS: list[str] = []  # filled by tests/test_hostile.py, printed in the session summary
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in FUZZ_REPORTS:
+        terminalreporter.write_line(f"fuzz: {line}")
 
 
 def make_model(path: Path, name: str, channels: int = 8, seed: int = 0) -> Path:

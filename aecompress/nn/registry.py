@@ -70,7 +70,9 @@ def build(arch: str, config: dict[str, Any]) -> LatentCodec:
     if cls is None:
         known = ", ".join(sorted(ARCHITECTURES))
         raise ModelError(f"unknown architecture {arch!r} (known: {known})")
+    if not isinstance(config, dict):
+        raise ModelError(f"config for architecture {arch!r} is not a mapping")
     try:
         return cls(**config)
-    except TypeError as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise ModelError(f"bad config for architecture {arch!r}: {exc}") from exc
