@@ -124,13 +124,30 @@ def test_cli_decode_and_info_fail_in_one_line_without_output(tmp_path: Path, sam
     conftest.FUZZ_REPORTS.append(f"CLI decode + info: {len(cases)} hostile files, each exit 1 in one line")
 
 
-def _peak_rss_kb(args: list[str], env: dict[str, str]) -> tuple[int, int, bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "aecompress", *args], env=env, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss, err
+_HWM_PROBE = """
+import os, sys
+from aecompress.cli import main
+try:
+    main()
+finally:
+    with open("/proc/self/status") as status:
+        peak = next(line for line in status if line.startswith("VmHWM")).split()[1]
+    with open(os.environ["AEC_HWM_FILE"], "w") as out:
+        out.write(peak)
+"""
+
+
+def _peak_rss_kb(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, int, bytes]:
+    """Exit status, peak RSS (VmHWM, KB) and stderr of one CLI run in a fresh process.
+
+    VmHWM belongs to the process's own address space; ru_maxrss would also count the pytest
+    process it was forked from.
+    """
+    hwm = tmp_path / "hwm.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _HWM_PROBE, *args], env={**env, "AEC_HWM_FILE": str(hwm)}, capture_output=True
+    )
+    return proc.returncode, int(hwm.read_text()), proc.stderr
 
 
 @pytest.mark.slow
@@ -138,12 +155,14 @@ def test_bombs_do_not_raise_peak_memory(tmp_path: Path, samples: list[bytes], mo
     env = {**os.environ, "AECOMPRESS_MODELS": str(models_dir)}
     good = tmp_path / "good.aec"
     good.write_bytes(samples[0])
-    code, baseline, _ = _peak_rss_kb(["decode", str(good), "-o", str(tmp_path / "good.png")], env)
+    code, baseline, _ = _peak_rss_kb(["decode", str(good), "-o", str(tmp_path / "good.png")], env, tmp_path)
     assert code == 0
     for i, (kind, data) in enumerate(fuzzing.zstd_bombs(samples[0])):
         bomb = tmp_path / f"bomb{i}.aec"
         bomb.write_bytes(data)
-        code, peak, err = _peak_rss_kb(["decode", str(bomb), "-o", str(tmp_path / f"bomb{i}.png")], env)
+        code, peak, err = _peak_rss_kb(
+            ["decode", str(bomb), "-o", str(tmp_path / f"bomb{i}.png")], env, tmp_path
+        )
         assert code == 1 and err.startswith(b"aecompress: error:"), (kind, err)
         assert peak - baseline < 32 * 1024, (kind, peak, baseline)
         conftest.FUZZ_REPORTS.append(
