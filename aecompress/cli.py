@@ -132,7 +132,7 @@ def _fail(errors: int) -> None:
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Model name (see 'aecompress models') or model file."),
+    typer.Option("--model", "-m", help="Model or family name (see 'aecompress models'), or a model file."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
@@ -634,12 +634,22 @@ def bench(
 def models() -> None:
     """List the codecs available (bundled and user-trained) with their measured Kodak figures."""
     with _user_errors():
+        from aecompress.family import available_families, load_family
         from aecompress.modelfile import available_models, read_info, user_models_dir
 
         found = available_models()
-        if not found:
+        families = available_families()
+        if not found and not families:
             typer.echo(f"no models found (user models go in {user_models_dir()})")
             return
+        for path in families:
+            try:
+                family = load_family(path)
+            except AecError as exc:
+                typer.echo(f"{path.name:16} {'family':12} unreadable: {exc}")
+                continue
+            parts = ", ".join(f"{m.model} for -q {m.quality[0]:g}-{m.quality[1]:g}" for m in family.members)
+            typer.echo(f"{family.name:16} {'family':12} {parts}")
         for path in found:
             try:
                 meta = read_info(path)

@@ -17,6 +17,7 @@ import torch
 from aecompress import format as aecformat
 from aecompress.device import select_device
 from aecompress.errors import FormatError
+from aecompress.family import find_family
 from aecompress.imageio import ImageData, check_pixels
 from aecompress.limits import DEFAULT_MAX_PIXELS
 from aecompress.modelfile import ModelInfo, find_for_file, load_model, resolve
@@ -164,6 +165,15 @@ def _pack_at(
     return aecformat.pack(header, q, image.alpha, image.icc, image.exif, channel_order(q)), header
 
 
+def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
+    """The model file and its own quality for a --model value and -q (a family picks a member)."""
+    family = find_family(model)
+    if family is not None:
+        return family.pick(quality)
+    quality_to_step(quality)  # range check
+    return resolve(model), quality
+
+
 def encode_to_size(
     image: ImageData,
     target_bpp: float,
@@ -173,23 +183,31 @@ def encode_to_size(
 ) -> EncodeResult:
     """Compress at the highest quality whose whole file stays at or under ``target_bpp``.
 
-    The network runs once; only quantization and packing repeat, in a bisection over the
-    (continuous) quality. When even quality 0 is larger, that smallest file is returned.
+    Each model runs its encoder once (a family may use more than one); only quantization and
+    packing repeat, in a bisection over the continuous quality. When even quality 0 is larger,
+    that smallest file is returned.
     """
     dev = select_device(device)
-    net, info = model_on(resolve(model), dev)
-    latents = analyse(net, image.rgb, dev, tile)
+    latents: dict[Path, torch.Tensor] = {}
+
+    def pack(quality: float) -> tuple[bytes, aecformat.AecHeader]:
+        path, local = pick_model(model, quality)
+        net, info = model_on(path, dev)
+        if path not in latents:
+            latents[path] = analyse(net, image.rgb, dev, tile)
+        return _pack_at(net, info.name, info.weights_hash, image, latents[path], local)
+
     budget = target_bpp * image.width * image.height / 8
     lo, hi = 0.0, 100.0
-    best = _pack_at(net, info.name, info.weights_hash, image, latents, lo)
+    best = pack(lo)
     if len(best[0]) > budget:
         return EncodeResult(best[0], best[1], dev)
-    top = _pack_at(net, info.name, info.weights_hash, image, latents, hi)
+    top = pack(hi)
     if len(top[0]) <= budget:
         return EncodeResult(top[0], top[1], dev)
     for _ in range(14):
         mid = (lo + hi) / 2
-        candidate = _pack_at(net, info.name, info.weights_hash, image, latents, mid)
+        candidate = pack(mid)
         if len(candidate[0]) <= budget:
             lo, best = mid, candidate
         else:
@@ -204,10 +222,11 @@ def encode(
     device: str = "auto",
     tile: int = TILE_LATENTS,
 ) -> EncodeResult:
-    """Compress an image into .aec bytes with the given model (name or path) and quality."""
+    """Compress an image into .aec bytes with the given model (name, path or family) and quality."""
     dev = select_device(device)
-    net, info = model_on(resolve(model), dev)
-    data, header = encode_with(net, info.name, info.weights_hash, image, quality, dev, tile)
+    path, local = pick_model(model, quality)
+    net, info = model_on(path, dev)
+    data, header = encode_with(net, info.name, info.weights_hash, image, local, dev, tile)
     return EncodeResult(data, header, dev)
 
 
@@ -225,7 +244,8 @@ def encode_many(
     one tile take the tiled path one by one. Results come back in the order of ``images``.
     """
     dev = select_device(device)
-    net, info = model_on(resolve(model), dev)
+    path, local = pick_model(model, quality)
+    net, info = model_on(path, dev)
     latents: list[torch.Tensor | None] = [None] * len(images)
     groups: dict[tuple[int, int], list[int]] = {}
     s = net.stride
@@ -242,7 +262,7 @@ def encode_many(
     results = []
     for image, y in zip(images, latents, strict=True):
         assert y is not None
-        data, header = _pack_at(net, info.name, info.weights_hash, image, y, quality)
+        data, header = _pack_at(net, info.name, info.weights_hash, image, y, local)
         results.append(EncodeResult(data, header, dev))
     return results
 
@@ -256,6 +276,19 @@ def _analyse_stack(net: LatentCodec, rgbs: list[np.ndarray], device: torch.devic
     batch = torch.cat([_image_tensor(np.pad(rgb, pad, mode="edge"), device) for rgb in rgbs])
     y = net.encode(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
     return list(y)
+
+
+def _preferred(model: str | Path | None, member_name: str) -> Path | None:
+    """The model file a --model value points decoding at (a family: the member the file names)."""
+    if model is None:
+        return None
+    family = find_family(model)
+    if family is None:
+        return resolve(model)
+    for member in family.members:
+        if member.model == member_name:
+            return family.model_path(member)
+    return None
 
 
 def decode_with(
@@ -286,8 +319,9 @@ def decode(
     """
     aec = aecformat.unpack(data)
     check_pixels(aec.header.width, aec.header.height, max_pixels, "file")
-    preferred = resolve(model) if model is not None else None
-    path = find_for_file(aec.header.model_name, aec.header.model_hash, preferred)
+    path = find_for_file(
+        aec.header.model_name, aec.header.model_hash, _preferred(model, aec.header.model_name)
+    )
     dev = select_device(device)
     net, _ = model_on(path, dev)
     return decode_with(net, aec, dev, tile)

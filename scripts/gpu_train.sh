@@ -3,6 +3,9 @@
 # writes each model's float32 weights and the training logs to $OUT (the device tool's folder).
 # Usage on the GPU machine, from the repository root, with BSDS500 copied to .data/bsds500:
 #   BUDGET=450 bash scripts/gpu_train.sh
+# SPECS lists the runs as name:lambda:activation[:channels[:init model]]; for the high-rate members
+# of the default codec (fine-tuned from the bundled model, and a wider one from scratch):
+#   BUDGET=480 SPECS="hi:0.045:gdn:128:models/default.pt wide:0.045:gdn:192" bash scripts/gpu_train.sh
 set -u
 OUT=${OUT:-runs/gpu}
 BUDGET=${BUDGET:-450}
@@ -20,9 +23,12 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 # name lambda activation
 SPECS=${SPECS:-"q1:0.003:gdn q2:0.01:gdn q3:0.025:gdn q4:0.06:gdn relu:0.01:leakyrelu"}
 for spec in $SPECS; do
-  IFS=: read -r name lmbda act <<<"$spec"
+  IFS=: read -r name lmbda act channels init <<<"$spec"
+  extra=()
+  [ -n "${init:-}" ] && extra+=(--init "$init" --lr 2e-4) || extra+=(--lr 5e-4)
   timeout $((BUDGET + 50)) python3 -m aecompress train .data/bsds500 -o "$RUN/$name.pt" \
-    --lambda "$lmbda" --act "$act" --batch-size 16 --crop 256 --lr 5e-4 --steps 10000000 \
+    --lambda "$lmbda" --act "$act" --channels "${channels:-128}" "${extra[@]}" \
+    --batch-size 16 --crop 256 --steps 10000000 \
     --time-budget "$BUDGET" --log-every 250 --checkpoint-every 2000 --device cuda --seed 1 \
     --name "$name" >"$RUN/$name.out" 2>&1 &
 done
@@ -38,5 +44,6 @@ for ckpt in sorted(run.glob("*.pt.ckpt")):
     torch.save(keep, out / ckpt.name.replace(".pt.ckpt", ".state.pt"))
     print(ckpt.name, "step", state["step"], "elapsed", round(state["elapsed"]))
 PY
+cp "$RUN"/*.pt "$OUT"/ 2>/dev/null
 tar czf "$OUT/logs.tar.gz" -C "$RUN" $(cd "$RUN" && ls *.out *.jsonl)
 for f in "$RUN"/*.log.jsonl; do echo "$f"; tail -n 1 "$f"; done

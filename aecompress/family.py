@@ -1,0 +1,214 @@
+"""Several models behind one -q: a codec family maps each quality to a member model and its own -q.
+
+One model trained at one rate-distortion trade-off covers only part of the quality range (its
+transforms top out; finer steps buy little). A family file (``NAME.family.json`` in a models
+folder) lists members, each serving a slice of the global 0..100 scale mapped linearly onto a
+slice of that member's own quality. ``build`` makes such a file from measured curves, so that
+the switch from one member to the next gains both bytes and PSNR.
+
+Each .aec file names the member that made it, so decoding needs no family at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aecompress.errors import ModelError
+from aecompress.modelfile import DEFAULT_MODEL, resolve, search_dirs
+
+FAMILY_KIND = "aecompress-family"
+FAMILY_SUFFIX = ".family.json"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a family and the slice of the global scale it serves."""
+
+    model: str
+    quality: tuple[float, float]  # global -q range served
+    local_quality: tuple[float, float]  # the member's own -q at the ends of that range
+
+
+@dataclass(frozen=True)
+class Family:
+    """Members ordered from low to high quality; their global ranges tile 0..100."""
+
+    name: str
+    members: tuple[Member, ...]
+    folder: Path
+    card: dict[str, Any]
+
+    def pick(self, quality: float) -> tuple[Path, float]:
+        """The member model file and its own quality for a global quality."""
+        if not 0 <= quality <= 100:
+            raise ValueError(f"quality {quality} is outside 0..100")
+        for member in self.members:
+            lo, hi = member.quality
+            if quality < hi or member is self.members[-1]:
+                t = 0.0 if hi == lo else (quality - lo) / (hi - lo)
+                local = member.local_quality[0] + t * (member.local_quality[1] - member.local_quality[0])
+                return self.model_path(member), min(100.0, max(0.0, local))
+        raise AssertionError("unreachable: the last member takes the rest")
+
+    def model_path(self, member: Member) -> Path:
+        """A member's file: beside the family file first, then the usual model search."""
+        beside = self.folder / f"{member.model}.pt"
+        return beside if beside.is_file() else resolve(member.model)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": FAMILY_KIND,
+            "name": self.name,
+            "members": [
+                {"model": m.model, "quality": list(m.quality), "local_quality": list(m.local_quality)}
+                for m in self.members
+            ],
+            "card": self.card,
+        }
+
+
+def load_family(path: Path) -> Family:
+    """Read and check a family file: members in order, global ranges tiling 0..100."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable family file ({exc})") from exc
+    if not isinstance(data, dict) or data.get("kind") != FAMILY_KIND:
+        raise ModelError(f"{path}: not an aecompress family file")
+    try:
+        members = tuple(
+            Member(str(m["model"]), _pair(m["quality"]), _pair(m["local_quality"])) for m in data["members"]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: bad member entry ({exc})") from exc
+    if not members:
+        raise ModelError(f"{path}: a family needs at least one member")
+    edges = [members[0].quality[0]] + [m.quality[1] for m in members]
+    starts = [m.quality[0] for m in members]
+    if edges[0] != 0 or edges[-1] != 100 or starts[1:] != edges[1:-1] or edges != sorted(edges):
+        raise ModelError(f"{path}: member quality ranges must tile 0..100 in order")
+    card = data.get("card", {})
+    return Family(
+        str(data.get("name", Path(path).name[: -len(FAMILY_SUFFIX)])), members, Path(path).parent, card
+    )
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    lo, hi = (float(v) for v in value)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("ranges must be finite")
+    return lo, hi
+
+
+def find_family(spec: str | os.PathLike[str] | None) -> Family | None:
+    """The family a --model value names, if it names one (None means the default name).
+
+    A family file is used for a name only where no plain model file of that name comes first in
+    the search folders, so a user's own ``default.pt`` still wins over a bundled family.
+    """
+    text = DEFAULT_MODEL if spec is None else os.fspath(spec)
+    if text.endswith(FAMILY_SUFFIX):
+        return load_family(Path(text).expanduser())
+    if Path(text).expanduser().is_file():
+        return None
+    for folder in search_dirs():
+        if (folder / f"{text}.pt").is_file():
+            return None
+        candidate = folder / f"{text}{FAMILY_SUFFIX}"
+        if candidate.is_file():
+            return load_family(candidate)
+    return None
+
+
+Point = tuple[float, float, float]  # (member's own -q, mean bpp, mean PSNR)
+
+
+def available_families() -> list[Path]:
+    """Every family file in the model search folders (names shadowed by earlier folders skipped)."""
+    seen: dict[str, Path] = {}
+    for folder in search_dirs():
+        for path in sorted(folder.glob(f"*{FAMILY_SUFFIX}")):
+            seen.setdefault(path.name, path)
+    return list(seen.values())
+
+
+def measure_curves(
+    models: Sequence[Path], images: Sequence[Any], qualities: Sequence[float], device: str = "cpu"
+) -> list[tuple[str, list[Point]]]:
+    """Each model's mean (bpp, PSNR) at each of its own qualities on calibration images (never Kodak)."""
+    from aecompress.evaluate import measure_aec
+    from aecompress.modelfile import read_info
+
+    curves = []
+    for path in models:
+        points = []
+        for q in qualities:
+            runs = [measure_aec(name, image, q, path, device, with_ms_ssim=False) for name, image in images]
+            points.append(
+                (float(q), sum(m.bpp for m in runs) / len(runs), sum(m.psnr for m in runs) / len(runs))
+            )
+        curves.append((read_info(path).name, points))
+    return curves
+
+
+def build(
+    name: str, curves: Sequence[tuple[str, Sequence[Point]]], folder: Path, card: dict[str, Any] | None = None
+) -> Family:
+    """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
+
+    Members are ordered by rate. Each next member takes over at its first measured quality whose
+    PSNR beats the previous member's at that rate; the previous member keeps only the qualities
+    below that point in both bpp and PSNR, so the switch gains both. A member that never beats the
+    one before it is left out. Each member's share of the global 0..100 scale is proportional to
+    the log-rate span it covers, so -q moves the file size evenly across members.
+    """
+    ordered = sorted(curves, key=lambda c: min(p[1] for p in c[1]))
+    chosen: list[tuple[str, list[Point]]] = []
+    for model, points in ordered:
+        pts = sorted(points)
+        if chosen:
+            previous = chosen[-1][1]
+            take = next((p for p in pts if p[2] > _psnr_at(previous, p[1])), None)
+            if take is None:
+                continue
+            kept = [q for q in previous if q[1] < take[1] and q[2] < take[2]]
+            if kept:
+                chosen[-1] = (chosen[-1][0], kept)
+            else:
+                chosen.pop()
+            pts = [p for p in pts if p[0] >= take[0]]
+        chosen.append((model, pts))
+    if not chosen:
+        raise ModelError("no measured points to build a family from")
+    spans = [max(math.log(pts[-1][1]) - math.log(pts[0][1]), 1e-3) for _, pts in chosen]
+    members, edge = [], 0.0
+    for i, ((model, pts), span) in enumerate(zip(chosen, spans, strict=True)):
+        top = 100.0 if i == len(chosen) - 1 else round(edge + 100 * span / sum(spans), 2)
+        members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0])))
+        edge = top
+    return Family(name, tuple(members), folder, card or {})
+
+
+def _psnr_at(points: Sequence[Point], bpp: float) -> float:
+    """A member's PSNR at a rate, interpolated; flat beyond its top, -inf below its bottom."""
+    by_rate = sorted(points, key=lambda p: p[1])
+    if bpp < by_rate[0][1]:
+        return -math.inf
+    for (_, b0, p0), (_, b1, p1) in itertools.pairwise(by_rate):
+        if b0 <= bpp <= b1:
+            return p0 + (p1 - p0) * (bpp - b0) / max(b1 - b0, 1e-12)
+    return max(p[2] for p in points)
+
+
+def save(family: Family, path: Path) -> None:
+    """Write a family file (atomically, replacing an older one)."""
+    from aecompress.fileio import atomic_write
+
+    atomic_write(Path(path), (json.dumps(family.to_json(), indent=2) + "\n").encode(), force=True)

@@ -1,0 +1,130 @@
+"""Codec families: several models behind one -q."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aecompress import codec, family
+from aecompress import format as aecformat
+from aecompress.cli import app
+from aecompress.errors import ModelError
+from aecompress.imageio import ImageData
+from tests.conftest import make_model, photo_like
+
+runner = CliRunner()
+
+
+def _write_family(folder: Path, name: str, members: list[dict]) -> Path:
+    path = folder / f"{name}{family.FAMILY_SUFFIX}"
+    path.write_text(json.dumps({"kind": family.FAMILY_KIND, "name": name, "members": members}))
+    return path
+
+
+@pytest.fixture
+def duo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A models folder with two tiny models behind the family 'duo' (-q 0-40: lo, 40-100: hi)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    make_model(folder / "lo.pt", "lo", seed=3)
+    make_model(folder / "hi.pt", "hi", seed=4)
+    _write_family(
+        folder,
+        "duo",
+        [
+            {"model": "lo", "quality": [0, 40], "local_quality": [20, 60]},
+            {"model": "hi", "quality": [40, 100], "local_quality": [10, 100]},
+        ],
+    )
+    monkeypatch.setenv("AECOMPRESS_MODELS", str(folder))
+    return folder
+
+
+def test_pick_maps_global_quality_onto_members(duo: Path):
+    fam = family.find_family("duo")
+    assert fam is not None
+    assert fam.pick(0) == (duo / "lo.pt", 20)
+    assert fam.pick(20) == (duo / "lo.pt", 40)
+    assert fam.pick(40) == (duo / "hi.pt", 10)
+    assert fam.pick(100) == (duo / "hi.pt", 100)
+    with pytest.raises(ValueError):
+        fam.pick(101)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [],
+        [{"model": "lo", "quality": [0, 50], "local_quality": [0, 100]}],
+        [
+            {"model": "lo", "quality": [0, 40], "local_quality": [0, 100]},
+            {"model": "hi", "quality": [50, 100], "local_quality": [0, 100]},
+        ],
+        [{"model": "lo", "quality": [0, "x"], "local_quality": [0, 100]}],
+    ],
+)
+def test_bad_family_files_are_refused(tmp_path: Path, members: list[dict]):
+    path = _write_family(tmp_path, "bad", members)
+    with pytest.raises(ModelError):
+        family.load_family(path)
+
+
+def test_encode_uses_the_member_for_the_quality_and_decodes_without_the_family(duo: Path):
+    image = ImageData(photo_like(48, 64), None, "RGB")
+    low = codec.encode(image, "duo", 30, "cpu")
+    high = codec.encode(image, "duo", 80, "cpu")
+    assert (low.header.model_name, high.header.model_name) == ("lo", "hi")
+    assert low.header.quality == 50 and high.header.quality == 70  # each member's own -q
+    for result in (low, high):
+        assert codec.decode(result.data, "cpu").width == 64
+        assert codec.decode(result.data, "cpu", "duo").width == 64
+    sized = codec.encode_to_size(image, 8 * len(high.data) / (48 * 64), "duo", "cpu")
+    assert len(sized.data) <= len(high.data)
+    assert aecformat.unpack(sized.data).header.model_name in ("lo", "hi")
+
+
+def test_cli_models_lists_families_and_encode_takes_them(duo: Path, tmp_path: Path):
+    listing = runner.invoke(app, ["models"])
+    assert listing.exit_code == 0
+    assert "duo" in listing.stdout and "lo for -q 0-40, hi for -q 40-100" in listing.stdout
+    src = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(photo_like(32, 32), "RGB").save(src)
+    result = runner.invoke(app, ["encode", str(src), "-m", "duo", "-q", "90", "-o", str(tmp_path / "a.aec")])
+    assert result.exit_code == 0, result.output
+    info = runner.invoke(app, ["info", "--json", str(tmp_path / "a.aec")])
+    assert json.loads(info.stdout)[0]["model"] == "hi"
+
+
+def test_a_plain_model_of_the_same_name_wins_over_a_family(duo: Path):
+    make_model(duo / "duo.pt", "duo", seed=5)
+    assert family.find_family("duo") is None
+    assert family.find_family(duo / "duo.family.json") is not None
+
+
+def test_build_hands_over_where_the_next_member_is_better(tmp_path: Path):
+    low = ("low", [(0, 0.10, 25.0), (50, 0.30, 28.0), (75, 0.45, 29.0), (100, 0.60, 29.3)])
+    high = ("high", [(0, 0.35, 27.5), (50, 0.50, 30.0), (75, 0.80, 32.0), (100, 1.20, 33.5)])
+    useless = ("useless", [(0, 0.9, 20.0), (100, 2.0, 21.0)])
+    built = family.build("fam", [high, useless, low], tmp_path)
+    assert [m.model for m in built.members] == ["low", "high"]
+    lo, hi = built.members
+    # high first beats low at its -q 50 (0.50 bpp, 30.0 dB vs low's 29.2 dB there); low keeps
+    # only points below that in rate and PSNR, so the switch gains both
+    assert hi.local_quality == (50, 100) and lo.local_quality == (0, 75)
+    assert lo.quality[0] == 0 and lo.quality[1] == hi.quality[0] and hi.quality[1] == 100
+    family.save(built, tmp_path / "fam.family.json")
+    again = family.load_family(tmp_path / "fam.family.json")
+    assert again.members == built.members
+
+
+def test_measure_curves_gives_rising_rates(duo: Path):
+    images = [(f"{i}", ImageData(photo_like(32, 48, seed=i), None, "RGB")) for i in range(2)]
+    curves = family.measure_curves([duo / "lo.pt"], images, [10, 90])
+    ((name, points),) = curves
+    assert name == "lo" and [q for q, _, _ in points] == [10, 90]
+    assert points[0][1] <= points[1][1]
