@@ -97,6 +97,7 @@ class Options:
     verify: bool = False
     threads: int = 1
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    batched: bool | None = None  # same-sized images through the networks together; None: on a GPU
 
 
 @dataclass
@@ -413,7 +414,8 @@ def _run_here(
 
     if options.threads:
         torch.set_num_threads(max(1, options.threads))
-    if select_device(options.device).type == "cuda" and not options.decode and options.target_bpp is None:
+    batched = select_device(options.device).type == "cuda" if options.batched is None else options.batched
+    if batched and options.target_bpp is None:
         _run_gpu_batches(plan, options, report, should_stop, summary)
         return
     for job in plan.todo:
@@ -430,44 +432,85 @@ def _run_gpu_batches(
     should_stop: Callable[[], bool],
     summary: Summary,
 ) -> None:
-    """On a GPU: read a group of images, run same-sized ones through the encoder together."""
-    from aecompress import codec
-    from aecompress.fileio import atomic_write, remove_stale_temps
-    from aecompress.imageio import read_image
-
+    """On a GPU: read a group of files, run same-sized ones through the networks together."""
     for first in range(0, len(plan.todo), GPU_BATCH):
         if should_stop():
             summary.interrupted = True
             return
         group = plan.todo[first : first + GPU_BATCH]
         start = time.perf_counter()
-        images: list[Any] = []
-        outcomes: list[Outcome] = []
+        outcomes = [Outcome(j.rel, str(j.source), str(j.target), "failed", bytes_in=j.size) for j in group]
+        try:
+            results = _batched_results(group, options)
+        except Exception:  # e.g. the GPU ran out of memory for the batch: one file at a time instead
+            for job in group:
+                report(_process(job, options))
+            continue
+        for job, outcome, result in zip(group, outcomes, results, strict=True):
+            if isinstance(result, AecError):
+                outcome.reason = str(result).removeprefix(f"{job.source}: ")
+            else:
+                _finish(job, outcome, result[0], result[1], options)
+            outcome.seconds = (time.perf_counter() - start) / len(group)
+            report(outcome)
+
+
+def _batched_results(group: list[Job], options: Options) -> list[tuple[bytes, Any] | AecError]:
+    """Encode (or decode) a group of files together; per file, its output and image, or its error."""
+    from aecompress import codec
+    from aecompress.imageio import encode_image_bytes, output_format, read_image
+
+    results: list[tuple[bytes, Any] | AecError] = []
+    if options.decode:
+        datas: list[bytes | AecError] = []
         for job in group:
-            outcome = Outcome(job.rel, str(job.source), str(job.target), "failed", bytes_in=job.size)
+            try:
+                datas.append(job.source.read_bytes())
+            except OSError as exc:
+                datas.append(AecError(f"cannot read ({exc.strerror or exc})"))
+        readable = [d for d in datas if isinstance(d, bytes)]
+        many = codec.decode_many(
+            readable, options.device, options.model, GPU_BATCH, max_pixels=options.max_pixels
+        )
+        decoded = iter(many)
+        for job, data in zip(group, datas, strict=True):
+            item = data if isinstance(data, AecError) else next(decoded)
+            if isinstance(item, AecError):
+                results.append(item)
+                continue
+            try:
+                results.append((encode_image_bytes(item, output_format(job.target)), item))
+            except AecError as exc:
+                results.append(exc)
+    else:
+        images: list[Any] = []
+        for job in group:
             try:
                 images.append(read_image(job.source, options.max_pixels))
             except AecError as exc:
-                images.append(None)
-                outcome.reason = str(exc)
-            outcomes.append(outcome)
-        readable = [image for image in images if image is not None]
-        results = iter(codec.encode_many(readable, options.model, options.quality, options.device))
-        for job, image, outcome in zip(group, images, outcomes, strict=True):
-            if image is not None:
-                data = next(results).data
-                try:
-                    job.target.parent.mkdir(parents=True, exist_ok=True)
-                    remove_stale_temps(job.target)
-                    atomic_write(job.target, data, force=True)
-                    outcome.status, outcome.bytes_out = "done", len(data)
-                    outcome.pixels = image.width * image.height
-                    if options.verify:
-                        outcome.psnr = _verify(data, image, options)
-                except AecError as exc:
-                    outcome.reason = str(exc)
-            outcome.seconds = (time.perf_counter() - start) / len(group)
-            report(outcome)
+                images.append(exc)
+        readable = [image for image in images if not isinstance(image, AecError)]
+        encoded = iter(codec.encode_many(readable, options.model, options.quality, options.device, GPU_BATCH))
+        for image in images:
+            results.append(image if isinstance(image, AecError) else (next(encoded).data, image))
+    return results
+
+
+def _finish(job: Job, outcome: Outcome, data: bytes, image: Any, options: Options) -> None:
+    """Write one batched result and fill in its outcome."""
+    from aecompress.fileio import atomic_write, remove_stale_temps
+
+    try:
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(job.target)
+        atomic_write(job.target, data, force=True)
+    except AecError as exc:
+        outcome.reason = str(exc)
+        return
+    outcome.status, outcome.bytes_out = "done", len(data)
+    outcome.pixels = image.width * image.height
+    if options.verify and not options.decode:
+        outcome.psnr = _verify(data, image, options)
 
 
 def _run_pool(

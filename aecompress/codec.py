@@ -16,7 +16,7 @@ import torch
 
 from aecompress import format as aecformat
 from aecompress.device import select_device
-from aecompress.errors import FormatError
+from aecompress.errors import AecError, FormatError
 from aecompress.family import find_family
 from aecompress.imageio import ImageData, check_pixels
 from aecompress.limits import DEFAULT_MAX_PIXELS
@@ -276,6 +276,73 @@ def _analyse_stack(net: LatentCodec, rgbs: list[np.ndarray], device: torch.devic
     batch = torch.cat([_image_tensor(np.pad(rgb, pad, mode="edge"), device) for rgb in rgbs])
     y = net.encode(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
     return list(y)
+
+
+def decode_many(
+    datas: list[bytes],
+    device: str = "auto",
+    model: str | Path | None = None,
+    batch: int = 16,
+    tile: int = TILE_LATENTS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> list[ImageData | AecError]:
+    """Restore several files, running same-shaped latents of one model through the decoder together.
+
+    The GPU counterpart of ``encode_many``. A file that cannot be decoded yields its error in
+    its place, so one bad file does not stop the others.
+    """
+    dev = select_device(device)
+    out: list[ImageData | AecError | None] = [None] * len(datas)
+    groups: dict[tuple[Path, int, int, int], list[tuple[int, aecformat.AecFile]]] = {}
+    for index, data in enumerate(datas):
+        try:
+            aec = aecformat.unpack(data)
+            h = aec.header
+            check_pixels(h.width, h.height, max_pixels, "file")
+            path = find_for_file(h.model_name, h.model_hash, _preferred(model, h.model_name))
+            net, _ = model_on(path, dev)
+            if h.latent_height <= tile and h.latent_width <= tile:
+                groups.setdefault((path, h.channels, h.latent_height, h.latent_width), []).append(
+                    (index, aec)
+                )
+            else:
+                out[index] = decode_with(net, aec, dev, tile)
+        except AecError as exc:
+            out[index] = exc
+    for (path, _, _, _), members in groups.items():
+        net, _ = model_on(path, dev)
+        for first in range(0, len(members), batch):
+            chunk = members[first : first + batch]
+            try:
+                images = _synthesize_stack(net, [aec for _, aec in chunk], dev)
+            except AecError as exc:
+                images = [exc] * len(chunk)
+            for (index, _), image in zip(chunk, images, strict=True):
+                out[index] = image
+    return [item if item is not None else FormatError("not decoded") for item in out]
+
+
+@torch.inference_mode()
+def _synthesize_stack(
+    net: LatentCodec, files: list[aecformat.AecFile], device: torch.device
+) -> list[ImageData]:
+    """Decode files whose latents share one shape, in one decoder pass."""
+    for aec in files:
+        if net.stride != aec.header.stride or net.latent_channels != aec.header.channels:
+            raise FormatError(f"latent layout does not match model {aec.header.model_name!r}")
+    stack = torch.stack(
+        [torch.from_numpy(a.latent_array().astype(np.float32)) * a.header.step for a in files]
+    )
+    pixels = net.decode(stack.to(device).contiguous(memory_format=torch.channels_last))
+    pixels = pixels.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    images = []
+    for aec, rgb in zip(files, pixels, strict=True):
+        h = aec.header
+        crop = np.ascontiguousarray(rgb[: h.height, : h.width])
+        images.append(
+            ImageData(crop, aec.alpha_array(), h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
+        )
+    return images
 
 
 def _preferred(model: str | Path | None, member_name: str) -> Path | None:

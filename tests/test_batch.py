@@ -211,6 +211,40 @@ def test_encode_many_matches_single_encodes():
         assert psnr(single.rgb, batched.rgb) > 45
 
 
+def test_batched_path_encodes_and_decodes_the_tree(tree: tuple[Path, dict[str, str]], tmp_path: Path):
+    """The path a GPU takes (same-sized images through the networks together), run on the CPU."""
+    src, _ = tree
+    for decode, source, target in [
+        (False, src, tmp_path / "packed"),
+        (True, tmp_path / "packed", tmp_path / "back"),
+    ]:
+        plan = batch.scan(source, target, decode)
+        options = batch.Options(decode=decode, device="cpu", batched=True, verify=not decode)
+        outcomes: list[batch.Outcome] = []
+        summary = batch.run(plan, options, 1, outcomes.append)
+        assert summary.done == len(IMAGES), [o.reason for o in outcomes if o.status == "failed"]
+        assert summary.failed == (0 if decode else 1)
+        if not decode:
+            assert all(o.psnr is not None for o in outcomes if o.status == "done")
+    for rel, (h, w, mode) in IMAGES.items():
+        with Image.open(tmp_path / "back" / rel) as img:
+            assert img.size == (w, h) and img.mode == mode
+
+
+def test_decode_many_matches_single_decodes(tmp_path: Path):
+    images = [ImageData(photo_like(48, 64, seed=s), None, "RGB") for s in range(3)]
+    images.append(ImageData(photo_like(20, 30, seed=9), np.full((20, 30), 7, np.uint8), "RGBA"))
+    datas = [codec.encode(image, quality=60, device="cpu").data for image in images] + [b"junk"]
+    many = codec.decode_many(datas, "cpu", batch=2)
+    assert isinstance(many[-1], batch.AecError)
+    for data, restored in zip(datas[:-1], many[:-1], strict=True):
+        single = codec.decode(data, "cpu")
+        assert isinstance(restored, ImageData)
+        assert psnr(single.rgb, restored.rgb) > 45
+        assert restored.mode == single.mode
+        assert (restored.alpha is None) == (single.alpha is None)
+
+
 def _big_tree(root: Path, count: int) -> None:
     for i in range(count):
         path = root / f"g{i % 3}" / f"p{i:03d}.png"
