@@ -58,7 +58,7 @@ class Outcome:
         """Bits per pixel of the compressed side (the .aec file), when the pixel count is known."""
         if not self.pixels:
             return None
-        compressed = self.bytes_in if self.source.endswith(AEC_SUFFIX) else self.bytes_out
+        compressed = self.bytes_in if self.source.lower().endswith(AEC_SUFFIX) else self.bytes_out
         return 8.0 * compressed / self.pixels
 
     def record(self) -> dict[str, Any]:
@@ -197,10 +197,11 @@ def _overlaps(a: Path, b: Path) -> bool:
 
 
 def _walk(src: Path) -> Iterator[Path]:
-    """Every file under src, recursively, in a stable order; symlinked folders are not entered."""
+    """Every file under src, recursively, in a stable order; symlinked folders are listed, not entered."""
     for folder, dirs, files in os.walk(src, followlinks=False):
         dirs.sort()
-        for name in sorted(files):
+        names = files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        for name in sorted(names):
             yield Path(folder) / name
 
 
@@ -232,6 +233,11 @@ def scan(
         if not in_shard(rel_text, shard):
             continue
         wanted = path.name.lower().endswith(AEC_SUFFIX) if decode else path.suffix.lower() in IMAGE_SUFFIXES
+        if path.is_symlink() and path.is_dir():
+            plan.ignored.append(
+                Outcome(rel_text, str(path), "", "ignored", "symlinked folder (not followed)")
+            )
+            continue
         if path.is_symlink():
             real = path.resolve()
             if real_src not in real.parents:
@@ -392,7 +398,10 @@ def run(
     for job in plan.up_to_date:
         report(skipped_outcome(job))
     if plan.todo:
-        plan.dst.mkdir(parents=True, exist_ok=True)
+        try:
+            plan.dst.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {plan.dst}: {exc.strerror or exc}") from exc
     if workers <= 1:
         _run_here(plan, options, report, should_stop, summary)
     else:

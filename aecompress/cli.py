@@ -306,7 +306,7 @@ def batch(
         from aecompress import batch as batch_lib
 
         if verify and decode:
-            raise OutputError("--verify compares new .aec files with their images: it applies to encoding")
+            raise AecError("--verify compares new .aec files with their images: it applies to encoding")
         parts = batch_lib.parse_shard(shard) if shard else None
         plan = batch_lib.scan(src, dst, decode, force, parts)
         workers = jobs or batch_lib.default_workers(device)
@@ -325,15 +325,18 @@ def batch(
                 raise KeyboardInterrupt
             _say("aecompress: stopping after the files in progress (Ctrl-C again to abort)")
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, request_stop)
-        with _batch_display(plan) as show, _manifest_writer(manifest) as write:
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with _batch_display(plan) as show, _manifest_writer(manifest) as write:
 
-            def on_outcome(outcome: batch_lib.Outcome) -> None:
-                write(outcome.record())
-                show(outcome)
+                def on_outcome(outcome: batch_lib.Outcome) -> None:
+                    write(outcome.record())
+                    show(outcome)
 
-            summary = batch_lib.run(plan, options, workers, on_outcome, lambda: stop["requested"] > 0)
+                summary = batch_lib.run(plan, options, workers, on_outcome, lambda: stop["requested"] > 0)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if not _state["quiet"]:
             typer.echo(summary.table())
         elif summary.failures:
