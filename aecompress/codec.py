@@ -298,7 +298,7 @@ def decode_many(
         try:
             aec = aecformat.unpack(data)
             h = aec.header
-            check_pixels(h.width, h.height, max_pixels, "file")
+            check_pixels(h.width, h.height, max_pixels, "the image in this file")
             path = find_for_file(h.model_name, h.model_hash, _preferred(model, h.model_name))
             net, _ = model_on(path, dev)
             if h.latent_height <= tile and h.latent_width <= tile:
@@ -385,7 +385,7 @@ def decode(
     hostile file cannot make the decoder commit gigabytes.
     """
     aec = aecformat.unpack(data)
-    check_pixels(aec.header.width, aec.header.height, max_pixels, "file")
+    check_pixels(aec.header.width, aec.header.height, max_pixels, "the image in this file")
     path = find_for_file(
         aec.header.model_name, aec.header.model_hash, _preferred(model, aec.header.model_name)
     )

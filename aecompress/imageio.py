@@ -34,7 +34,6 @@ OUTPUT_FORMATS = {
     ".pnm": "PPM",
 }
 IMAGE_SUFFIXES = frozenset(OUTPUT_FORMATS)
-
 _NO_ALPHA = {"JPEG", "PPM"}
 _KEEPS_METADATA = {"PNG", "JPEG", "WEBP", "TIFF"}
 
