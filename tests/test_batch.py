@@ -255,9 +255,9 @@ def _big_tree(root: Path, count: int) -> None:
         Image.fromarray(photo_like(192, 256, seed=i), "RGB").save(path)
 
 
-def _start(src: Path, dst: Path, models: Path) -> subprocess.Popen:
+def _start(src: Path, dst: Path, models: Path, jobs: int = 1) -> subprocess.Popen:
     env = {**os.environ, "AECOMPRESS_MODELS": str(models)}
-    cmd = [sys.executable, "-m", "aecompress", "batch", str(src), str(dst), "-j", "1"]
+    cmd = [sys.executable, "-m", "aecompress", "batch", str(src), str(dst), "-j", str(jobs)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -277,11 +277,13 @@ def _all_whole(dst: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_run_leaves_whole_files_and_rerun_completes(tmp_path: Path, models_dir: Path, sig: int):
+@pytest.mark.parametrize(("sig", "jobs"), [(signal.SIGINT, 1), (signal.SIGINT, 2), (signal.SIGKILL, 1)])
+def test_interrupted_run_leaves_whole_files_and_rerun_completes(
+    tmp_path: Path, models_dir: Path, sig: int, jobs: int
+):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _big_tree(src, 40)
-    proc = _start(src, dst, models_dir)
+    proc = _start(src, dst, models_dir, jobs)
     _wait_for_outputs(dst, proc, 3)
     proc.send_signal(sig)
     proc.wait(timeout=60)
