@@ -141,7 +141,7 @@ MaxPixelsOpt = Annotated[
     typer.Option(
         "--max-pixels",
         min=1,
-        help="Refuse images larger than this many pixels (decompression bombs); default about 179 M.",
+        help="Refuse images larger than this many pixels (decompression bombs).",
     ),
 ]
 
