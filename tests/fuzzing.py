@@ -187,6 +187,7 @@ def lying_headers(sample: bytes) -> Iterator[tuple[str, bytes]]:
         ("step", -1.0), ("step", 1e30), ("step", 1e-30),
     ]:  # fmt: skip
         yield f"header lies: {name}={value}", set_field(sample, name, value)
+    yield "header lies: 2^31 x 2^31 pixels", set_field(set_field(sample, "width", big), "height", big)
     both = set_field(set_field(sample, "width", 65535), "height", 65535)
     yield (
         "header lies: 65535x65535 with its own latent grid",
@@ -230,6 +231,7 @@ def zstd_bombs(sample: bytes) -> Iterator[tuple[str, bytes]]:
     latent_bytes = aecformat.unpack(sample).header.latent_bytes
     yield "zstd bomb declaring 64 MB", replace_chunk(sample, b"LATN", declared)
     yield "zstd bomb without a content size", replace_chunk(sample, b"LATN", undeclared)
+    yield "zstd bomb declaring 4 GB", replace_chunk(sample, b"LATN", _declare_size(declared, (4 << 30) - 1))
     yield (
         "zstd bomb declaring the expected size",
         replace_chunk(sample, b"LATN", _declare_size(declared, latent_bytes)),
