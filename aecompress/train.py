@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from aecompress import codec
 from aecompress import data as train_data
+from aecompress import format as aecformat
 from aecompress.device import select_device
 from aecompress.errors import TrainingError
 from aecompress.fileio import atomic_torch_save, atomic_write
@@ -166,8 +168,6 @@ def validate(
 ) -> tuple[dict[str, float], Image.Image | None]:
     """Real .aec bytes (header included) and PSNR on the validation images, plus a preview:
     originals above their reconstructions."""
-    from aecompress import codec
-    from aecompress import format as aecformat
 
     if not images:
         return {}, None
