@@ -168,7 +168,6 @@ def validate(
 ) -> tuple[dict[str, float], Image.Image | None]:
     """Real .aec bytes (header included) and PSNR on the validation images, plus a preview:
     originals above their reconstructions."""
-
     if not images:
         return {}, None
     was_training = model.training
