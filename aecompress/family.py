@@ -110,8 +110,9 @@ def _pair(value: Any) -> tuple[float, float]:
 def find_family(spec: str | os.PathLike[str] | None) -> Family | None:
     """The family a --model value names, if it names one (None means the default name).
 
-    A family file is used for a name only where no plain model file of that name comes first in
-    the search folders, so a user's own ``default.pt`` still wins over a bundled family.
+    Folders are searched in order (the user's first). Within a folder a family file comes before
+    a model file of the same name, so ``models/default.family.json`` can put more models behind
+    the bundled ``default.pt``; a user's own ``default.pt`` still wins over a bundled family.
     """
     text = DEFAULT_MODEL if spec is None else os.fspath(spec)
     if text.endswith(FAMILY_SUFFIX):
@@ -119,11 +120,11 @@ def find_family(spec: str | os.PathLike[str] | None) -> Family | None:
     if Path(text).expanduser().is_file():
         return None
     for folder in search_dirs():
-        if (folder / f"{text}.pt").is_file():
-            return None
         candidate = folder / f"{text}{FAMILY_SUFFIX}"
         if candidate.is_file():
             return load_family(candidate)
+        if (folder / f"{text}.pt").is_file():
+            return None
     return None
 
 

@@ -100,9 +100,17 @@ def test_cli_models_lists_families_and_encode_takes_them(duo: Path, tmp_path: Pa
     assert json.loads(info.stdout)[0]["model"] == "hi"
 
 
-def test_a_plain_model_of_the_same_name_wins_over_a_family(duo: Path):
+def test_family_beside_a_model_of_its_name_wins_but_an_earlier_folder_wins_over_both(
+    duo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     make_model(duo / "duo.pt", "duo", seed=5)
-    assert family.find_family("duo") is None
+    assert family.find_family("duo") is not None  # same folder: the family comes first
+    user = tmp_path / "user-models"
+    user.mkdir()
+    make_model(user / "duo.pt", "duo", seed=6)
+    monkeypatch.setenv("AECOMPRESS_MODELS", str(user))
+    monkeypatch.setattr("aecompress.modelfile.bundled_models_dirs", lambda: [duo])
+    assert family.find_family("duo") is None  # the user's own model, in an earlier folder
     assert family.find_family(duo / "duo.family.json") is not None
 
 
