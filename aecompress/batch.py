@@ -374,6 +374,17 @@ def _worker_task(job: Job) -> Outcome:
     return _process(job, _worker_options)
 
 
+@dataclass
+class _Context:
+    """What the runners share: the work, how to do it, where outcomes go, when to stop."""
+
+    plan: Plan
+    options: Options
+    report: Callable[[Outcome], None]
+    should_stop: Callable[[], bool]
+    summary: Summary
+
+
 def run(
     plan: Plan,
     options: Options,
@@ -402,66 +413,59 @@ def run(
             plan.dst.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create {plan.dst}: {exc.strerror or exc}") from exc
+    ctx = _Context(plan, options, report, should_stop, summary)
     if workers <= 1:
-        _run_here(plan, options, report, should_stop, summary)
+        _run_here(ctx)
     else:
-        _run_pool(plan, options, workers, report, should_stop, summary)
+        _run_pool(ctx, workers)
     summary.elapsed = time.perf_counter() - start
     return summary
 
 
-def _run_here(
-    plan: Plan,
-    options: Options,
-    report: Callable[[Outcome], None],
-    should_stop: Callable[[], bool],
-    summary: Summary,
-) -> None:
+def _run_here(ctx: _Context) -> None:
     import torch
 
     from aecompress.device import select_device
 
-    if options.threads:
-        torch.set_num_threads(max(1, options.threads))
-    batched = select_device(options.device).type == "cuda" if options.batched is None else options.batched
-    if batched and options.target_bpp is None:
-        _run_gpu_batches(plan, options, report, should_stop, summary)
+    if ctx.options.threads:
+        torch.set_num_threads(max(1, ctx.options.threads))
+    batched = (
+        select_device(ctx.options.device).type == "cuda"
+        if ctx.options.batched is None
+        else ctx.options.batched
+    )
+    if batched and ctx.options.target_bpp is None:
+        _run_gpu_batches(ctx)
         return
-    for job in plan.todo:
-        if should_stop():
-            summary.interrupted = True
+    for job in ctx.plan.todo:
+        if ctx.should_stop():
+            ctx.summary.interrupted = True
             return
-        report(_process(job, options))
+        ctx.report(_process(job, ctx.options))
 
 
-def _run_gpu_batches(
-    plan: Plan,
-    options: Options,
-    report: Callable[[Outcome], None],
-    should_stop: Callable[[], bool],
-    summary: Summary,
-) -> None:
+def _run_gpu_batches(ctx: _Context) -> None:
     """On a GPU: read a group of files, run same-sized ones through the networks together."""
-    for first in range(0, len(plan.todo), GPU_BATCH):
-        if should_stop():
-            summary.interrupted = True
+    for first in range(0, len(ctx.plan.todo), GPU_BATCH):
+        if ctx.should_stop():
+            ctx.summary.interrupted = True
             return
-        group = plan.todo[first : first + GPU_BATCH]
+        group = ctx.plan.todo[first : first + GPU_BATCH]
         start = time.perf_counter()
         outcomes = [Outcome(j.rel, str(j.source), str(j.target), "failed", bytes_in=j.size) for j in group]
         try:
-            results = _batched_results(group, options)
+            results = _batched_results(group, ctx.options)
         except Exception:  # e.g. the GPU ran out of memory for the batch: one file at a time instead
             for job in group:
-                report(_process(job, options))
+                ctx.report(_process(job, ctx.options))
             continue
         for job, outcome, result in zip(group, outcomes, results, strict=True):
             if isinstance(result, AecError):
                 outcome.reason = str(result).removeprefix(f"{job.source}: ")
             else:
-                _finish(job, outcome, result[0], result[1], options)
+                _finish(job, outcome, result[0], result[1], ctx.options)
             outcome.seconds = (time.perf_counter() - start) / len(group)
-            report(outcome)
+            ctx.report(outcome)
 
 
 def _batched_results(group: list[Job], options: Options) -> list[tuple[bytes, Any] | AecError]:
@@ -522,31 +526,24 @@ def _finish(job: Job, outcome: Outcome, data: bytes, image: Any, options: Option
         outcome.psnr = _verify(data, image, options)
 
 
-def _run_pool(
-    plan: Plan,
-    options: Options,
-    workers: int,
-    report: Callable[[Outcome], None],
-    should_stop: Callable[[], bool],
-    summary: Summary,
-) -> None:
+def _run_pool(ctx: _Context, workers: int) -> None:
     """A pool of spawned workers, fed a few files ahead so that a stop request acts quickly.
 
     When a worker dies (killed, out of memory) the pool is rebuilt and the files it had in flight
     are tried once more; a file that is in flight in two broken pools is failed.
     """
     context = multiprocessing.get_context("spawn")
-    queue = list(reversed(plan.todo))
+    queue = list(reversed(ctx.plan.todo))
     tries: dict[str, int] = {}
     while queue:
         pending: dict[Future[Outcome], Job] = {}
         broken = False
         with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(options,)
+            workers, mp_context=context, initializer=_init_worker, initargs=(ctx.options,)
         ) as pool:
             try:
                 while not broken:
-                    while queue and len(pending) < 2 * workers and not should_stop():
+                    while queue and len(pending) < 2 * workers and not ctx.should_stop():
                         job = queue.pop()
                         pending[pool.submit(_worker_task, job)] = job
                     if not pending:
@@ -559,7 +556,7 @@ def _run_pool(
                             broken = True
                             continue
                         pending.pop(future)
-                        report(outcome)
+                        ctx.report(outcome)
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -567,13 +564,13 @@ def _run_pool(
         for job in pending.values():
             tries[job.rel] = tries.get(job.rel, 0) + 1
             if tries[job.rel] >= 2:
-                report(
+                ctx.report(
                     Outcome(
                         job.rel, str(job.source), str(job.target), "failed", "worker process died", job.size
                     )
                 )
             else:
                 queue.append(job)
-        if should_stop():
+        if ctx.should_stop():
             break
-    summary.interrupted = bool(queue) and should_stop()
+    ctx.summary.interrupted = bool(queue) and ctx.should_stop()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aecompress.errors import ModelError
-from aecompress.modelfile import DEFAULT_MODEL, resolve, search_dirs
+from aecompress.modelfile import DEFAULT_MODEL, resolve, search_dirs, search_files
 
 FAMILY_KIND = "aecompress-family"
 FAMILY_SUFFIX = ".family.json"
@@ -132,12 +132,8 @@ Point = tuple[float, float, float]  # (member's own -q, mean bpp, mean PSNR)
 
 
 def available_families() -> list[Path]:
-    """Every family file in the model search folders (names shadowed by earlier folders skipped)."""
-    seen: dict[str, Path] = {}
-    for folder in search_dirs():
-        for path in sorted(folder.glob(f"*{FAMILY_SUFFIX}")):
-            seen.setdefault(path.name, path)
-    return list(seen.values())
+    """Every family file in the model search folders."""
+    return search_files(FAMILY_SUFFIX)
 
 
 def measure_curves(

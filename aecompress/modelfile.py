@@ -196,13 +196,18 @@ def search_dirs() -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
-def available_models() -> list[Path]:
-    """Every model file found in the search folders (names shadowed by earlier folders skipped)."""
+def search_files(suffix: str) -> list[Path]:
+    """Files ending in suffix in the search folders (names shadowed by earlier folders skipped)."""
     seen: dict[str, Path] = {}
     for folder in search_dirs():
-        for path in sorted(folder.glob(f"*{SUFFIX}")):
-            seen.setdefault(path.stem, path)
+        for path in sorted(folder.glob(f"*{suffix}")):
+            seen.setdefault(path.name, path)
     return list(seen.values())
+
+
+def available_models() -> list[Path]:
+    """Every model file found in the search folders."""
+    return search_files(SUFFIX)
 
 
 def resolve(spec: str | os.PathLike[str] | None) -> Path:
