@@ -1,0 +1,84 @@
+"""Encode and decode time per image on the CPU or a GPU, one at a time and batched.
+
+    python benchmarks/speed.py [--data ../shared/data/kodak] [--device cpu|cuda] [--threads 2] [-q 75]
+
+Loads every image once, warms the model up on the first one (CUDA kernels are chosen on first
+use), then times `codec.encode`/`codec.decode` per image and `encode_many`/`decode_many` over the
+whole folder. Times are wall-clock per image and include entropy coding and the copy back to the
+host, as a user would see them from the library (process start and model loading excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from aecompress import codec
+from aecompress.evaluate import load_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("-q", "--quality", type=float, default=75.0)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    images = [image for _, image in load_folder(Path(args.data))]
+    if not images:
+        print(f"no images in {args.data}", file=sys.stderr)
+        return 1
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{args.threads} threads"
+
+    warm = codec.encode(images[0], args.model, args.quality, args.device)
+    codec.decode(warm.data, args.device, args.model)
+    enc, dec, datas = [], [], []
+    for image in images:
+        _sync(args.device)
+        t0 = time.perf_counter()
+        data = codec.encode(image, args.model, args.quality, args.device).data
+        t1 = time.perf_counter()
+        codec.decode(data, args.device, args.model)
+        _sync(args.device)
+        t2 = time.perf_counter()
+        enc.append(t1 - t0)
+        dec.append(t2 - t1)
+        datas.append(data)
+
+    t0 = time.perf_counter()
+    codec.encode_many(images, args.model, args.quality, args.device, batch=args.batch)
+    t1 = time.perf_counter()
+    codec.decode_many(datas, args.device, args.model, batch=args.batch)
+    _sync(args.device)
+    t2 = time.perf_counter()
+    n = len(images)
+    pixels = statistics.mean(image.width * image.height for image in images)
+
+    print(f"device: {name}; {n} images of {pixels / 1e6:.2f} Mpixel on average; -q {args.quality:g}")
+    print("| path | encode s/image | decode s/image |")
+    print("|---|---:|---:|")
+    print(f"| one at a time, median | {statistics.median(enc):.4f} | {statistics.median(dec):.4f} |")
+    print(f"| one at a time, mean | {statistics.mean(enc):.4f} | {statistics.mean(dec):.4f} |")
+    print(f"| batched (up to {args.batch}) | {(t1 - t0) / n:.4f} | {(t2 - t1) / n:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
