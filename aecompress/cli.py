@@ -462,6 +462,14 @@ def train(
     act: Annotated[
         str, typer.Option("--act", help="Nonlinearity of the factorized architecture: gdn or leakyrelu.")
     ] = "gdn",
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            "--stride",
+            help="Pixels per latent of the factorized architecture: 16 (default) or 8, 4, 2 for high "
+            "qualities. With --init, re-strides the starting model.",
+        ),
+    ] = None,
     init: Annotated[
         str | None, typer.Option("--init", help="Start from this model (name or file): fine-tuning.")
     ] = None,
@@ -525,9 +533,17 @@ def train(
             raise TrainingError("give a folder of training images (or --dataset stl10 --data-root DIR)")
         if threads:
             torch.set_num_threads(threads)
+        arch_config: dict[str, Any] = {}
+        if arch == "factorized":
+            arch_config = {"channels": channels, "act": act}
+            if stride is not None:
+                if stride not in (2, 4, 8, 16):
+                    raise TrainingError(f"--stride must be 2, 4, 8 or 16, not {stride}")
+                arch_config["downsamples"] = stride.bit_length() - 1
+        elif stride is not None:
+            raise TrainingError(f"--stride applies to the factorized architecture, not {arch!r}")
         cfg = TrainConfig(
-            data=sources, output=output, arch=arch,
-            arch_config={"channels": channels, "act": act} if arch == "factorized" else {},
+            data=sources, output=output, arch=arch, arch_config=arch_config,
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, lmbda=lmbda, seed=seed, device=device,
             workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
             val=val, val_every=val_every,

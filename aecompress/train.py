@@ -38,6 +38,7 @@ from aecompress.imageio import ImageData
 from aecompress.metrics import psnr
 from aecompress.modelfile import load_model, save_model
 from aecompress.nn import LatentCodec, build
+from aecompress.nn.models import FactorizedCodec
 
 log = logging.getLogger("aecompress")
 
@@ -124,6 +125,11 @@ def _make_model(cfg: TrainConfig) -> LatentCodec:
         base, info = load_model(Path(cfg.init))
         model = build(info.arch, info.config)
         model.load_state_dict(base.state_dict())
+        wanted = cfg.arch_config.get("downsamples")
+        if wanted is not None and wanted != model.config.get("downsamples", 4):
+            if not isinstance(model, FactorizedCodec):
+                raise TrainingError(f"{cfg.init}: a {info.arch} model cannot be re-strided")
+            model = model.restrided(wanted)
         return model
     return build(cfg.arch, cfg.arch_config)
 

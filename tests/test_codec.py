@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from aecompress import codec
@@ -15,6 +16,8 @@ from aecompress import format as aecformat
 from aecompress.errors import ImageError, ModelError, ModelMismatchError
 from aecompress.imageio import encode_image_bytes, from_pil, read_image
 from aecompress.metrics import psnr
+from aecompress.modelfile import save_model
+from aecompress.nn import build
 from tests.conftest import make_model, photo_like
 
 
@@ -202,3 +205,37 @@ def test_sixteen_bit_rgb_png_is_reduced_with_a_warning(tmp_path: Path) -> None:
     assert image.source_bits == 16 and image.mode == "RGB"
     header = aecformat.unpack(codec.encode(image, device="cpu").data).header
     assert header.source_bits == 16
+
+
+def test_stride_eight_model_codes_any_size_and_tiles_seamlessly(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    net = build("factorized", {"channels": 8, "latent_channels": 100}).restrided(3)
+    path = tmp_path / "fine.pt"
+    save_model(net, path, "fine", {"note": "test model"})
+    rgb = photo_like(75, 130, seed=6)
+    image = from_pil(Image.fromarray(rgb))
+    whole = codec.encode(image, str(path), 75, device="cpu", tile=64).data
+    tiled = codec.encode(image, str(path), 75, device="cpu", tile=3).data
+    header = aecformat.unpack(whole).header
+    assert (header.stride, header.latent_height, header.latent_width) == (8, 10, 17)
+    qa = aecformat.unpack(whole).latent_array().astype(int)
+    qb = aecformat.unpack(tiled).latent_array().astype(int)
+    assert np.mean(qa != qb) < 0.001
+    a = codec.decode(whole, device="cpu", model=str(path), tile=64).rgb
+    b = codec.decode(whole, device="cpu", model=str(path), tile=2).rgb
+    assert a.shape == rgb.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_restriding_keeps_weights_and_rescales_only_the_changed_decoder_layer() -> None:
+    torch.manual_seed(4)
+    coarse = build("factorized", {"channels": 8, "latent_channels": 100})
+    fine = coarse.restrided(3)
+    assert fine.stride == 8 and coarse.stride == 16 and fine.config["downsamples"] == 3
+    before, after = coarse.state_dict(), fine.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == ["g_s.0.weight"]
+    assert torch.allclose(after["g_s.0.weight"], before["g_s.0.weight"] / 4)
+    back = fine.restrided(4).state_dict()
+    assert all(torch.allclose(back[k], before[k]) for k in before)
+    x = torch.rand(1, 3, 64, 48)
+    assert fine.encode(x).shape == (1, 100, 8, 6) and fine.decode(fine.encode(x)).shape == x.shape

@@ -119,6 +119,34 @@ def test_fine_tuning_starts_from_the_given_model(data_dir: Path, tmp_path: Path,
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
 
 
+def test_train_cli_restrides_the_starting_model_and_resumes_at_that_stride(
+    data_dir: Path, tmp_path: Path, models_dir: Path
+) -> None:
+    out = tmp_path / "fine.pt"
+    args = ["train", str(data_dir), "-o", str(out), "--init", "default", "--crop", "32", "--batch-size", "2",
+            "--device", "cpu", "--checkpoint-every", "1"]  # fmt: skip
+    runner = CliRunner()
+    first = runner.invoke(app, [*args, "--stride", "8", "--steps", "2"])
+    assert first.exit_code == 0, first.output
+    info = read_info(out)
+    assert (
+        info.config["downsamples"] == 3
+        and info.config["channels"] == read_info(models_dir / "default.pt").config["channels"]
+    )
+    image = from_pil(Image.fromarray(photo_like(40, 56)))
+    data = codec.encode(image, model=str(out), device="cpu").data
+    assert codec.decode(data, device="cpu", model=str(out)).rgb.shape == (40, 56, 3)
+    resumed = runner.invoke(app, [*args, "--steps", "3", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert read_info(out).config["downsamples"] == 3 and read_info(out).card["steps"] == 3
+    for bad, message in (
+        (["--stride", "3"], "must be 2, 4, 8 or 16"),
+        (["--arch", "tutorial", "--stride", "8"], "factorized"),
+    ):
+        result = runner.invoke(app, ["train", str(data_dir), "-o", str(tmp_path / "x.pt"), *bad])
+        assert result.exit_code == 1 and message in result.output
+
+
 def _stl10(root: Path, count: int) -> np.ndarray:
     folder = root / "stl10_binary"
     folder.mkdir(parents=True)

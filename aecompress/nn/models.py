@@ -10,40 +10,70 @@ from aecompress.nn.layers import activation
 from aecompress.nn.registry import LatentCodec, register
 
 
-def _down(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 5, stride=2, padding=2)
+def _down(cin: int, cout: int, stride: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 5, stride=stride, padding=2)
 
 
-def _up(cin: int, cout: int) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1)
+def _up(cin: int, cout: int, stride: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, 5, stride=stride, padding=2, output_padding=stride - 1)
 
 
 @register("factorized")
 class FactorizedCodec(LatentCodec):
-    """The default: four stride-2 5x5 convolutions with GDN (stride 16), a mirrored decoder with
-    inverse GDN, and a factorized density over the latents for rate-distortion training."""
+    """The default: four 5x5 convolutions with GDN, a mirrored decoder with inverse GDN, and a
+    factorized density over the latents for rate-distortion training.
 
-    stride = 16
+    ``downsamples`` of the four layers halve the resolution: 4 gives stride 16 (the default), 3
+    gives stride 8, four times as many latent positions. With the channel count fixed at 100,
+    that is how a model reaches high qualities: at stride 16 the transforms lose detail that no
+    finer quantization brings back. The weights have the same shapes at every stride, so a model
+    can be re-strided (``restrided``) and fine-tuned rather than trained from scratch.
+    """
+
     encoder_context = 64
     decoder_context = 4
 
-    def __init__(self, channels: int = 128, latent_channels: int = 100, act: str = "gdn") -> None:
-        super().__init__(channels=channels, latent_channels=latent_channels, act=act)
+    def __init__(
+        self, channels: int = 128, latent_channels: int = 100, act: str = "gdn", downsamples: int = 4
+    ) -> None:
+        if not 1 <= downsamples <= 4:
+            raise ValueError(f"downsamples must be 1..4, not {downsamples}")
+        super().__init__(channels=channels, latent_channels=latent_channels, act=act, downsamples=downsamples)
         n, m = channels, latent_channels
         self.latent_channels = m
+        self.stride = 2**downsamples
+        s = [2 if i < downsamples else 1 for i in range(4)]
         self.g_a = nn.Sequential(
-            _down(3, n), activation(act, n, False),
-            _down(n, n), activation(act, n, False),
-            _down(n, n), activation(act, n, False),
-            _down(n, m),
+            _down(3, n, s[0]), activation(act, n, False),
+            _down(n, n, s[1]), activation(act, n, False),
+            _down(n, n, s[2]), activation(act, n, False),
+            _down(n, m, s[3]),
         )  # fmt: skip
         self.g_s = nn.Sequential(
-            _up(m, n), activation(act, n, True),
-            _up(n, n), activation(act, n, True),
-            _up(n, n), activation(act, n, True),
-            _up(n, 3),
+            _up(m, n, s[3]), activation(act, n, True),
+            _up(n, n, s[2]), activation(act, n, True),
+            _up(n, n, s[1]), activation(act, n, True),
+            _up(n, 3, s[0]),
         )  # fmt: skip
         self.density = FactorizedDensity(m)
+
+    def restrided(self, downsamples: int) -> FactorizedCodec:
+        """The same weights at another stride: a starting point for fine-tuning, not a codec yet.
+
+        A decoder layer that goes from stride 2 to stride 1 sums four times as many inputs per
+        output, so its weights are scaled by 1/4 (and by 4 the other way) to keep its output level.
+        """
+        config = {**self.config, "downsamples": downsamples}
+        model = FactorizedCodec(**config)
+        model.load_state_dict(self.state_dict())
+        old = self.config.get("downsamples", 4)
+        with torch.no_grad():
+            for i in range(4):
+                before, after = (i < old), (i < downsamples)
+                if before != after:
+                    layer = model.g_s[2 * (3 - i)]
+                    layer.weight.mul_(0.25 if before else 4.0)
+        return model
 
     def encode(self, x: Tensor) -> Tensor:
         return self.g_a(x)
