@@ -668,20 +668,22 @@ def models() -> None:
                 typer.echo(f"{path.name:16} {'family':12} unreadable: {exc}")
                 continue
             parts = ", ".join(f"{m.model} for -q {m.quality[0]:g}-{m.quality[1]:g}" for m in family.members)
-            typer.echo(f"{family.name:16} {'family':12} {parts}")
+            typer.echo(f"{family.name:16} {'family':12} {_kodak_figures(family.card):36} {parts}")
         for path in found:
             try:
                 meta = read_info(path)
             except AecError as exc:
                 typer.echo(f"{path.stem:16} {'?':12} {'unreadable: ' + str(exc)}")
                 continue
-            kodak = meta.card.get("kodak", {})
-            figures = (
-                f"Kodak {kodak['bpp']:.3f} bpp, {kodak['psnr']:.2f} dB"
-                if {"bpp", "psnr"} <= kodak.keys()
-                else "not measured"
-            )
-            typer.echo(f"{meta.name:16} {meta.arch:12} {figures:36} {path}")
+            typer.echo(f"{meta.name:16} {meta.arch:12} {_kodak_figures(meta.card):36} {path}")
+
+
+def _kodak_figures(card: dict[str, Any]) -> str:
+    """A card's measured Kodak point (at -q 75 or the nearest measured), for 'models'."""
+    kodak = card.get("kodak", {})
+    if not isinstance(kodak, dict) or not {"bpp", "psnr"} <= kodak.keys():
+        return "not measured"
+    return f"Kodak {kodak['bpp']:.3f} bpp, {kodak['psnr']:.2f} dB"
 
 
 def main() -> None:

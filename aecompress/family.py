@@ -161,29 +161,33 @@ def build(
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
     Members are ordered by rate. Each next member takes over at its first measured quality whose
-    PSNR beats the previous member's at that rate; the previous member keeps only the qualities
-    below that point in both bpp and PSNR, so the switch gains both. A member that never beats the
-    one before it is left out. Each member's share of the global 0..100 scale is proportional to
-    the log-rate span it covers, so -q moves the file size evenly across members.
+    PSNR beats the family so far (every member chosen before it) at that rate; the members before
+    keep only the qualities below that point in both bpp and PSNR, so every switch gains both. A
+    member left with fewer than two points adds nothing and is dropped (and the takeover is found
+    again without it); a member that never beats the family so far is left out. Each member's
+    share of the global 0..100 scale is proportional to the log-rate span it covers, so -q moves
+    the file size evenly across members.
     """
     ordered = sorted(curves, key=lambda c: min(p[1] for p in c[1]))
-    chosen: list[tuple[str, list[Point]]] = []
+    chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
     for model, points in ordered:
         pts = sorted(points)
-        if chosen:
-            previous = chosen[-1][1]
-            take = next((p for p in pts if p[2] > _psnr_at(previous, p[1])), None)
+        while chosen:
+            chain = [p for _, kept in _kept(chosen) for p in kept]
+            take = next((p for p in pts if p[2] > _psnr_at(chain, p[1])), None)
             if take is None:
-                continue
-            kept = [q for q in previous if q[1] < take[1] and q[2] < take[2]]
-            if kept:
-                chosen[-1] = (chosen[-1][0], kept)
-            else:
-                chosen.pop()
-            pts = [p for p in pts if p[0] >= take[0]]
-        chosen.append((model, pts))
+                pts = []
+                break
+            kept = _below(chosen[-1][1], take)
+            if len(kept) >= 2 or (len(chosen) == 1 and kept):
+                pts = [p for p in pts if p[0] >= take[0]]
+                break
+            chosen.pop()
+        if pts:
+            chosen.append((model, pts))
     if not chosen:
         raise ModelError("no measured points to build a family from")
+    chosen = _kept(chosen)
     spans = [max(math.log(pts[-1][1]) - math.log(pts[0][1]), 1e-3) for _, pts in chosen]
     members, edge = [], 0.0
     for i, ((model, pts), span) in enumerate(zip(chosen, spans, strict=True)):
@@ -191,6 +195,19 @@ def build(
         members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0])))
         edge = top
     return Family(name, tuple(members), folder, card or {})
+
+
+def _below(points: Sequence[Point], take: Point) -> list[Point]:
+    """The points a member keeps when the next one takes over at ``take``: lower in bpp and PSNR."""
+    return [q for q in points if q[1] < take[1] and q[2] < take[2]]
+
+
+def _kept(chosen: list[tuple[str, list[Point]]]) -> list[tuple[str, list[Point]]]:
+    """Each member's points up to where the next member takes over."""
+    return [
+        (model, _below(pts, chosen[i + 1][1][0]) if i + 1 < len(chosen) else list(pts))
+        for i, (model, pts) in enumerate(chosen)
+    ]
 
 
 def _psnr_at(points: Sequence[Point], bpp: float) -> float:

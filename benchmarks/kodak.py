@@ -89,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _update_card(path: Path, rows: list[dict[str, float]], command: str) -> None:
-    """Record the measured curve in a model card, the default quality's point as its summary."""
-    card = json.loads(path.read_text()) if path.is_file() else {}
+    """Record the measured curve in a model card, the default quality's point as its summary.
+
+    A family file (NAME.family.json) keeps its card inside; a model's card is the JSON beside it.
+    """
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    card = data["card"] if path.name.endswith(".family.json") else data
     default = min(rows, key=lambda r: abs(r["quality"] - 75))
     card["kodak"] = {
         "quality": default["quality"],
@@ -101,7 +105,7 @@ def _update_card(path: Path, rows: list[dict[str, float]], command: str) -> None
         "curve": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
         "command": command,
     }
-    path.write_text(json.dumps(card, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 Calibrate on held-out training-set images, never on Kodak (the evaluation set). Prints each
 member's measured curve and the resulting family; check it with `python benchmarks/kodak.py` and
-the -q monotonicity test (`pytest tests/test_quality.py`) before committing it.
+the -q monotonicity test (`pytest tests/test_quality.py`) before committing it. `--remeasure no`
+rebuilds the family from the curves already stored in --out (after a change to the builder).
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qualities", default="0,10,20,30,40,50,60,70,80,90,100")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--remeasure", choices=["yes", "no"], default="yes")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.remeasure == "no":
+        old = json.loads(args.out.read_text(encoding="utf-8"))["card"]
+        curves = [(name, [tuple(p) for p in points]) for name, points in old["curves"].items()]
+        family.save(family.build(args.name, curves, args.out.parent, old), args.out)
+        print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
+        return 0
     paths = sorted(p for p in args.calibration.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[
         : args.images
     ]

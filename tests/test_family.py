@@ -130,6 +130,23 @@ def test_build_hands_over_where_the_next_member_is_better(tmp_path: Path):
     assert again.members == built.members
 
 
+def test_build_compares_each_member_with_the_whole_family_so_far(tmp_path: Path):
+    # "mid" takes over from "low" at its -q 50. "top" starts below that: judged against "mid"
+    # alone it would win at its -q 0, and the family would fall from 0.76 bpp back to 0.37.
+    # Against the whole family it takes over at its -q 40, which leaves "mid" a single point, so
+    # "mid" is dropped and "low" gets back its points up to "top"'s takeover
+    low = ("low", [(0, 0.07, 22.0), (40, 0.29, 26.3), (80, 0.76, 30.2), (90, 0.90, 30.7), (100, 1.05, 31.0)])
+    mid = ("mid", [(0, 0.19, 24.0), (40, 0.63, 29.0), (50, 0.77, 30.3), (60, 0.92, 31.0), (100, 1.8, 32.1)])
+    top = ("top", [(0, 0.37, 26.7), (30, 0.76, 30.2), (40, 0.91, 31.1), (70, 1.38, 32.1), (100, 2.3, 32.4)])
+    built = family.build("fam", [top, mid, low], tmp_path)
+    assert [m.model for m in built.members] == ["low", "top"]
+    assert built.members[0].local_quality == (0, 90) and built.members[1].local_quality == (40, 100)
+    curves = dict([low, top])
+    last = next(p for p in curves["low"] if p[0] == built.members[0].local_quality[1])
+    first = next(p for p in curves["top"] if p[0] == built.members[1].local_quality[0])
+    assert last[1] < first[1] and last[2] < first[2]
+
+
 def test_measure_curves_gives_rising_rates(duo: Path):
     images = [(f"{i}", ImageData(photo_like(32, 48, seed=i), None, "RGB")) for i in range(2)]
     curves = family.measure_curves([duo / "lo.pt"], images, [10, 90])

@@ -13,6 +13,8 @@ from tests.conftest import BUNDLED, REPO, SHARED
 KODAK = SHARED / "kodak"
 needs_model = pytest.mark.skipif(not BUNDLED.is_file(), reason="bundled model missing")
 needs_kodak = pytest.mark.skipif(not KODAK.is_dir(), reason="Kodak images not present (../shared)")
+FAMILY = REPO / "models" / "default.family.json"
+needs_family = pytest.mark.skipif(not FAMILY.is_file(), reason="bundled family missing")
 
 
 @needs_model
@@ -41,12 +43,15 @@ def test_default_quality_beats_jpeg_at_equal_size_on_kodak() -> None:
 
 
 @pytest.mark.slow
-@needs_model
+@needs_family
 @needs_kodak
-def test_higher_quality_never_gives_a_smaller_file_on_kodak() -> None:
-    for _, image in load_folder(KODAK):
-        sizes = [len(codec.encode(image, BUNDLED, q, "cpu").data) for q in range(0, 101, 10)]
-        assert sizes == sorted(sizes)
+def test_more_quality_gives_more_bytes_and_more_psnr_on_every_kodak_image() -> None:
+    """The default family, across its member switches: -q 0, 10, ..., 100 on each image."""
+    for name, image in load_folder(KODAK):
+        runs = [measure_aec(name, image, q, FAMILY, with_ms_ssim=False) for q in range(0, 101, 10)]
+        sizes, psnrs = [m.bytes for m in runs], [m.psnr for m in runs]
+        assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), (name, sizes)
+        assert psnrs == sorted(psnrs), (name, psnrs)
 
 
 @needs_model
@@ -63,3 +68,12 @@ def test_target_bpp_out_of_reach_gives_the_nearest_file() -> None:
     image = read_image(REPO / "samples" / "parrots.png")
     assert codec.encode_to_size(image, 50.0, BUNDLED, "cpu").header.quality == 100
     assert codec.encode_to_size(image, 0.001, BUNDLED, "cpu").header.quality == 0
+
+
+@needs_family
+@pytest.mark.parametrize("target", [0.3, 1.0])
+def test_target_bpp_searches_across_the_members_of_the_default_family(target: float) -> None:
+    image = read_image(REPO / "samples" / "parrots.png")
+    result = codec.encode_to_size(image, target, FAMILY, "cpu")
+    bpp = 8 * len(result.data) / (image.width * image.height)
+    assert target * 0.95 <= bpp <= target
