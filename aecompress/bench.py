@@ -19,7 +19,7 @@ from aecompress.evaluate import bd_rate, load_folder, mean, measure_aec, measure
 
 CODECS = ("aec", "jpeg", "webp", "avif")
 SETTINGS: dict[str, list[int]] = {
-    "aec": [20, 35, 50, 65, 75, 85, 95],
+    "aec": [10, 20, 35, 50, 65, 75, 85, 95, 100],
     "jpeg": [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
     "webp": [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
     "avif": [10, 20, 30, 40, 50, 60, 70, 80, 90],
