@@ -98,6 +98,7 @@ class Options:
     threads: int = 1
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     batched: bool | None = None  # same-sized images through the networks together; None: on a GPU
+    effort: int = 0  # refinement iterations per image (codec.encode's effort)
 
 
 @dataclass
@@ -327,9 +328,11 @@ def _encode_one(job: Job, options: Options) -> tuple[bytes, int, float | None]:
 
     image = read_image(job.source, options.max_pixels)
     if options.target_bpp is not None:
-        result = codec.encode_to_size(image, options.target_bpp, options.model, options.device)
+        result = codec.encode_to_size(
+            image, options.target_bpp, options.model, options.device, effort=options.effort
+        )
     else:
-        result = codec.encode(image, options.model, options.quality, options.device)
+        result = codec.encode(image, options.model, options.quality, options.device, effort=options.effort)
     psnr = _verify(result.data, image, options) if options.verify else None
     return result.data, image.width * image.height, psnr
 
@@ -503,7 +506,11 @@ def _batched_results(group: list[Job], options: Options) -> list[tuple[bytes, An
             except AecError as exc:
                 images.append(exc)
         readable = [image for image in images if not isinstance(image, AecError)]
-        encoded = iter(codec.encode_many(readable, options.model, options.quality, options.device, GPU_BATCH))
+        encoded = iter(
+            codec.encode_many(
+                readable, options.model, options.quality, options.device, GPU_BATCH, effort=options.effort
+            )
+        )
         for image in images:
             results.append(image if isinstance(image, AecError) else (next(encoded).data, image))
     return results

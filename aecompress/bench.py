@@ -78,8 +78,9 @@ def run(
     device: str = "cpu",
     settings: dict[str, list[int]] | None = None,
     progress: Callable[[str], None] | None = None,
+    effort: int = 0,
 ) -> BenchResult:
-    """Measure each codec over its settings on every image of a folder."""
+    """Measure each codec over its settings on every image of a folder (aecompress at ``effort``)."""
     unknown = [c for c in codecs if c not in CODECS]
     if unknown:
         raise ValueError(f"unknown codec {unknown[0]!r} (choose from {', '.join(CODECS)})")
@@ -96,7 +97,7 @@ def run(
             if progress:
                 progress(f"{codec} {setting}")
             if codec == "aec":
-                ms = [measure_aec(name, img, setting, model, device) for name, img in images]
+                ms = [measure_aec(name, img, setting, model, device, effort=effort) for name, img in images]
             else:
                 ms = [measure_pillow(name, img, _PILLOW[codec], setting) for name, img in images]
             points.append(

@@ -146,6 +146,19 @@ MaxPixelsOpt = Annotated[
 ]
 
 
+EffortOpt = Annotated[
+    int,
+    typer.Option(
+        "-e",
+        "--effort",
+        min=0,
+        max=1000,
+        help="Refine the latents with this many decoder passes: 0 (default) is fastest; 20 gains about "
+        "0.5 dB at the same size and takes about 20 times a decode.",
+    ),
+]
+
+
 @app.command()
 def encode(
     images: Annotated[list[str], typer.Argument(help="Images to compress ('-' reads stdin).")],
@@ -171,6 +184,7 @@ def encode(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    effort: EffortOpt = 0,
 ) -> None:
     """Compress images into .aec files (default: IMAGE.aec beside each input, which is kept)."""
     with _user_errors():
@@ -188,9 +202,9 @@ def encode(
             try:
                 image = read_image(_read_input(name) if name == "-" else Path(name), max_pixels)
                 if target_bpp is not None:
-                    result = codec.encode_to_size(image, target_bpp, model, device)
+                    result = codec.encode_to_size(image, target_bpp, model, device, effort=effort)
                 else:
-                    result = codec.encode(image, model, quality, device)
+                    result = codec.encode(image, model, quality, device, effort=effort)
                 _write_output(target, result.data, force)
             except AecError as exc:
                 if len(images) == 1:
@@ -294,6 +308,7 @@ def batch(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    effort: EffortOpt = 0,
 ) -> None:
     """Compress (or with --decode restore) a whole folder tree, in parallel and incrementally.
 
@@ -312,7 +327,9 @@ def batch(
         workers = jobs or batch_lib.default_workers(device)
         workers = max(1, min(workers, len(plan.todo)))
         threads = max(1, batch_lib.cpu_count() // workers)
-        options = batch_lib.Options(decode, quality, target_bpp, model, device, verify, threads, max_pixels)
+        options = batch_lib.Options(
+            decode, quality, target_bpp, model, device, verify, threads, max_pixels, effort=effort
+        )
         if not plan.todo and not plan.up_to_date and not _state["quiet"]:
             _say(f"aecompress: no {'.aec files' if decode else 'images'} found under {src}")
         log.info("batch: %d to do, %d up to date, %d workers x %d threads",
@@ -631,6 +648,7 @@ def bench(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write rate-distortion curves to this PNG.")
     ] = None,
+    effort: EffortOpt = 0,
 ) -> None:
     """Rate-distortion and speed of aecompress against JPEG, WebP and AVIF, with BD-rates vs JPEG."""
     with _user_errors():
@@ -640,7 +658,13 @@ def bench(
         settings = {"aec": [int(q) for q in qualities.split(",")]} if qualities else None
         try:
             result = bench_lib.run(
-                folder, chosen, model, device, settings, progress=lambda what: log.info("bench: %s", what)
+                folder,
+                chosen,
+                model,
+                device,
+                settings,
+                progress=lambda what: log.info("bench: %s", what),
+                effort=effort,
             )
         except ValueError as exc:
             raise ImageError(str(exc)) from exc

@@ -22,6 +22,7 @@ from aecompress.imageio import ImageData, check_pixels
 from aecompress.limits import DEFAULT_MAX_PIXELS
 from aecompress.modelfile import ModelInfo, find_for_file, load_model, resolve
 from aecompress.nn import LatentCodec
+from aecompress.refine import refine
 
 DEFAULT_QUALITY = 75
 TILE_LATENTS = 64
@@ -135,10 +136,18 @@ def encode_with(
     quality: float = DEFAULT_QUALITY,
     device: torch.device | None = None,
     tile: int = TILE_LATENTS,
+    effort: int = 0,
 ) -> tuple[bytes, aecformat.AecHeader]:
-    """Compress an image with a network in hand (also used by training's validation)."""
+    """Compress an image with a network in hand (also used by training's validation).
+
+    ``effort`` is the number of refinement iterations (``aecompress.refine``); 0 is the encoder's
+    single pass.
+    """
     dev = device or torch.device("cpu")
-    return _pack_at(net, name, digest, image, analyse(net, image.rgb, dev, tile), quality)
+    latents = analyse(net, image.rgb, dev, tile)
+    if effort > 0:
+        latents = refine(net, latents, image.rgb, quality_to_step(quality), effort, dev)
+    return _pack_at(net, name, digest, image, latents, quality)
 
 
 def _pack_at(
@@ -180,12 +189,14 @@ def encode_to_size(
     model: str | Path | None = None,
     device: str = "auto",
     tile: int = TILE_LATENTS,
+    effort: int = 0,
 ) -> EncodeResult:
     """Compress at the highest quality whose whole file stays at or under ``target_bpp``.
 
     Each model runs its encoder once (a family may use more than one); only quantization and
     packing repeat, in a bisection over the continuous quality. When even quality 0 is larger,
-    that smallest file is returned.
+    that smallest file is returned. With ``effort``, the chosen quality is then refined, and
+    kept unrefined if refinement would cross the target.
     """
     dev = select_device(device)
     latents: dict[Path, torch.Tensor] = {}
@@ -204,14 +215,21 @@ def encode_to_size(
         return EncodeResult(best[0], best[1], dev)
     top = pack(hi)
     if len(top[0]) <= budget:
-        return EncodeResult(top[0], top[1], dev)
-    for _ in range(14):
+        lo, best = hi, top
+    while hi - lo > 100 / 2**14:
         mid = (lo + hi) / 2
         candidate = pack(mid)
         if len(candidate[0]) <= budget:
             lo, best = mid, candidate
         else:
             hi = mid
+    if effort > 0:
+        path, local = pick_model(model, lo)
+        net, info = model_on(path, dev)
+        better = refine(net, latents[path], image.rgb, quality_to_step(local), effort, dev)
+        refined = _pack_at(net, info.name, info.weights_hash, image, better, local)
+        if len(refined[0]) <= budget:
+            best = refined
     return EncodeResult(best[0], best[1], dev)
 
 
@@ -221,12 +239,16 @@ def encode(
     quality: float = DEFAULT_QUALITY,
     device: str = "auto",
     tile: int = TILE_LATENTS,
+    effort: int = 0,
 ) -> EncodeResult:
-    """Compress an image into .aec bytes with the given model (name, path or family) and quality."""
+    """Compress an image into .aec bytes with the given model (name, path or family) and quality.
+
+    ``effort`` > 0 refines the latents with that many decoder passes (slower, better).
+    """
     dev = select_device(device)
     path, local = pick_model(model, quality)
     net, info = model_on(path, dev)
-    data, header = encode_with(net, info.name, info.weights_hash, image, local, dev, tile)
+    data, header = encode_with(net, info.name, info.weights_hash, image, local, dev, tile, effort)
     return EncodeResult(data, header, dev)
 
 
@@ -237,6 +259,7 @@ def encode_many(
     device: str = "auto",
     batch: int = 16,
     tile: int = TILE_LATENTS,
+    effort: int = 0,
 ) -> list[EncodeResult]:
     """Compress several images, running same-sized ones through the encoder as one batch.
 
@@ -262,6 +285,8 @@ def encode_many(
     results = []
     for image, y in zip(images, latents, strict=True):
         assert y is not None
+        if effort > 0:
+            y = refine(net, y, image.rgb, quality_to_step(local), effort, dev)
         data, header = _pack_at(net, info.name, info.weights_hash, image, y, local)
         results.append(EncodeResult(data, header, dev))
     return results

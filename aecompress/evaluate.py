@@ -47,10 +47,11 @@ def measure_aec(
     model: str | Path | None = None,
     device: str = "cpu",
     with_ms_ssim: bool = True,
+    effort: int = 0,
 ) -> Measure:
     """Encode and decode one image with aecompress, timing both."""
     t0 = time.perf_counter()
-    result = codec.encode(image, model, quality, device)
+    result = codec.encode(image, model, quality, device, effort=effort)
     t1 = time.perf_counter()
     back = codec.decode(result.data, device, model)
     t2 = time.perf_counter()
