@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -33,7 +34,7 @@ def _sample() -> tuple[bytes, np.ndarray, np.ndarray]:
 def test_round_trip_keeps_every_field_and_chunk() -> None:
     data, latents, alpha = _sample()
     aec = fmt.unpack(data)
-    assert aec.header == _header()
+    assert aec.header == dataclasses.replace(_header(), version=2)  # int8 latents: version 2 holds it
     np.testing.assert_array_equal(aec.latent_array(), latents)
     np.testing.assert_array_equal(aec.alpha_array(), alpha)
     assert aec.icc == b"icc-profile"
@@ -44,11 +45,43 @@ def test_round_trip_keeps_every_field_and_chunk() -> None:
     assert info["padding"] == [8, 12]
 
 
-def test_int16_latents_round_trip() -> None:
-    latents = np.full((100, 2, 3), 1000, dtype="<i2")
-    latents[0, 0, 0] = -30000
+def test_int16_latents_round_trip_as_zigzag_byte_planes_in_version_3() -> None:
+    rng = np.random.default_rng(1)
+    latents = rng.integers(-3, 4, size=(100, 2, 3)).astype("<i2")
+    latents[0, 0, 0], latents[1, 1, 1], latents[2, 0, 2] = -30000, 32767, -32768
     data = fmt.pack(_header(mode="RGB", dtype=np.dtype("<i2")), latents)
-    np.testing.assert_array_equal(fmt.unpack(data).latent_array(), latents)
+    aec = fmt.unpack(data)
+    assert aec.header.version == 3 and aec.header.planar
+    np.testing.assert_array_equal(aec.latent_array(), latents)
+    assert fmt.describe(aec)["latent_dtype"] == "int16 (zigzag byte planes)"
+
+
+def test_mostly_small_int16_latents_cost_about_what_int8_would() -> None:
+    rng = np.random.default_rng(2)
+    small = np.round(rng.laplace(0, 2, size=(100, 32, 48))).clip(-127, 127).astype(np.int8)
+    wide = small.astype("<i2")
+    wide[5, 3, 7] = 400  # one latent that needs 16 bits
+    header = _header(mode="RGB", latent_height=32, latent_width=48, width=760, height=500)
+    as_int8 = fmt.pack(header, small)
+    as_int16 = fmt.pack(dataclasses.replace(header, dtype=np.dtype("<i2")), wide)
+    assert len(as_int16) < 1.02 * len(as_int8)
+
+
+def test_version_2_plain_int16_files_still_decode() -> None:
+    latents = np.arange(-300, 300, dtype="<i2").reshape(100, 2, 3)
+    data = fmt.pack(_header(mode="RGB", dtype=np.dtype("<i2")), latents)
+    dtype_at = struct.calcsize(fmt._FIXED.format[:-2])  # the dtype code comes just before the step
+    legacy = _rewrite_header(data, version=2, body_patch=(dtype_at, bytes([fmt.LEGACY_INT16_CODE])))
+    at = legacy.index(b"LATN")
+    (length,) = struct.unpack_from("<I", legacy, at + 4)
+    payload = fmt._deflate(latents.tobytes())  # version 2 stored plain little-endian int16
+    legacy = legacy[:at] + fmt._chunk(b"LATN", payload) + legacy[at + 12 + length :]
+    aec = fmt.unpack(legacy)
+    assert aec.header.version == 2 and not aec.header.planar
+    np.testing.assert_array_equal(aec.latent_array(), latents)
+    # the new code in a version-2 header is refused: version 2 never wrote it
+    with pytest.raises(FormatError, match="dtype code 3"):
+        fmt.unpack(_rewrite_header(data, version=2))
 
 
 def test_every_truncation_is_reported() -> None:
