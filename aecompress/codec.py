@@ -137,22 +137,31 @@ def encode_with(
     device: torch.device | None = None,
     tile: int = TILE_LATENTS,
     effort: int = 0,
+    label: float | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """Compress an image with a network in hand (also used by training's validation).
 
-    ``effort`` is the number of refinement iterations (``aecompress.refine``); 0 is the encoder's
-    single pass.
+    ``quality`` is this network's own -q; ``label`` is the -q the user asked for, which the
+    header records (they differ when a family member serves the request). ``effort`` is the
+    number of refinement iterations (``aecompress.refine``); 0 is the encoder's single pass.
     """
     dev = device or torch.device("cpu")
     latents = analyse(net, image.rgb, dev, tile)
     if effort > 0:
         latents = refine(net, latents, image.rgb, quality_to_step(quality), effort, dev)
-    return _pack_at(net, name, digest, image, latents, quality)
+    return _pack_at(net, name, digest, image, latents, quality, label)
 
 
 def _pack_at(
-    net: LatentCodec, name: str, digest: bytes, image: ImageData, latents: torch.Tensor, quality: float
+    net: LatentCodec,
+    name: str,
+    digest: bytes,
+    image: ImageData,
+    latents: torch.Tensor,
+    quality: float,
+    label: float | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
+    """Quantize at the network's own ``quality`` and pack, recording ``label`` (the asked -q)."""
     step = quality_to_step(quality)
     q = quantize(latents, step)
     header = aecformat.AecHeader(
@@ -161,7 +170,7 @@ def _pack_at(
         mode=image.mode,
         source_mode=image.source_mode or image.mode,
         source_bits=image.source_bits,
-        quality=round(quality),
+        quality=round(quality if label is None else label),
         model_name=name,
         model_hash=digest,
         stride=net.stride,
@@ -206,7 +215,7 @@ def encode_to_size(
         net, info = model_on(path, dev)
         if path not in latents:
             latents[path] = analyse(net, image.rgb, dev, tile)
-        return _pack_at(net, info.name, info.weights_hash, image, latents[path], local)
+        return _pack_at(net, info.name, info.weights_hash, image, latents[path], local, quality)
 
     budget = target_bpp * image.width * image.height / 8
     lo, hi = 0.0, 100.0
@@ -227,7 +236,7 @@ def encode_to_size(
         path, local = pick_model(model, lo)
         net, info = model_on(path, dev)
         better = refine(net, latents[path], image.rgb, quality_to_step(local), effort, dev)
-        refined = _pack_at(net, info.name, info.weights_hash, image, better, local)
+        refined = _pack_at(net, info.name, info.weights_hash, image, better, local, lo)
         if len(refined[0]) <= budget:
             best = refined
     return EncodeResult(best[0], best[1], dev)
@@ -248,7 +257,7 @@ def encode(
     dev = select_device(device)
     path, local = pick_model(model, quality)
     net, info = model_on(path, dev)
-    data, header = encode_with(net, info.name, info.weights_hash, image, local, dev, tile, effort)
+    data, header = encode_with(net, info.name, info.weights_hash, image, local, dev, tile, effort, quality)
     return EncodeResult(data, header, dev)
 
 
@@ -287,7 +296,7 @@ def encode_many(
         assert y is not None
         if effort > 0:
             y = refine(net, y, image.rgb, quality_to_step(local), effort, dev)
-        data, header = _pack_at(net, info.name, info.weights_hash, image, y, local)
+        data, header = _pack_at(net, info.name, info.weights_hash, image, y, local, quality)
         results.append(EncodeResult(data, header, dev))
     return results
 

@@ -77,7 +77,10 @@ def test_encode_uses_the_member_for_the_quality_and_decodes_without_the_family(d
     low = codec.encode(image, "duo", 30, "cpu")
     high = codec.encode(image, "duo", 80, "cpu")
     assert (low.header.model_name, high.header.model_name) == ("lo", "hi")
-    assert low.header.quality == 50 and high.header.quality == 70  # each member's own -q
+    assert (low.header.quality, high.header.quality) == (30, 80)  # the -q asked for
+    # ...while the step is each member's own -q (50 and 70 on its own scale)
+    assert low.header.step == pytest.approx(codec.quality_to_step(50), rel=1e-3)
+    assert high.header.step == pytest.approx(codec.quality_to_step(70), rel=1e-3)
     for result in (low, high):
         assert codec.decode(result.data, "cpu").width == 64
         assert codec.decode(result.data, "cpu", "duo").width == 64
