@@ -149,10 +149,10 @@ def encode_with(
     latents = analyse(net, image.rgb, dev, tile)
     if effort > 0:
         latents = refine(net, latents, image.rgb, quality_to_step(quality), effort, dev)
-    return _pack_at(net, name, digest, image, latents, quality, label)
+    return pack_latents(net, name, digest, image, latents, quality, label)
 
 
-def _pack_at(
+def pack_latents(
     net: LatentCodec,
     name: str,
     digest: bytes,
@@ -215,7 +215,7 @@ def encode_to_size(
         net, info = model_on(path, dev)
         if path not in latents:
             latents[path] = analyse(net, image.rgb, dev, tile)
-        return _pack_at(net, info.name, info.weights_hash, image, latents[path], local, quality)
+        return pack_latents(net, info.name, info.weights_hash, image, latents[path], local, quality)
 
     budget = target_bpp * image.width * image.height / 8
     lo, hi = 0.0, 100.0
@@ -236,7 +236,7 @@ def encode_to_size(
         path, local = pick_model(model, lo)
         net, info = model_on(path, dev)
         better = refine(net, latents[path], image.rgb, quality_to_step(local), effort, dev)
-        refined = _pack_at(net, info.name, info.weights_hash, image, better, local, lo)
+        refined = pack_latents(net, info.name, info.weights_hash, image, better, local, lo)
         if len(refined[0]) <= budget:
             best = refined
     return EncodeResult(best[0], best[1], dev)
@@ -296,7 +296,7 @@ def encode_many(
         assert y is not None
         if effort > 0:
             y = refine(net, y, image.rgb, quality_to_step(local), effort, dev)
-        data, header = _pack_at(net, info.name, info.weights_hash, image, y, local, quality)
+        data, header = pack_latents(net, info.name, info.weights_hash, image, y, local, quality)
         results.append(EncodeResult(data, header, dev))
     return results
 
