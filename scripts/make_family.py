@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--name", default="default")
-    parser.add_argument("--members", type=Path, nargs="+", required=True)
-    parser.add_argument("--calibration", type=Path, required=True)
+    parser.add_argument("--members", type=Path, nargs="+", help="model files, low rate first")
+    parser.add_argument("--calibration", type=Path, help="folder of held-out images (never Kodak)")
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--qualities", default="0,10,20,30,40,50,60,70,80,90,100")
     parser.add_argument("--threads", type=int, default=2)
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         family.save(family.build(args.name, curves, args.out.parent, old), args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
+    if not args.members or not args.calibration:
+        parser.error("--members and --calibration are needed unless --remeasure no")
     paths = sorted(p for p in args.calibration.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[
         : args.images
     ]
