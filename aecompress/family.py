@@ -160,15 +160,16 @@ def build(
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
-    Members are ordered by rate. Each next member takes over at its first measured quality whose
-    PSNR beats the family so far (every member chosen before it) at that rate; the members before
-    keep only the qualities below that point in both bpp and PSNR, so every switch gains both. A
-    member left with fewer than two points adds nothing and is dropped (and the takeover is found
-    again without it); a member that never beats the family so far is left out. Each member's
-    share of the global 0..100 scale is proportional to the log-rate span it covers, so -q moves
-    the file size evenly across members.
+    Members are ordered by the highest PSNR they reach (not by their lowest rate: a finer-strided
+    model can start below a coarser one and still end far above it). Each next member takes over
+    at its first measured quality whose PSNR beats the family so far (every member chosen before
+    it) at that rate; the members before keep only the qualities below that point in both bpp and
+    PSNR, so every switch gains both. A member left with fewer than two points adds nothing and is
+    dropped (and the takeover is found again without it); a member that never beats the family so
+    far is left out. Each member's share of the global 0..100 scale is proportional to the
+    log-rate span it covers, so -q moves the file size evenly across members.
     """
-    ordered = sorted(curves, key=lambda c: min(p[1] for p in c[1]))
+    ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
     for model, points in ordered:
         pts = sorted(points)

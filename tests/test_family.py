@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -148,6 +149,31 @@ def test_build_compares_each_member_with_the_whole_family_so_far(tmp_path: Path)
     last = next(p for p in curves["low"] if p[0] == built.members[0].local_quality[1])
     first = next(p for p in curves["top"] if p[0] == built.members[1].local_quality[0])
     assert last[1] < first[1] and last[2] < first[2]
+
+
+def test_build_orders_members_by_the_quality_they_reach_not_their_lowest_rate(tmp_path: Path):
+    # A finer-strided model ("fine") starts at a lower rate than the coarse high-rate one
+    # ("coarse") but ends far above it. Ordered by lowest rate, "coarse" came last and "fine"
+    # (the only way past 32.4 dB) was dropped; ordered by the PSNR reached, it tops the family
+    low = ("low", [(0, 0.07, 22.0), (40, 0.29, 26.3), (80, 0.76, 30.2), (90, 0.90, 30.7), (100, 1.05, 31.0)])
+    coarse = (
+        "coarse",
+        [(0, 0.37, 26.7), (40, 0.91, 31.0), (50, 1.06, 31.5), (60, 1.22, 31.9), (100, 1.84, 32.4)],
+    )
+    fine = (
+        "fine",
+        [(0, 0.24, 24.2), (40, 0.91, 30.6), (50, 1.17, 32.3), (60, 1.49, 33.9), (100, 2.98, 38.0)],
+    )
+    built = family.build("fam", [fine, coarse, low], tmp_path)
+    assert [m.model for m in built.members] == ["low", "coarse", "fine"]
+    assert built.members[-1].local_quality == (50, 100)
+    chain = [
+        (q, b, p)
+        for m in built.members
+        for (q, b, p) in dict([low, coarse, fine])[m.model]
+        if m.local_quality[0] <= q <= m.local_quality[1]
+    ]
+    assert all(a[1] < b[1] and a[2] < b[2] for a, b in itertools.pairwise(chain))
 
 
 def test_measure_curves_gives_rising_rates(duo: Path):
