@@ -75,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "|".join("---:" for _ in columns) + "|")
     for quality in args.qualities:
         step = codec.quality_to_step(quality)
-        sums = dict.fromkeys(("zstd", "natural", "model", "entropy", "dropped", "l22", "pos"), 0.0)
+        sums = dict.fromkeys(("file", "natural", "model", "entropy", "dropped", "l22", "pos"), 0.0)
         zero_channels = 0
         for (_, image), y in zip(images, latents, strict=True):
             q = codec.quantize(y, step)
             data, _ = codec.pack_latents(net, "benchmark", bytes(16), image, y, quality)
-            sums["zstd"] += 8 * len(data)
+            sums["file"] += 8 * len(data)
             sums["natural"] += 8 * _zstd(q.tobytes())
             sums["model"] += _model_bits(net, q, step)
             sums["entropy"] += _entropy_bits(q)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             sums["pos"] += 8 * _zstd(np.ascontiguousarray(q.transpose(1, 2, 0)).tobytes())
         b = {k: v / pixels for k, v in sums.items()}
         print(
-            f"| {quality:3d} | {b['zstd']:17.4f} | {b['natural']:13.4f} | {b['model']:14.4f} | "
+            f"| {quality:3d} | {b['file']:17.4f} | {b['natural']:13.4f} | {b['model']:14.4f} | "
             f"{b['entropy']:7.4f} | "
             f"{zero_channels / len(latents):13.1f} | {b['dropped']:13.4f} | {b['l22']:8.4f} | "
             f"{b['pos']:14.4f} |"

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--name", default="default")
-    parser.add_argument("--members", type=Path, nargs="+", help="model files, low rate first")
+    parser.add_argument("--members", type=Path, nargs="+", help="model files (any order)")
     parser.add_argument("--calibration", type=Path, help="folder of held-out images (never Kodak)")
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--qualities", default="0,10,20,30,40,50,60,70,80,90,100")
