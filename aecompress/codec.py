@@ -147,8 +147,7 @@ def encode_with(
     """
     dev = device or torch.device("cpu")
     latents = analyse(net, image.rgb, dev, tile)
-    if effort > 0:
-        latents = refine(net, latents, image.rgb, quality_to_step(quality), effort, dev)
+    latents = refine(net, latents, image.rgb, quality_to_step(quality), effort, dev)  # 0: unchanged
     return pack_latents(net, name, digest, image, latents, quality, label)
 
 
@@ -294,8 +293,7 @@ def encode_many(
     results = []
     for image, y in zip(images, latents, strict=True):
         assert y is not None
-        if effort > 0:
-            y = refine(net, y, image.rgb, quality_to_step(local), effort, dev)
+        y = refine(net, y, image.rgb, quality_to_step(local), effort, dev)
         data, header = pack_latents(net, info.name, info.weights_hash, image, y, local, quality)
         results.append(EncodeResult(data, header, dev))
     return results
