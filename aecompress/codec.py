@@ -7,7 +7,7 @@ the kept part matches a whole-image pass; memory stays bounded by the tile size,
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from aecompress.errors import AecError, FormatError
 from aecompress.family import find_family
 from aecompress.imageio import ImageData, check_pixels
 from aecompress.limits import DEFAULT_MAX_PIXELS
+from aecompress.metrics import psnr
 from aecompress.modelfile import ModelInfo, find_for_file, load_model, resolve
 from aecompress.nn import LatentCodec
 from aecompress.refine import refine
@@ -203,42 +204,81 @@ def encode_to_size(
 
     Each model runs its encoder once (a family may use more than one); only quantization and
     packing repeat, in a bisection over the continuous quality. When even quality 0 is larger,
-    that smallest file is returned. With ``effort``, the chosen quality is then refined, and
-    kept unrefined if refinement would cross the target.
+    that smallest file is returned. A family's members jump in size where one hands over to the
+    next, and a target inside that jump would land well under it: there both members are pushed
+    past their share of -q to the target, and the one that decodes to the higher PSNR is kept.
+    With ``effort``, the chosen quality is then refined, and kept unrefined if refinement would
+    cross the target.
     """
     dev = select_device(device)
     latents: dict[Path, torch.Tensor] = {}
 
-    def pack(quality: float) -> tuple[bytes, aecformat.AecHeader]:
-        path, local = pick_model(model, quality)
+    def pack_own(path: Path, local: float, label: float) -> _Packed:
         net, info = model_on(path, dev)
         if path not in latents:
             latents[path] = analyse(net, image.rgb, dev, tile)
-        return pack_latents(net, info.name, info.weights_hash, image, latents[path], local, quality)
+        data, header = pack_latents(net, info.name, info.weights_hash, image, latents[path], local, label)
+        return _Packed(data, header, path, local)
+
+    def pack(quality: float) -> _Packed:
+        return pack_own(*pick_model(model, quality), quality)
 
     budget = target_bpp * image.width * image.height / 8
-    lo, hi = 0.0, 100.0
+    lo, hi, best = _fit(pack, 0.0, 100.0, budget)
+    family = find_family(model)
+    if family is not None and len(best.data) <= budget and hi > lo:
+        (low_path, low_local), (high_path, high_local) = family.pick(lo), family.pick(hi)
+        if low_path != high_path:
+            up = _fit(lambda q: pack_own(low_path, q, lo), low_local, 100.0, budget)[2]
+            down = _fit(lambda q: pack_own(high_path, q, lo), 0.0, high_local, budget)[2]
+            fitting = [c for c in (best, up, down) if len(c.data) <= budget]
+            best = max(fitting, key=lambda c: _psnr_of(c, image, dev))
+    if effort > 0:
+        net, info = model_on(best.path, dev)
+        better = refine(net, latents[best.path], image.rgb, quality_to_step(best.local), effort, dev)
+        data, header = pack_latents(
+            net, info.name, info.weights_hash, image, better, best.local, best.header.quality
+        )
+        if len(data) <= budget:
+            return EncodeResult(data, header, dev)
+    return EncodeResult(best.data, best.header, dev)
+
+
+@dataclass
+class _Packed:
+    data: bytes
+    header: aecformat.AecHeader
+    path: Path  # the model file that made it
+    local: float  # that model's own quality
+
+
+def _fit(
+    pack: Callable[[float], _Packed], lo: float, hi: float, budget: float
+) -> tuple[float, float, _Packed]:
+    """Bisect [lo, hi] for the highest quality whose file fits ``budget``.
+
+    Returns the final bracket (the fitting quality, the nearest one above that did not fit)
+    and the file at the first; when even ``lo`` does not fit, its file with the bracket (lo, lo).
+    """
     best = pack(lo)
-    if len(best[0]) > budget:
-        return EncodeResult(best[0], best[1], dev)
+    if len(best.data) > budget:
+        return lo, lo, best
     top = pack(hi)
-    if len(top[0]) <= budget:
-        lo, best = hi, top
+    if len(top.data) <= budget:
+        return hi, hi, top
     while hi - lo > 100 / 2**14:
         mid = (lo + hi) / 2
         candidate = pack(mid)
-        if len(candidate[0]) <= budget:
+        if len(candidate.data) <= budget:
             lo, best = mid, candidate
         else:
             hi = mid
-    if effort > 0:
-        path, local = pick_model(model, lo)
-        net, info = model_on(path, dev)
-        better = refine(net, latents[path], image.rgb, quality_to_step(local), effort, dev)
-        refined = pack_latents(net, info.name, info.weights_hash, image, better, local, lo)
-        if len(refined[0]) <= budget:
-            best = refined
-    return EncodeResult(best[0], best[1], dev)
+    return lo, hi, best
+
+
+def _psnr_of(packed: _Packed, image: ImageData, device: torch.device) -> float:
+    net, _ = model_on(packed.path, device)
+    return psnr(image.rgb, decode_with(net, aecformat.unpack(packed.data), device).rgb)
 
 
 def encode(

@@ -136,27 +136,59 @@ def available_families() -> list[Path]:
     return search_files(FAMILY_SUFFIX)
 
 
+PerImage = dict[str, dict[float, list[tuple[float, float]]]]  # model -> its -q -> (bpp, PSNR) per image
+
+
+def measure_per_image(
+    models: Sequence[Path], images: Sequence[Any], qualities: Sequence[float], device: str = "cpu"
+) -> PerImage:
+    """Each model's (bpp, PSNR) on each calibration image (never Kodak) at each of its own qualities.
+
+    The encoder runs once per image and model; each quality only quantizes, packs and decodes.
+    """
+    from aecompress.codec import analyse, decode_with, model_on, pack_latents
+    from aecompress.device import select_device
+    from aecompress.evaluate import psnr
+    from aecompress.format import unpack
+
+    dev = select_device(device)
+    out: PerImage = {}
+    for path in models:
+        net, info = model_on(Path(path), dev)
+        table: dict[float, list[tuple[float, float]]] = {float(q): [] for q in qualities}
+        for _, image in images:
+            latents = analyse(net, image.rgb, dev)
+            for q in qualities:
+                data, _ = pack_latents(net, info.name, info.weights_hash, image, latents, float(q))
+                back = decode_with(net, unpack(data), dev)
+                bpp = 8 * len(data) / (image.width * image.height)
+                table[float(q)].append((bpp, psnr(image.rgb, back.rgb)))
+        out[info.name] = table
+    return out
+
+
+def mean_curves(per_image: PerImage) -> list[tuple[str, list[Point]]]:
+    """Mean (bpp, PSNR) over the images at each quality: the curves ``build`` chooses members by."""
+    return [
+        (model, [(q, sum(b for b, _ in runs) / len(runs), sum(p for _, p in runs) / len(runs))
+                 for q, runs in sorted(table.items())])
+        for model, table in per_image.items()
+    ]  # fmt: skip
+
+
 def measure_curves(
     models: Sequence[Path], images: Sequence[Any], qualities: Sequence[float], device: str = "cpu"
 ) -> list[tuple[str, list[Point]]]:
     """Each model's mean (bpp, PSNR) at each of its own qualities on calibration images (never Kodak)."""
-    from aecompress.evaluate import measure_aec
-    from aecompress.modelfile import read_info
-
-    curves = []
-    for path in models:
-        points = []
-        for q in qualities:
-            runs = [measure_aec(name, image, q, path, device, with_ms_ssim=False) for name, image in images]
-            points.append(
-                (float(q), sum(m.bpp for m in runs) / len(runs), sum(m.psnr for m in runs) / len(runs))
-            )
-        curves.append((read_info(path).name, points))
-    return curves
+    return mean_curves(measure_per_image(models, images, qualities, device))
 
 
 def build(
-    name: str, curves: Sequence[tuple[str, Sequence[Point]]], folder: Path, card: dict[str, Any] | None = None
+    name: str,
+    curves: Sequence[tuple[str, Sequence[Point]]],
+    folder: Path,
+    card: dict[str, Any] | None = None,
+    per_image: PerImage | None = None,
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
@@ -168,6 +200,10 @@ def build(
     dropped (and the takeover is found again without it); a member that never beats the family so
     far is left out. Each member's share of the global 0..100 scale is proportional to the
     log-rate span it covers, so -q moves the file size evenly across members.
+
+    With ``per_image`` measurements, each switch is then moved to where it gains bytes and PSNR
+    on every calibration image, not only on their mean (``_seam``): two members spend their bits
+    differently, so an image can lose both at a switch that the means say gains both.
     """
     ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
@@ -189,6 +225,9 @@ def build(
     if not chosen:
         raise ModelError("no measured points to build a family from")
     chosen = _kept(chosen)
+    if per_image is not None:
+        for i in range(len(chosen) - 1):
+            chosen[i], chosen[i + 1] = _seam(chosen[i], chosen[i + 1], per_image, first=i == 0)
     spans = [max(math.log(pts[-1][1]) - math.log(pts[0][1]), 1e-3) for _, pts in chosen]
     members, edge = [], 0.0
     for i, ((model, pts), span) in enumerate(zip(chosen, spans, strict=True)):
@@ -196,6 +235,36 @@ def build(
         members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0])))
         edge = top
     return Family(name, tuple(members), folder, card or {})
+
+
+def _seam(
+    low: tuple[str, list[Point]], high: tuple[str, list[Point]], per_image: PerImage, first: bool
+) -> tuple[tuple[str, list[Point]], tuple[str, list[Point]]]:
+    """Where ``low`` hands over to ``high``: its last quality and ``high``'s first.
+
+    Of the pairs that leave ``low`` a range (two or more points, unless it is the first member),
+    the one under which the most calibration images gain both bytes and PSNR wins; ties go to
+    the smallest mean jump in log-rate, so the file grows as little as it can at the switch.
+    """
+    (low_name, low_pts), (high_name, high_pts) = low, high
+    a_runs, b_runs = per_image.get(low_name), per_image.get(high_name)
+    if not a_runs or not b_runs:
+        return low, high
+    best: tuple[int, float] | None = None
+    pick = (low_pts, high_pts)
+    least = 1 if first else 2
+    for end in range(least, len(low_pts) + 1):
+        a = a_runs.get(low_pts[end - 1][0])
+        for start in range(len(high_pts) - 1):
+            b = b_runs.get(high_pts[start][0])
+            if a is None or b is None or len(a) != len(b):
+                continue
+            gains = sum(bb > ba and pb > pa for (ba, pa), (bb, pb) in zip(a, b, strict=True))
+            jump = sum(math.log(bb / ba) for (ba, _), (bb, _) in zip(a, b, strict=True)) / len(a)
+            score = (gains, -jump)
+            if best is None or score > best:
+                best, pick = score, (low_pts[:end], high_pts[start:])
+    return (low_name, pick[0]), (high_name, pick[1])
 
 
 def _below(points: Sequence[Point], take: Point) -> list[Point]:

@@ -4,9 +4,11 @@
         --calibration ../shared/data/bsds500/val --images 24 --out models/default.family.json
 
 Calibrate on held-out training-set images, never on Kodak (the evaluation set). Prints each
-member's measured curve and the resulting family; check it with `python benchmarks/kodak.py` and
-the -q monotonicity test (`pytest tests/test_quality.py`) before committing it. `--remeasure no`
-rebuilds the family from the curves already stored in --out (after a change to the builder).
+member's measured curve and the resulting family. Every image's bytes and PSNR go into the card
+too: the builder puts each switch where it gains both on as many images as it can. Check the
+family with `python benchmarks/kodak.py` and the -q monotonicity test (`pytest
+tests/test_quality.py`) before committing it. `--remeasure no` rebuilds the family from the
+measurements already stored in --out (after a change to the builder).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=Path, nargs="+", help="model files (any order)")
     parser.add_argument("--calibration", type=Path, help="folder of held-out images (never Kodak)")
     parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--qualities", default="0,10,20,30,40,50,60,70,80,90,100")
+    parser.add_argument("--qualities", default=",".join(f"{q / 2:g}" for q in range(0, 201, 5)))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--remeasure", choices=["yes", "no"], default="yes")
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.remeasure == "no":
         old = json.loads(args.out.read_text(encoding="utf-8"))["card"]
         curves = [(name, [tuple(p) for p in points]) for name, points in old["curves"].items()]
-        family.save(family.build(args.name, curves, args.out.parent, old), args.out)
+        per_image = _per_image_from_json(old.get("per_image"))
+        family.save(family.build(args.name, curves, args.out.parent, old, per_image), args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
     if not args.members or not args.calibration:
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     images = [(p.name, read_image(p)) for p in paths]
     qualities = [float(q) for q in args.qualities.split(",")]
-    curves = family.measure_curves(args.members, images, qualities)
+    per_image = family.measure_per_image(args.members, images, qualities)
+    curves = family.mean_curves(per_image)
     for name, points in curves:
         print(name)
         for q, bpp, psnr in points:
@@ -57,12 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     card = {
         "calibration": f"{len(images)} images from {args.calibration}",
         "curves": {name: points for name, points in curves},
+        "per_image": {
+            name: {f"{q:g}": [[round(b, 5), round(p, 3)] for b, p in runs] for q, runs in table.items()}
+            for name, table in per_image.items()
+        },
         "command": "python scripts/make_family.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    built = family.build(args.name, curves, args.out.parent, card)
+    built = family.build(args.name, curves, args.out.parent, card, per_image)
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0
+
+
+def _per_image_from_json(data: dict | None) -> family.PerImage | None:
+    """The card's per-image table back into numbers (JSON keys are strings)."""
+    if not data:
+        return None
+    return {
+        name: {float(q): [(float(b), float(p)) for b, p in runs] for q, runs in table.items()}
+        for name, table in data.items()
+    }
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from aecompress import codec, family
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.errors import ModelError
+from aecompress.evaluate import measure_aec
 from aecompress.imageio import ImageData
 from tests.conftest import make_model, photo_like
 
@@ -177,8 +178,42 @@ def test_build_orders_members_by_the_quality_they_reach_not_their_lowest_rate(tm
 
 
 def test_measure_curves_gives_rising_rates(duo: Path):
-    images = [(f"{i}", ImageData(photo_like(32, 48, seed=i), None, "RGB")) for i in range(2)]
-    curves = family.measure_curves([duo / "lo.pt"], images, [10, 90])
-    ((name, points),) = curves
+    images = [(f"{i}", ImageData(photo_like(64, 96, seed=i), None, "RGB")) for i in range(2)]
+    per_image = family.measure_per_image([duo / "lo.pt"], images, [10, 90])
+    assert list(per_image) == ["lo"] and sorted(per_image["lo"]) == [10.0, 90.0]
+    for (b10, _), (b90, _) in zip(per_image["lo"][10.0], per_image["lo"][90.0], strict=True):
+        assert b10 <= b90
+    ((name, points),) = family.mean_curves(per_image)
     assert name == "lo" and [q for q, _, _ in points] == [10, 90]
-    assert points[0][1] <= points[1][1]
+    assert points[0][1] == pytest.approx(sum(b for b, _ in per_image["lo"][10.0]) / 2)
+    # the same numbers as a full encode and decode of the file
+    m = measure_aec("0", images[0][1], 90, duo / "lo.pt", with_ms_ssim=False)
+    assert (m.bpp, m.psnr) == pytest.approx(per_image["lo"][90.0][0])
+
+
+def test_build_moves_a_switch_to_where_every_image_gains(tmp_path: Path):
+    # On their mean, "high" takes over from "low" at its -q 50 and "low" keeps up to its -q 70.
+    # Image 1 is one that "high" spends fewer bits on: at "low" -q 70 -> "high" -q 50 it loses
+    # both bytes and PSNR. The switch moves to "high" -q 60, where both images gain both, and
+    # "low" keeps its -q 70 (ending at -q 60 would gain on both too, with a larger jump)
+    low_img = {
+        0: [(0.10, 25.0), (0.10, 25.0)],
+        60: [(0.36, 28.4), (0.40, 28.6)],
+        70: [(0.42, 28.8), (0.46, 29.2)],
+        100: [(0.60, 29.3), (0.60, 29.3)],
+    }
+    high_img = {
+        0: [(0.30, 27.0), (0.40, 28.0)],
+        50: [(0.60, 30.5), (0.40, 29.0)],
+        60: [(0.70, 31.5), (0.50, 30.0)],
+        100: [(1.20, 33.5), (1.20, 33.5)],
+    }
+    per_image = {"low": low_img, "high": high_img}
+    curves = family.mean_curves(per_image)
+    on_means = family.build("fam", curves, tmp_path)
+    assert [m.local_quality for m in on_means.members] == [(0, 70), (50, 100)]
+    seamed = family.build("fam", curves, tmp_path, per_image=per_image)
+    assert [m.model for m in seamed.members] == ["low", "high"]
+    assert [m.local_quality for m in seamed.members] == [(0, 70), (60, 100)]
+    for (ba, pa), (bb, pb) in zip(low_img[70], high_img[60], strict=True):
+        assert bb > ba and pb > pa

@@ -74,7 +74,7 @@ def test_version_2_plain_int16_files_still_decode() -> None:
     legacy = _rewrite_header(data, version=2, body_patch=(dtype_at, bytes([fmt.LEGACY_INT16_CODE])))
     at = legacy.index(b"LATN")
     (length,) = struct.unpack_from("<I", legacy, at + 4)
-    payload = fmt._deflate(latents.tobytes())  # version 2 stored plain little-endian int16
+    payload = fmt.compress_payload(latents.tobytes())  # version 2 stored plain little-endian int16
     legacy = legacy[:at] + fmt._chunk(b"LATN", payload) + legacy[at + 12 + length :]
     aec = fmt.unpack(legacy)
     assert aec.header.version == 2 and not aec.header.planar
