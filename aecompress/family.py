@@ -148,8 +148,8 @@ def measure_per_image(
     """
     from aecompress.codec import analyse, decode_with, model_on, pack_latents
     from aecompress.device import select_device
-    from aecompress.evaluate import psnr
     from aecompress.format import unpack
+    from aecompress.metrics import psnr
 
     dev = select_device(device)
     out: PerImage = {}
@@ -202,8 +202,8 @@ def build(
     log-rate span it covers, so -q moves the file size evenly across members.
 
     With ``per_image`` measurements, each switch is then moved to where it gains bytes and PSNR
-    on every calibration image, not only on their mean (``_seam``): two members spend their bits
-    differently, so an image can lose both at a switch that the means say gains both.
+    on as many calibration images as it can, not only on their mean (``_seam``): two members
+    spend their bits differently, so an image can lose both at a switch the means say gains both.
     """
     ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over

@@ -4,11 +4,11 @@
         --calibration ../shared/data/bsds500/val --images 24 --out models/default.family.json
 
 Calibrate on held-out training-set images, never on Kodak (the evaluation set). Prints each
-member's measured curve and the resulting family. Every image's bytes and PSNR go into the card
-too: the builder puts each switch where it gains both on as many images as it can. Check the
-family with `python benchmarks/kodak.py` and the -q monotonicity test (`pytest
-tests/test_quality.py`) before committing it. `--remeasure no` rebuilds the family from the
-measurements already stored in --out (after a change to the builder).
+member's measured curve and the resulting family. Every image's bytes and PSNR go into
+NAME.calibration.json beside it: the builder puts each switch where it gains both on as many
+images as it can. Check the family with `python benchmarks/kodak.py` and the -q monotonicity test
+(`pytest tests/test_quality.py`) before committing it. `--remeasure no` rebuilds the family from
+the measurements already stored beside --out (after a change to the builder).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.remeasure == "no":
         old = json.loads(args.out.read_text(encoding="utf-8"))["card"]
         curves = [(name, [tuple(p) for p in points]) for name, points in old["curves"].items()]
-        per_image = _per_image_from_json(old.get("per_image"))
+        sidecar = _calibration_path(args.out)
+        per_image = _per_image_from_json(json.loads(sidecar.read_text())) if sidecar.is_file() else None
         family.save(family.build(args.name, curves, args.out.parent, old, per_image), args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
@@ -61,22 +62,27 @@ def main(argv: list[str] | None = None) -> int:
     card = {
         "calibration": f"{len(images)} images from {args.calibration}",
         "curves": {name: points for name, points in curves},
-        "per_image": {
-            name: {f"{q:g}": [[round(b, 5), round(p, 3)] for b, p in runs] for q, runs in table.items()}
-            for name, table in per_image.items()
-        },
         "command": "python scripts/make_family.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
+    table = {
+        name: {f"{q:g}": [[round(b, 5), round(p, 3)] for b, p in runs] for q, runs in table.items()}
+        for name, table in per_image.items()
+    }
+    _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
+    card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
     built = family.build(args.name, curves, args.out.parent, card, per_image)
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0
 
 
-def _per_image_from_json(data: dict | None) -> family.PerImage | None:
-    """The card's per-image table back into numbers (JSON keys are strings)."""
-    if not data:
-        return None
+def _calibration_path(out: Path) -> Path:
+    """Where every calibration image's measurements are kept, beside the family file."""
+    return out.with_name(out.name.removesuffix(family.FAMILY_SUFFIX) + ".calibration.json")
+
+
+def _per_image_from_json(data: dict) -> family.PerImage:
+    """The per-image table back into numbers (JSON keys are strings)."""
     return {
         name: {float(q): [(float(b), float(p)) for b, p in runs] for q, runs in table.items()}
         for name, table in data.items()
