@@ -155,7 +155,7 @@ def _small_payload_params(strategy: int, search_log: int) -> zstandard.ZstdCompr
 
 
 # Quantized latents have few real repeats: zstd's deep match searches (level 19) find short
-# matches whose priced trade-offs flip as -q moves, so file sizes wobbled by up to 7% between
+# matches whose priced trade-offs flip as -q moves, so file sizes wobbled by up to 9.5% between
 # neighbouring -q. A shallow search with the btultra parser suits dense latents (high -q), a
 # deeper one with btopt suits mostly-zero ones (low -q); the smaller frame of the two is kept.
 # Over Kodak this is 1-4% smaller than level 19 and rises with -q (docs/format.md).
