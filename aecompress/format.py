@@ -7,8 +7,10 @@ is allocated, and each kind of damage raises its own error type.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,8 +181,24 @@ def compress_payload(raw: bytes) -> bytes:
         return zstandard.ZstdCompressor(
             level=ZSTD_LEVEL_LARGE, write_checksum=True, write_content_size=True
         ).compress(raw)
-    frames = [zstandard.ZstdCompressor(compression_params=p).compress(raw) for p in SMALL_PAYLOAD_PARAMS]
+    compressors = [zstandard.ZstdCompressor(compression_params=p) for p in SMALL_PAYLOAD_PARAMS]
+    frames = list(_zstd_pool().map(lambda c: c.compress(raw), compressors))
     return min(frames, key=len)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _zstd_pool() -> ThreadPoolExecutor:
+    """Threads for the two compressions (zstd releases the GIL): 0.08 s instead of 0.14 s on a
+    stride-8 Kodak payload with two cores, most of the extra cost of compressing twice.
+
+    One pool per process: a pool's threads do not survive a fork (batch's worker processes).
+    """
+    pid = os.getpid()
+    if pid not in _pools:
+        _pools[pid] = ThreadPoolExecutor(len(SMALL_PAYLOAD_PARAMS), thread_name_prefix="aec-zstd")
+    return _pools[pid]
 
 
 def _inflate(frame: bytes, expected: int, what: str) -> bytes:
