@@ -220,12 +220,17 @@ def encode_to_size(
         data, header = pack_latents(net, info.name, info.weights_hash, image, latents[path], local, label)
         return _Packed(data, header, path, local)
 
+    family = find_family(model)  # read once, not at every step of the search
+    path = resolve(model) if family is None else None
+
     def pack(quality: float) -> _Packed:
-        return pack_own(*pick_model(model, quality), quality)
+        if family is not None:
+            return pack_own(*family.pick(quality), quality)
+        assert path is not None
+        return pack_own(path, quality, quality)
 
     budget = target_bpp * image.width * image.height / 8
     lo, hi, best = _fit(pack, 0.0, 100.0, budget)
-    family = find_family(model)
     if family is not None and len(best.data) <= budget and hi > lo:
         (low_path, low_local), (high_path, high_local) = family.pick(lo), family.pick(hi)
         if low_path != high_path:
