@@ -176,13 +176,6 @@ def mean_curves(per_image: PerImage) -> list[tuple[str, list[Point]]]:
     ]  # fmt: skip
 
 
-def measure_curves(
-    models: Sequence[Path], images: Sequence[Any], qualities: Sequence[float], device: str = "cpu"
-) -> list[tuple[str, list[Point]]]:
-    """Each model's mean (bpp, PSNR) at each of its own qualities on calibration images (never Kodak)."""
-    return mean_curves(measure_per_image(models, images, qualities, device))
-
-
 def build(
     name: str,
     curves: Sequence[tuple[str, Sequence[Point]]],
