@@ -221,13 +221,10 @@ def encode_to_size(
         return _Packed(data, header, path, local)
 
     family = find_family(model)  # read once, not at every step of the search
-    path = resolve(model) if family is None else None
+    pick = family.pick if family is not None else _alone(resolve(model))
 
     def pack(quality: float) -> _Packed:
-        if family is not None:
-            return pack_own(*family.pick(quality), quality)
-        assert path is not None
-        return pack_own(path, quality, quality)
+        return pack_own(*pick(quality), quality)
 
     budget = target_bpp * image.width * image.height / 8
     lo, hi, best = _fit(pack, 0.0, 100.0, budget)
@@ -247,6 +244,11 @@ def encode_to_size(
         if len(data) <= budget:
             return EncodeResult(data, header, dev)
     return EncodeResult(best.data, best.header, dev)
+
+
+def _alone(path: Path) -> Callable[[float], tuple[Path, float]]:
+    """A lone model picked like a family member: every -q is its own."""
+    return lambda quality: (path, quality)
 
 
 @dataclass
