@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -41,6 +40,9 @@ from aecompress.nn import LatentCodec, build
 from aecompress.nn.models import FactorizedCodec
 
 log = logging.getLogger("aecompress")
+
+# Config keys that fix the shapes of the image transforms: a warm start takes them from the init.
+TRANSFORM_KEYS = ("channels", "latent_channels", "act", "downsamples")
 
 
 @dataclass
@@ -68,6 +70,7 @@ class TrainConfig:
     init: str | None = None
     name: str | None = None
     dataset: str = "folder"
+    precision: str = "fp32"  # "bf16": the networks under bfloat16 autocast (rates stay float32)
     command: str = ""
 
 
@@ -95,11 +98,16 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
 def rd_loss(
     model: torch.nn.Module, batch: torch.Tensor, lmbda: float, rate: bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Rate-distortion loss of a batch in [0, 1] (MSE alone when ``rate`` is False), with parts."""
-    x_hat, bits = model(batch)
-    mse = F.mse_loss(x_hat, batch)
-    bpp = bits / (batch.shape[0] * batch.shape[2] * batch.shape[3])
-    loss = lmbda * 255.0**2 * mse + bpp if rate else mse
+    """Rate-distortion loss of a batch in [0, 1] (MSE alone when ``rate`` is False), with parts.
+
+    A variable-rate model says which lambda each sample was coded at; it weights that sample's MSE.
+    """
+    out = model(batch)
+    mse_each = (out.x_hat - batch).square().mean(dim=(1, 2, 3))
+    mse = mse_each.mean()
+    bpp = out.bits / (batch.shape[0] * batch.shape[2] * batch.shape[3])
+    weight = out.lmbda if out.lmbda is not None else lmbda
+    loss = (weight * 255.0**2 * mse_each).mean() + bpp if rate else mse
     return loss, {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach()}
 
 
@@ -121,17 +129,25 @@ def preview_path(output: Path) -> Path:
 
 
 def _make_model(cfg: TrainConfig) -> LatentCodec:
-    if cfg.init:
-        base, info = load_model(Path(cfg.init))
-        model = build(info.arch, info.config)
-        model.load_state_dict(base.state_dict())
-        wanted = cfg.arch_config.get("downsamples")
-        if wanted is not None and wanted != model.config.get("downsamples", 4):
-            if not isinstance(model, FactorizedCodec):
-                raise TrainingError(f"{cfg.init}: a {info.arch} model cannot be re-strided")
-            model = model.restrided(wanted)
+    """A fresh model, or one started from ``cfg.init``: the same architecture fine-tuned (or
+    re-strided), or a warm start of another architecture from the weights that match."""
+    if not cfg.init:
+        return build(cfg.arch, cfg.arch_config)
+    base, info = load_model(Path(cfg.init))
+    if cfg.arch != info.arch:
+        shared = {k: v for k, v in info.config.items() if k in TRANSFORM_KEYS}
+        model = build(cfg.arch, {**cfg.arch_config, **shared})
+        if model.adopt(base, info.card.get("lambda")) == 0:
+            raise TrainingError(f"{cfg.init}: a {info.arch} model shares no weights with {cfg.arch}")
         return model
-    return build(cfg.arch, cfg.arch_config)
+    model = build(info.arch, info.config)
+    model.load_state_dict(base.state_dict())
+    wanted = cfg.arch_config.get("downsamples")
+    if wanted is not None and wanted != model.config.get("downsamples", 4):
+        if not isinstance(model, FactorizedCodec):
+            raise TrainingError(f"{cfg.init}: a {info.arch} model cannot be re-strided")
+        model = model.restrided(wanted)
+    return model
 
 
 def _training_images(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[np.ndarray], dict[str, Any]]:
@@ -260,6 +276,8 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    if cfg.precision not in ("fp32", "bf16"):
+        raise TrainingError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
     images, val_images, summary = _training_images(cfg)
     summary["world_size"] = world
     dataset = train_data.CropDataset(images, cfg.crop, cfg.seed, model.input_size)
@@ -323,7 +341,8 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             group["lr"] = lr
         torch.manual_seed((cfg.seed * 1_000_003 + step * 7919 + rank) % (1 << 62))
         batch = batch_u8.to(device, non_blocking=True).float().div_(255.0)
-        loss, parts = rd_loss(net, batch, cfg.lmbda, model.rate_distortion)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss, parts = rd_loss(net, batch, cfg.lmbda, model.rate_distortion)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

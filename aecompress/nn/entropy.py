@@ -51,3 +51,15 @@ class FactorizedDensity(nn.Module):
     def bits(self, y: Tensor) -> Tensor:
         """Total estimated bits of y under the density (a scalar)."""
         return -torch.log2(self.likelihood(y)).sum()
+
+
+def gaussian_bits(values: Tensor, scales: Tensor) -> Tensor:
+    """Bits of each value under a zero-mean Gaussian of the given scale, discretized to the
+    unit interval around the value (the rate term of a hyperprior model)."""
+    upper = _normal_cdf((0.5 - values.abs()) / scales)
+    lower = _normal_cdf((-0.5 - values.abs()) / scales)
+    return -torch.log2((upper - lower).clamp_min(1e-9))
+
+
+def _normal_cdf(x: Tensor) -> Tensor:
+    return 0.5 * torch.erfc(-x * (0.5**0.5))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import Tensor, nn
 
-from aecompress.nn.entropy import FactorizedDensity
+from aecompress.nn.entropy import FactorizedDensity, gaussian_bits
 from aecompress.nn.layers import activation
-from aecompress.nn.registry import LatentCodec, register
+from aecompress.nn.registry import LatentCodec, TrainOutput, register
 
 
 def _down(cin: int, cout: int, stride: int = 2) -> nn.Conv2d:
@@ -16,6 +18,28 @@ def _down(cin: int, cout: int, stride: int = 2) -> nn.Conv2d:
 
 def _up(cin: int, cout: int, stride: int = 2) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 5, stride=stride, padding=2, output_padding=stride - 1)
+
+
+def _analysis(n: int, m: int, act: str, downsamples: int) -> nn.Sequential:
+    """g_a: four 5x5 convolutions, the first ``downsamples`` of them with stride 2."""
+    s = [2 if i < downsamples else 1 for i in range(4)]
+    return nn.Sequential(
+        _down(3, n, s[0]), activation(act, n, False),
+        _down(n, n, s[1]), activation(act, n, False),
+        _down(n, n, s[2]), activation(act, n, False),
+        _down(n, m, s[3]),
+    )  # fmt: skip
+
+
+def _synthesis(n: int, m: int, act: str, downsamples: int) -> nn.Sequential:
+    """g_s: the mirror of ``_analysis`` with transposed convolutions and inverse GDN."""
+    s = [2 if i < downsamples else 1 for i in range(4)]
+    return nn.Sequential(
+        _up(m, n, s[3]), activation(act, n, True),
+        _up(n, n, s[2]), activation(act, n, True),
+        _up(n, n, s[1]), activation(act, n, True),
+        _up(n, 3, s[0]),
+    )  # fmt: skip
 
 
 @register("factorized")
@@ -42,19 +66,8 @@ class FactorizedCodec(LatentCodec):
         n, m = channels, latent_channels
         self.latent_channels = m
         self.stride = 2**downsamples
-        s = [2 if i < downsamples else 1 for i in range(4)]
-        self.g_a = nn.Sequential(
-            _down(3, n, s[0]), activation(act, n, False),
-            _down(n, n, s[1]), activation(act, n, False),
-            _down(n, n, s[2]), activation(act, n, False),
-            _down(n, m, s[3]),
-        )  # fmt: skip
-        self.g_s = nn.Sequential(
-            _up(m, n, s[3]), activation(act, n, True),
-            _up(n, n, s[2]), activation(act, n, True),
-            _up(n, n, s[1]), activation(act, n, True),
-            _up(n, 3, s[0]),
-        )  # fmt: skip
+        self.g_a = _analysis(n, m, act, downsamples)
+        self.g_s = _synthesis(n, m, act, downsamples)
         self.density = FactorizedDensity(m)
 
     def restrided(self, downsamples: int) -> FactorizedCodec:
@@ -81,10 +94,10 @@ class FactorizedCodec(LatentCodec):
     def decode(self, y: Tensor) -> Tensor:
         return self.g_s(y)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> TrainOutput:
         y = self.g_a(x)
         y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        return self.g_s(y_tilde), self.density.bits(y_tilde)
+        return TrainOutput(self.g_s(y_tilde), self.density.bits(y_tilde))
 
 
 @register("tutorial")
@@ -150,5 +163,117 @@ class TutorialAutoencoder(LatentCodec):
         tiles = torch.cat([self.decoder(t) for t in codes.split(self.tiles_per_pass)])
         return tiles.reshape(b, th, tw, 3, 32, 32).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, th * 32, tw * 32)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.decoder(self.encoder(x)), x.new_zeros(())
+    def forward(self, x: Tensor) -> TrainOutput:
+        return TrainOutput(self.decoder(self.encoder(x)), x.new_zeros(()))
+
+
+# Rate points a variable-rate hyperprior model is trained across (one run for the whole -q range).
+HYPERPRIOR_LAMBDAS = (0.0018, 0.0048, 0.013, 0.035, 0.093, 0.25)
+LOG2_SCALE_MIN, LOG2_SCALE_MAX = -3.25, 7.0
+
+
+@register("hyperprior")
+class HyperpriorCodec(LatentCodec):
+    """A variable-rate scale hyperprior (Ballé et al. 2018) around the factorized transforms.
+
+    Side information z = h_a(|y|) is quantized and coded with a factorized density; h_s(z) predicts
+    the scale of every latent, so the latents are coded by scale class instead of by channel alone.
+    One network serves every rate: per-channel gain vectors (Cui et al. 2021), one pair per trained
+    lambda, scale the latents before rounding and back after; a quality between two trained points
+    interpolates their gains geometrically. ``hyper_scales`` gives log2 of the scales in floats for
+    training; the parser never uses floats (the coding layer runs an integer copy of h_s).
+    """
+
+    encoder_context = 64
+    decoder_context = 4
+
+    def __init__(
+        self,
+        channels: int = 128,
+        latent_channels: int = 100,
+        act: str = "gdn",
+        downsamples: int = 3,
+        hyper_channels: int = 64,
+        hyper_latent_channels: int = 64,
+        lambdas: tuple[float, ...] | list[float] = HYPERPRIOR_LAMBDAS,
+    ) -> None:
+        if not 1 <= downsamples <= 4:
+            raise ValueError(f"downsamples must be 1..4, not {downsamples}")
+        lambdas = [float(v) for v in lambdas]
+        if len(lambdas) < 2 or any(b <= a for a, b in pairwise(lambdas)):
+            raise ValueError("lambdas must be two or more increasing values")
+        super().__init__(
+            channels=channels, latent_channels=latent_channels, act=act, downsamples=downsamples,
+            hyper_channels=hyper_channels, hyper_latent_channels=hyper_latent_channels, lambdas=lambdas,
+        )  # fmt: skip
+        n, m, h, zc = channels, latent_channels, hyper_channels, hyper_latent_channels
+        self.latent_channels = m
+        self.stride = 2**downsamples
+        self.lambdas = lambdas
+        self.g_a = _analysis(n, m, act, downsamples)
+        self.g_s = _synthesis(n, m, act, downsamples)
+        self.log_gain = nn.Parameter(torch.zeros(len(lambdas), m))
+        self.log_igain = nn.Parameter(torch.zeros(len(lambdas), m))
+        self.h_a = nn.Sequential(
+            nn.Conv2d(m, h, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(h, h, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(h, zc, 5, stride=2, padding=2),
+        )  # fmt: skip
+        self.h_s = nn.Sequential(
+            _up(zc, h), nn.ReLU(),
+            _up(h, h), nn.ReLU(),
+            nn.Conv2d(h, m, 1),
+        )  # fmt: skip
+        self.z_density = FactorizedDensity(zc)
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+    def gains(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Gain, inverse gain (B, M) and lambda (B,) at rate positions t in [0, levels - 1]."""
+        lo = t.detach().floor().clamp(0, self.levels - 2).long()
+        frac = (t - lo).unsqueeze(1)
+        log_l = torch.tensor(self.lambdas, device=t.device).log()
+
+        def mix(table: Tensor) -> Tensor:
+            return table[lo] * (1 - frac) + table[lo + 1] * frac
+
+        lam = mix(log_l.unsqueeze(1)).squeeze(1).exp()
+        return mix(self.log_gain).exp(), mix(self.log_igain).exp(), lam
+
+    def hyper_scales(self, z: Tensor, shape: tuple[int, int]) -> Tensor:
+        """log2 of the latents' scales predicted from (noisy or rounded) z, cropped to ``shape``."""
+        return self.h_s(z)[:, :, : shape[0], : shape[1]].clamp(LOG2_SCALE_MIN, LOG2_SCALE_MAX)
+
+    def adopt(self, other: LatentCodec, lmbda: float | None) -> int:
+        """Warm start from a factorized model: its transforms, and gains set so each trained
+        lambda starts from the step a factorized model would use there (gain ~ sqrt(lambda))."""
+        copied = super().adopt(other, lmbda)
+        if lmbda:
+            with torch.no_grad():
+                start = 0.5 * torch.tensor(self.lambdas).div(lmbda).log()
+                self.log_gain.copy_(start.unsqueeze(1).expand_as(self.log_gain))
+                self.log_igain.copy_(-self.log_gain)
+        return copied
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.g_a(x)
+
+    def decode(self, y: Tensor) -> Tensor:
+        return self.g_s(y)
+
+    def forward(self, x: Tensor) -> TrainOutput:
+        """A random rate position per sample; noise for the rates, straight-through rounding for
+        the reconstruction (what the decoder will see)."""
+        t = torch.rand(x.shape[0], device=x.device) * (self.levels - 1)
+        gain, igain, lam = self.gains(t)
+        y = self.g_a(x).float() * gain[:, :, None, None]
+        z = self.h_a(y.abs()).float()
+        z_tilde = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        log_scales = self.hyper_scales(z_tilde, (y.shape[2], y.shape[3])).float()
+        y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        with torch.autocast(x.device.type, enabled=False):
+            bits = gaussian_bits(y_tilde, torch.exp2(log_scales)).sum() + self.z_density.bits(z_tilde)
+        y_hat = y + (torch.round(y) - y).detach()
+        return TrainOutput(self.g_s(y_hat * igain[:, :, None, None]), bits, lam)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor, nn
 
 from aecompress.errors import ModelError
+
+
+class TrainOutput(NamedTuple):
+    """A training pass: the reconstruction, the estimated total bits and, for a variable-rate
+    model, the lambda each sample was coded at (None: the trainer's one lambda)."""
+
+    x_hat: Tensor
+    bits: Tensor
+    lmbda: Tensor | None = None
 
 
 class LatentCodec(nn.Module):
@@ -40,9 +49,17 @@ class LatentCodec(nn.Module):
         """Dequantized latents -> image batch in roughly [0, 1] (the caller clamps)."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Training pass: (reconstruction, estimated total bits) with the noise proxy for rounding."""
+    def forward(self, x: Tensor) -> TrainOutput:
+        """Training pass: reconstruction and estimated total bits, with a proxy for rounding."""
         raise NotImplementedError
+
+    def adopt(self, other: LatentCodec, lmbda: float | None) -> int:
+        """Take the weights of another model whose names and shapes match (a warm start from a
+        model of another architecture, trained at ``lmbda``); returns how many tensors were taken."""
+        mine = self.state_dict()
+        taken = {k: v for k, v in other.state_dict().items() if k in mine and mine[k].shape == v.shape}
+        self.load_state_dict(taken, strict=False)
+        return len(taken)
 
     def calibrate(self, batch: Tensor) -> None:
         """Called once after training with sample inputs; rate-trained models need nothing."""
