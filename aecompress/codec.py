@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aecompress import coding
 from aecompress import format as aecformat
 from aecompress.device import select_device
 from aecompress.errors import AecError, FormatError
@@ -180,7 +181,9 @@ def pack_latents(
         dtype=q.dtype,
         step=step,
     )
-    return aecformat.pack(header, q, image.alpha, image.icc, image.exif, channel_order(q)), header
+    order = channel_order(q)
+    tensors = [coding.encode_tensor(q[order])]
+    return aecformat.pack(header, tensors, image.alpha, image.icc, image.exif, order), header
 
 
 def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
@@ -410,7 +413,7 @@ def _synthesize_stack(
         if net.stride != aec.header.stride or net.latent_channels != aec.header.channels:
             raise FormatError(f"latent layout does not match model {aec.header.model_name!r}")
     stack = torch.stack(
-        [torch.from_numpy(a.latent_array().astype(np.float32)) * a.header.step for a in files]
+        [torch.from_numpy(coding.latents_of(a).astype(np.float32)) * a.header.step for a in files]
     )
     pixels = net.decode(stack.to(device).contiguous(memory_format=torch.channels_last))
     pixels = pixels.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -444,7 +447,7 @@ def decode_with(
     h = aec.header
     if net.stride != h.stride or net.latent_channels != h.channels:
         raise FormatError(f"latent layout {h.channels}x/{h.stride} does not match model {h.model_name!r}")
-    q = aec.latent_array()
+    q = coding.latents_of(aec)
     alpha = aec.alpha_array()
     latents = torch.from_numpy(q.astype(np.float32)) * h.step
     rgb = synthesize(net, latents, (h.height, h.width), device or torch.device("cpu"), tile)

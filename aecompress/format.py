@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import zstandard
 
+from aecompress.coding import MAX_STREAMS, CodedTensor
 from aecompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 SIGNATURE = b"\x89AEC\r\n\x1a\n"
-FORMAT_VERSION = 3  # the newest version read; a file is written with the oldest one that holds it
+FORMAT_VERSION = 4  # the newest version read, and the one written
 PLANAR_VERSION = 3  # the version that introduced int16 latents as zigzag byte planes
+TENSOR_VERSION = 4  # the version that codes integer tensors as context-classed streams (TNSR)
+MAX_TENSORS = 4
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 30
 MAX_CHANNELS = 1024
@@ -81,8 +84,9 @@ class AecFile:
     """A parsed .aec file: header, quantized latents and the optional chunks."""
 
     header: AecHeader
-    latents: bytes
+    latents: bytes  # versions 1-3: the LATN zstd frame; version 4 codes them in ``tensors``
     order: np.ndarray | None = None
+    tensors: tuple[CodedTensor, ...] = ()
     alpha: bytes | None = None
     icc: bytes | None = None
     exif: bytes | None = None
@@ -90,7 +94,8 @@ class AecFile:
     file_size: int = 0
 
     def latent_array(self) -> np.ndarray:
-        """The latents as a (C, H, W) integer array, decompressed and size-checked."""
+        """The latents of a version 1-3 file as a (C, H, W) integer array, decompressed and
+        size-checked (version 4 latents are decoded by ``aecompress.coding.latents_of``)."""
         h = self.header
         raw = _inflate(self.latents, h.latent_bytes, "latents")
         if h.dtype == np.int16 and h.planar:
@@ -256,23 +261,9 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return _CHUNK_HEAD.pack(kind, len(data)) + data + _CRC.pack(zlib.crc32(kind + data))
 
 
-def pack(
-    header: AecHeader,
-    latents: np.ndarray,
-    alpha: np.ndarray | None = None,
-    icc: bytes | None = None,
-    exif: bytes | None = None,
-    order: np.ndarray | None = None,
-) -> bytes:
-    """Serialize a header, (C, H, W) integer latents and optional chunks into .aec bytes.
-
-    ``order`` (a permutation of the channels) is the order in which channels are stored; grouping
-    channels of similar spread lets zstd's blocks adapt their Huffman tables (3-5% smaller).
-    """
+def _head(header: AecHeader, version: int) -> list[bytes]:
+    """Signature, header and header CRC, after checking the header describes a storable image."""
     _check_geometry(header)
-    expected = (header.channels, header.latent_height, header.latent_width)
-    if latents.shape != expected:
-        raise FormatError(f"latents of shape {latents.shape} do not match the header {expected}")
     if header.mode not in MODE_CODES:
         raise FormatError(f"colour mode {header.mode!r} cannot be stored")
     body = _FIXED.pack(
@@ -292,14 +283,23 @@ def pack(
         header.step,
     )
     body += _name_bytes(header.model_name) + _name_bytes(header.source_mode)
-    version = PLANAR_VERSION if header.dtype == np.int16 else PLANAR_VERSION - 1
     head = struct.pack("<BI", version, len(body)) + body
-    out = [SIGNATURE, head, _CRC.pack(zlib.crc32(head))]
-    if order is not None:
-        raw_order = _order_bytes(order, header.channels)
-        _parse_order(raw_order, header.channels)  # refuse anything but a permutation
-        out.append(_chunk(b"CORD", raw_order))
-    out.append(_chunk(b"LATN", compress_payload(latent_payload(latents, header.dtype, order))))
+    return [SIGNATURE, head, _CRC.pack(zlib.crc32(head))]
+
+
+def _order_chunk(header: AecHeader, order: np.ndarray | None) -> list[bytes]:
+    if order is None:
+        return []
+    raw_order = _order_bytes(order, header.channels)
+    _parse_order(raw_order, header.channels)  # refuse anything but a permutation
+    return [_chunk(b"CORD", raw_order)]
+
+
+def _tail(
+    header: AecHeader, alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None
+) -> list[bytes]:
+    """The optional chunks and the end marker."""
+    out = []
     if alpha is not None:
         if alpha.shape != (header.height, header.width):
             raise FormatError("alpha plane does not match the image size")
@@ -310,7 +310,94 @@ def pack(
     if exif:
         out.append(_chunk(b"EXIF", bytes(exif)))
     out.append(_chunk(b"AEND", b""))
-    return b"".join(out)
+    return out
+
+
+_TENSOR_HEAD = struct.Struct("<BBBHHHB")
+
+
+def tensor_table(tensors: tuple[CodedTensor, ...] | list[CodedTensor]) -> bytes:
+    """The ``TNSR`` chunk's data: a table of the coded tensors, then all their frames."""
+    if not 1 <= len(tensors) <= MAX_TENSORS:
+        raise FormatError(f"a file holds 1..{MAX_TENSORS} coded tensors, not {len(tensors)}")
+    table = [bytes([len(tensors)])]
+    for t in tensors:
+        table.append(_TENSOR_HEAD.pack(t.role, t.scheme, t.dictionaries, *t.shape, len(t.frames)))
+        table.append(struct.pack(f"<{len(t.frames)}I", *t.raw_sizes))
+        table.append(struct.pack(f"<{len(t.frames)}I", *(len(f) for f in t.frames)))
+    return b"".join(table + [f for t in tensors for f in t.frames])
+
+
+def _parse_tensors(data: bytes) -> tuple[CodedTensor, ...]:
+    """Read a ``TNSR`` table, checking every count and length against the chunk's own size."""
+    if not data or not 1 <= data[0] <= MAX_TENSORS:
+        raise FormatError("tensor table: bad tensor count")
+    pos, heads = 1, []
+    for _ in range(data[0]):
+        if len(data) < pos + _TENSOR_HEAD.size:
+            raise FormatError("tensor table is cut short")
+        role, scheme, dicts, c, h, w, streams = _TENSOR_HEAD.unpack_from(data, pos)
+        pos += _TENSOR_HEAD.size
+        if not 1 <= streams <= MAX_STREAMS or not (c and h and w):
+            raise FormatError("tensor table: impossible tensor shape or stream count")
+        if len(data) < pos + 8 * streams:
+            raise FormatError("tensor table is cut short")
+        raw = struct.unpack_from(f"<{streams}I", data, pos)
+        coded = struct.unpack_from(f"<{streams}I", data, pos + 4 * streams)
+        pos += 8 * streams
+        heads.append((role, scheme, dicts, (c, h, w), raw, coded))
+    if sum(sum(head[5]) for head in heads) != len(data) - pos:
+        raise FormatError("tensor table: stream lengths disagree with the chunk size")
+    out = []
+    for role, scheme, dicts, shape, raw, coded in heads:
+        frames = []
+        for n in coded:
+            frames.append(data[pos : pos + n])
+            pos += n
+        out.append(CodedTensor(role, scheme, dicts, shape, tuple(raw), tuple(frames)))
+    if len({t.role for t in out}) != len(out):
+        raise FormatError("tensor table: a tensor role appears twice")
+    return tuple(out)
+
+
+def pack(
+    header: AecHeader,
+    tensors: list[CodedTensor],
+    alpha: np.ndarray | None = None,
+    icc: bytes | None = None,
+    exif: bytes | None = None,
+    order: np.ndarray | None = None,
+) -> bytes:
+    """Serialize a header, coded integer tensors (``aecompress.coding``) and the optional chunks
+    into version 4 .aec bytes. ``order`` is the latent channels' stored order."""
+    latents = [t for t in tensors if t.role == 1]
+    expected = (header.channels, header.latent_height, header.latent_width)
+    if len(latents) != 1 or latents[0].shape != expected:
+        raise FormatError(f"the coded latents do not match the header's shape {expected}")
+    out = _head(header, TENSOR_VERSION) + _order_chunk(header, order)
+    out.append(_chunk(b"TNSR", tensor_table(tensors)))
+    return b"".join(out + _tail(header, alpha, icc, exif))
+
+
+def pack_legacy(
+    header: AecHeader,
+    latents: np.ndarray,
+    alpha: np.ndarray | None = None,
+    icc: bytes | None = None,
+    exif: bytes | None = None,
+    order: np.ndarray | None = None,
+    version: int | None = None,
+) -> bytes:
+    """Serialize in the single-frame layout of versions 1-3 (the golden test files are made
+    with it; aecompress writes version 4). Version 1 has no channel order."""
+    expected = (header.channels, header.latent_height, header.latent_width)
+    if latents.shape != expected:
+        raise FormatError(f"latents of shape {latents.shape} do not match the header {expected}")
+    version = version or (PLANAR_VERSION if header.dtype == np.int16 else PLANAR_VERSION - 1)
+    out = _head(header, version) + (_order_chunk(header, order) if version > 1 else [])
+    raw = latent_payload(latents, header.dtype, order if version > 1 else None)
+    out.append(_chunk(b"LATN", compress_payload(raw)))
+    return b"".join(out + _tail(header, alpha, icc, exif))
 
 
 def _read_name(body: bytes, pos: int) -> tuple[str, int]:
@@ -409,29 +496,47 @@ def unpack(data: bytes) -> AecFile:
             break
         if kind in found:
             raise FormatError(f"chunk {kind!r} appears twice")
-        if kind in (b"LATN", b"CORD", b"ALPH", b"ICCP", b"EXIF"):
+        if kind in (b"LATN", b"TNSR", b"CORD", b"ALPH", b"ICCP", b"EXIF"):
             found[kind] = payload
             sizes[kind.decode("ascii")] = length
         elif kind[:1].isupper():
             raise FormatError(f"unknown critical chunk {kind!r}")
     if pos != len(data):
         raise FormatError("unexpected bytes after the end marker")
-    if b"LATN" not in found:
-        raise FormatError("file has no latent chunk")
+    latent_chunk = b"TNSR" if header.version >= TENSOR_VERSION else b"LATN"
+    if latent_chunk not in found or (b"TNSR" if latent_chunk == b"LATN" else b"LATN") in found:
+        raise FormatError(f"a version {header.version} file needs one {latent_chunk.decode()} latent chunk")
+    tensors = _parse_tensors(found[b"TNSR"]) if latent_chunk == b"TNSR" else ()
+    if tensors and [t.shape for t in tensors if t.role == 1] != [
+        (header.channels, header.latent_height, header.latent_width)
+    ]:
+        raise FormatError("tensor table: the latents' shape disagrees with the header")
     has_alpha = header.mode in ("LA", "RGBA")
     if has_alpha != (b"ALPH" in found):
         raise FormatError("alpha chunk presence disagrees with the colour mode")
     order = _parse_order(found[b"CORD"], header.channels) if b"CORD" in found else None
     return AecFile(
         header=header,
-        latents=found[b"LATN"],
+        latents=found.get(b"LATN", b""),
         order=order,
+        tensors=tensors,
         alpha=found.get(b"ALPH"),
         icc=found.get(b"ICCP"),
         exif=found.get(b"EXIF"),
         chunk_sizes=sizes,
         file_size=len(data),
     )
+
+
+def _coding_text(aec: AecFile) -> str:
+    if not aec.tensors:
+        return "one zstd frame"
+    parts = []
+    for t in aec.tensors:
+        used = sum(1 for f in t.frames if f)
+        parts.append(f"{'latents' if t.role == 1 else 'tensor'} {t.shape}: scheme {t.scheme}, "
+                     f"{used} zstd streams, dictionary set {t.dictionaries}")  # fmt: skip
+    return "; ".join(parts)
 
 
 def describe(aec: AecFile) -> dict[str, object]:
@@ -454,7 +559,8 @@ def describe(aec: AecFile) -> dict[str, object]:
         "stride": h.stride,
         "padding": [h.pad_right, h.pad_bottom],
         "bytes": aec.file_size,
-        "latent_bytes": aec.chunk_sizes.get("LATN", 0),
+        "latent_bytes": aec.chunk_sizes.get("LATN", aec.chunk_sizes.get("TNSR", 0)),
+        "latent_coding": _coding_text(aec),
         "channel_order": "sorted by spread" if aec.order is not None else "natural",
         "alpha_bytes": aec.chunk_sizes.get("ALPH", 0),
         "icc_bytes": aec.chunk_sizes.get("ICCP", 0),
