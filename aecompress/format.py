@@ -7,16 +7,23 @@ is allocated, and each kind of damage raises its own error type.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import zstandard
 
-from aecompress.coding import MAX_STREAMS, CodedTensor
+from aecompress.coding import (
+    MAX_STREAMS,
+    TENSOR_ENTRY_BYTES,
+    CodedTensor,
+    compress_payload,
+    from_planes,
+    plain_bytes,
+    read_varint,
+    varint,
+)
 from aecompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 SIGNATURE = b"\x89AEC\r\n\x1a\n"
@@ -40,9 +47,6 @@ LEGACY_INT16_CODE = 2  # int16 little-endian, as version 2 wrote it (still read)
 _FIXED = struct.Struct("<IIBBBH16sIIHIIBf")
 _CHUNK_HEAD = struct.Struct("<4sI")
 _CRC = struct.Struct("<I")
-
-ZSTD_LEVEL_LARGE = 12
-_LARGE_PAYLOAD = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ class AecFile:
         h = self.header
         raw = _inflate(self.latents, h.latent_bytes, "latents")
         if h.dtype == np.int16 and h.planar:
-            stored = _from_planes(raw).reshape(h.channels, h.latent_height, h.latent_width)
+            stored = from_planes(raw).reshape(h.channels, h.latent_height, h.latent_width)
         else:
             stored = np.frombuffer(raw, dtype=h.dtype).reshape(h.channels, h.latent_height, h.latent_width)
         if self.order is None:
@@ -147,65 +151,6 @@ def _name_bytes(text: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
-def _small_payload_params(strategy: int, search_log: int) -> zstandard.ZstdCompressionParameters:
-    return zstandard.ZstdCompressionParameters(
-        window_log=20,
-        chain_log=21,
-        hash_log=20,
-        search_log=search_log,
-        min_match=3,
-        target_length=256,
-        strategy=strategy,
-        write_checksum=1,
-        write_content_size=1,
-    )
-
-
-# Quantized latents have few real repeats: zstd's deep match searches (level 19) find short
-# matches whose priced trade-offs flip as -q moves, so file sizes wobbled by up to 9.5% between
-# neighbouring -q. A shallow search with the btultra parser suits dense latents (high -q), a
-# deeper one with btopt suits mostly-zero ones (low -q); the smaller frame of the two is kept.
-# Over Kodak this is 1-4% smaller than level 19 and rises with -q (docs/format.md).
-SMALL_PAYLOAD_PARAMS = (
-    _small_payload_params(zstandard.STRATEGY_BTULTRA, search_log=1),
-    _small_payload_params(zstandard.STRATEGY_BTOPT, search_log=8),
-)
-
-
-def latent_payload(latents: np.ndarray, dtype: np.dtype, order: np.ndarray | None = None) -> bytes:
-    """The bytes that ``LATN``'s zstd frame holds: channels in ``order``, int16 as byte planes."""
-    stored = latents.astype(dtype, copy=False)
-    if order is not None:
-        stored = stored[np.asarray(order)]
-    return _to_planes(stored) if dtype == np.int16 else np.ascontiguousarray(stored).tobytes()
-
-
-def compress_payload(raw: bytes) -> bytes:
-    """One zstd frame (content size and checksum recorded), as the writer makes it."""
-    if len(raw) > _LARGE_PAYLOAD:
-        return zstandard.ZstdCompressor(
-            level=ZSTD_LEVEL_LARGE, write_checksum=True, write_content_size=True
-        ).compress(raw)
-    compressors = [zstandard.ZstdCompressor(compression_params=p) for p in SMALL_PAYLOAD_PARAMS]
-    frames = list(_zstd_pool().map(lambda c: c.compress(raw), compressors))
-    return min(frames, key=len)
-
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
-def _zstd_pool() -> ThreadPoolExecutor:
-    """Threads for the two compressions (zstd releases the GIL): 0.08 s instead of 0.14 s on a
-    stride-8 Kodak payload with two cores, most of the extra cost of compressing twice.
-
-    One pool per process: a pool's threads do not survive a fork (batch's worker processes).
-    """
-    pid = os.getpid()
-    if pid not in _pools:
-        _pools[pid] = ThreadPoolExecutor(len(SMALL_PAYLOAD_PARAMS), thread_name_prefix="aec-zstd")
-    return _pools[pid]
-
-
 def _inflate(frame: bytes, expected: int, what: str) -> bytes:
     try:
         size = zstandard.frame_content_size(frame)
@@ -220,26 +165,6 @@ def _inflate(frame: bytes, expected: int, what: str) -> bytes:
     if len(raw) != expected:
         raise FormatError(f"{what}: decompressed to {len(raw)} bytes, expected {expected}")
     return raw
-
-
-def _to_planes(values: np.ndarray) -> bytes:
-    """int16 values as zigzag codes (0, -1, 1, -2 ... -> 0, 1, 2, 3 ...) split into byte planes.
-
-    Only a few latents need more than 8 bits, so the high-byte plane is almost all zeros and
-    costs zstd next to nothing; plain little-endian int16 interleaves a sign byte with every
-    value and made such files 20-25% larger than the same latents in int8.
-    """
-    v = values.astype(np.int32).ravel()
-    zigzag = np.where(v >= 0, 2 * v, -2 * v - 1).astype(np.uint16)
-    return (zigzag & 0xFF).astype(np.uint8).tobytes() + (zigzag >> 8).astype(np.uint8).tobytes()
-
-
-def _from_planes(raw: bytes) -> np.ndarray:
-    """The inverse of ``_to_planes``: a flat int16 array."""
-    planes = np.frombuffer(raw, dtype=np.uint8)
-    n = len(planes) // 2
-    zigzag = planes[:n].astype(np.int32) | (planes[n:].astype(np.int32) << 8)
-    return np.where(zigzag & 1, -((zigzag + 1) >> 1), zigzag >> 1).astype(np.int16)
 
 
 def _order_bytes(order: np.ndarray, channels: int) -> bytes:
@@ -295,9 +220,7 @@ def _order_chunk(header: AecHeader, order: np.ndarray | None) -> list[bytes]:
     return [_chunk(b"CORD", raw_order)]
 
 
-def _tail(
-    header: AecHeader, alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None
-) -> list[bytes]:
+def _tail(header: AecHeader, alpha: np.ndarray | None, icc: bytes | None, exif: bytes | None) -> list[bytes]:
     """The optional chunks and the end marker."""
     out = []
     if alpha is not None:
@@ -314,6 +237,7 @@ def _tail(
 
 
 _TENSOR_HEAD = struct.Struct("<BBBHHHB")
+assert _TENSOR_HEAD.size == TENSOR_ENTRY_BYTES
 
 
 def tensor_table(tensors: tuple[CodedTensor, ...] | list[CodedTensor]) -> bytes:
@@ -323,8 +247,7 @@ def tensor_table(tensors: tuple[CodedTensor, ...] | list[CodedTensor]) -> bytes:
     table = [bytes([len(tensors)])]
     for t in tensors:
         table.append(_TENSOR_HEAD.pack(t.role, t.scheme, t.dictionaries, *t.shape, len(t.frames)))
-        table.append(struct.pack(f"<{len(t.frames)}I", *t.raw_sizes))
-        table.append(struct.pack(f"<{len(t.frames)}I", *(len(f) for f in t.frames)))
+        table += [varint(n) for n in t.raw_sizes] + [varint(len(f)) for f in t.frames]
     return b"".join(table + [f for t in tensors for f in t.frames])
 
 
@@ -340,12 +263,11 @@ def _parse_tensors(data: bytes) -> tuple[CodedTensor, ...]:
         pos += _TENSOR_HEAD.size
         if not 1 <= streams <= MAX_STREAMS or not (c and h and w):
             raise FormatError("tensor table: impossible tensor shape or stream count")
-        if len(data) < pos + 8 * streams:
-            raise FormatError("tensor table is cut short")
-        raw = struct.unpack_from(f"<{streams}I", data, pos)
-        coded = struct.unpack_from(f"<{streams}I", data, pos + 4 * streams)
-        pos += 8 * streams
-        heads.append((role, scheme, dicts, (c, h, w), raw, coded))
+        sizes = []
+        for _ in range(2 * streams):
+            n, pos = read_varint(data, pos)
+            sizes.append(n)
+        heads.append((role, scheme, dicts, (c, h, w), sizes[:streams], sizes[streams:]))
     if sum(sum(head[5]) for head in heads) != len(data) - pos:
         raise FormatError("tensor table: stream lengths disagree with the chunk size")
     out = []
@@ -395,7 +317,8 @@ def pack_legacy(
         raise FormatError(f"latents of shape {latents.shape} do not match the header {expected}")
     version = version or (PLANAR_VERSION if header.dtype == np.int16 else PLANAR_VERSION - 1)
     out = _head(header, version) + (_order_chunk(header, order) if version > 1 else [])
-    raw = latent_payload(latents, header.dtype, order if version > 1 else None)
+    stored = latents if order is None or version == 1 else latents[np.asarray(order)]
+    raw = plain_bytes(stored.astype(header.dtype, copy=False))
     out.append(_chunk(b"LATN", compress_payload(raw)))
     return b"".join(out + _tail(header, alpha, icc, exif))
 

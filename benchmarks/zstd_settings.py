@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import zstandard
 
-from aecompress import codec
-from aecompress import format as aecformat
+from aecompress import codec, coding
 from aecompress.evaluate import load_folder
 from aecompress.modelfile import load_model, resolve
 
@@ -52,14 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     images = load_folder(Path(args.data))[:: args.every]
     qualities = np.arange(args.q[0], args.q[1] + 1e-9, args.q[2])
     settings: dict[str, Callable[[bytes], bytes]] = {f"level {lv}": _level(lv) for lv in args.levels}
-    settings["as written"] = aecformat.compress_payload
+    settings["as written"] = coding.compress_payload
     sizes = {name: np.zeros((len(images), len(qualities))) for name in settings}
     seconds = dict.fromkeys(settings, 0.0)
     for i, (_, image) in enumerate(images):
         latents = codec.analyse(net, image.rgb, torch.device("cpu"))
         for j, quality in enumerate(qualities):
             q = codec.quantize(latents, codec.quality_to_step(float(quality)))
-            raw = aecformat.latent_payload(q, q.dtype, codec.channel_order(q))
+            raw = coding.plain_bytes(q[codec.channel_order(q)])
             for name, compress in settings.items():
                 t0 = time.perf_counter()
                 sizes[name][i, j] = len(compress(raw))

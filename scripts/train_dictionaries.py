@@ -15,7 +15,6 @@ import hashlib
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import zstandard
 
@@ -26,7 +25,9 @@ from aecompress.modelfile import load_model
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", required=True)
     parser.add_argument("--every", type=int, default=5, help="take every N-th image")
     parser.add_argument("--model", default="default", help="a model or family")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import random
 import struct
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from aecompress import codec
+from aecompress import codec, coding
 from aecompress import format as aecformat
 from aecompress.errors import AecError
 from aecompress.imageio import ImageData
@@ -111,10 +112,17 @@ def sample_files() -> list[bytes]:
         ),
         ImageData(np.repeat(rgb[..., :1], 3, axis=2), None, "L"),
     ]
-    return [
+    files = [
         codec.encode(image, quality=q, device="cpu").data
         for image, q in zip(images, (75, 20, 95), strict=True)
     ]
+    first = aecformat.unpack(files[0])
+    q = coding.latents_of(first)
+    stored = q if first.order is None else q[first.order]
+    # the same latents as channel-context streams (small files pick the single frame) and as version 2-3
+    streams = aecformat.pack(first.header, [coding.encode_streams(stored)], order=first.order)
+    legacy = aecformat.pack_legacy(first.header, q, order=first.order)
+    return [streams, *files, legacy]
 
 
 def header_end(data: bytes) -> int:
@@ -225,22 +233,110 @@ def _declare_size(frame: bytes, size: int) -> bytes:
     return frame[:at] + size.to_bytes(width, "little") + frame[at + width :]
 
 
-def zstd_bombs(sample: bytes) -> Iterator[tuple[str, bytes]]:
-    """LATN payloads that inflate to 64 MB: declared, undeclared, or hidden behind a small declared size."""
-    declared, undeclared = _zero_frames()
-    latent_bytes = aecformat.unpack(sample).header.latent_bytes
-    yield "zstd bomb declaring 64 MB", replace_chunk(sample, b"LATN", declared)
-    yield "zstd bomb without a content size", replace_chunk(sample, b"LATN", undeclared)
-    yield "zstd bomb declaring 4 GB", replace_chunk(sample, b"LATN", _declare_size(declared, (4 << 30) - 1))
-    yield (
-        "zstd bomb declaring the expected size",
-        replace_chunk(sample, b"LATN", _declare_size(declared, latent_bytes)),
+@lru_cache(maxsize=1)
+def _zero_stream_frame() -> bytes:
+    """64 MB of zeros as a magicless zstd frame, the kind a version 4 stream holds."""
+    params = zstandard.ZstdCompressionParameters.from_level(
+        3, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=1
     )
+    return zstandard.ZstdCompressor(compression_params=params).compress(b"\0" * (64 << 20))
+
+
+def with_tensor(sample: bytes, **changes: object) -> bytes:
+    """A version 4 file whose latent tensor entry has some fields replaced (table rebuilt)."""
+    tensor = aecformat.unpack(sample).tensors[0]
+    return replace_chunk(sample, b"TNSR", aecformat.tensor_table([dataclasses.replace(tensor, **changes)]))
+
+
+def with_stream(sample: bytes, index: int, frame: bytes, raw_size: int | None = None) -> bytes:
+    """A version 4 file with one stream's frame (and, optionally, its declared raw size) replaced."""
+    tensor = aecformat.unpack(sample).tensors[0]
+    frames = list(tensor.frames)
+    frames[index] = frame
+    sizes = list(tensor.raw_sizes)
+    sizes[index] = sizes[index] if raw_size is None else raw_size
+    return with_tensor(sample, frames=tuple(frames), raw_sizes=tuple(sizes))
+
+
+def zstd_bombs(sample: bytes) -> Iterator[tuple[str, bytes]]:
+    """Payloads that inflate to 64 MB: declared, undeclared, or hidden behind a small declared size."""
+    aec = aecformat.unpack(sample)
+    if aec.tensors:
+        zeros = _zero_stream_frame()
+        real = aec.tensors[0].raw_sizes[0]
+        yield "stream bomb declaring 64 MB", with_stream(sample, 0, zeros, 64 << 20)
+        yield "stream bomb declaring its stream's size", with_stream(sample, 0, zeros, real)
+        yield "stream bomb declaring 4 GB", with_stream(sample, 0, zeros, (4 << 30) - 1)
+    else:
+        declared, undeclared = _zero_frames()
+        latent_bytes = aec.header.latent_bytes
+        yield "zstd bomb declaring 64 MB", replace_chunk(sample, b"LATN", declared)
+        yield "zstd bomb without a content size", replace_chunk(sample, b"LATN", undeclared)
+        yield (
+            "zstd bomb declaring 4 GB",
+            replace_chunk(sample, b"LATN", _declare_size(declared, (4 << 30) - 1)),
+        )
+        yield (
+            "zstd bomb declaring the expected size",
+            replace_chunk(sample, b"LATN", _declare_size(declared, latent_bytes)),
+        )
     # a valid-looking header of 2^30 pixels (65535 x 16384) and its latent grid: a decode bomb
+    if aec.tensors:
+        sample = with_tensor(sample, shape=(aec.header.channels, 1024, 65535 // 16 + 1))
     huge = set_field(set_field(sample, "width", 65535), "height", 16384)
     huge = set_field(set_field(huge, "latent_w", 65535 // 16 + 1), "latent_h", 1024)
     huge = set_field(set_field(huge, "pad_right", (65535 // 16 + 1) * 16 - 65535), "pad_bottom", 0)
     yield "valid header of 2^30 pixels (a decode bomb)", huge
+
+
+def tensor_table_lies(sample: bytes) -> Iterator[tuple[str, bytes]]:
+    """Version 4 tensor tables that lie: counts, shapes, schemes, stream lengths and symbol counts."""
+    aec = aecformat.unpack(sample)
+    if not aec.tensors or aec.tensors[0].scheme != coding.SCHEME_CHANNEL_CONTEXT:
+        return
+    tensor = aec.tensors[0]
+    raw_table = aecformat.tensor_table(list(aec.tensors))
+    for count in (0, 2, 5, 255):
+        yield f"tensor count {count}", replace_chunk(sample, b"TNSR", bytes([count]) + raw_table[1:])
+    for streams in (0, 1, 26, 28, 64, 65, 255):  # the stream count byte, lengths left as they were
+        yield (
+            f"stream count {streams}",
+            replace_chunk(sample, b"TNSR", raw_table[:10] + bytes([streams]) + raw_table[11:]),
+        )
+    c, h, w = tensor.shape
+    for shape in ((c + 1, h, w), (c, h + 1, w), (c, h, w * 50), (1, 1, 1), (65535, 65535, 65535)):
+        yield f"tensor shape {shape}", with_tensor(sample, shape=shape)
+    yield (
+        "tensor shape that agrees with a lying header",
+        set_field(with_tensor(sample, shape=(c, h * 40, w * 40)), "latent_h", h * 40),
+    )
+    yield "unknown scheme", with_tensor(sample, scheme=9)
+    yield "unknown dictionary set", with_tensor(sample, dictionaries=200)
+    yield "another role", with_tensor(sample, role=2)
+    for index in (0, coding.SIGN, coding.REST, coding.ESC):
+        sizes = list(tensor.raw_sizes)
+        for size in (0, sizes[index] + 1, max(sizes[index] - 1, 0), 2**32 - 1):
+            lie = list(sizes)
+            lie[index] = size
+            yield f"raw size of stream {index} = {size}", with_tensor(sample, raw_sizes=tuple(lie))
+    yield "coded lengths past the chunk", replace_chunk(sample, b"TNSR", raw_table[:-1])
+    yield "coded lengths short of the chunk", replace_chunk(sample, b"TNSR", raw_table + b"\0")
+    # more (or fewer) symbols than the grid holds, each stream well-formed zstd of the right size
+    compressor = zstandard.ZstdCompressor(
+        compression_params=zstandard.ZstdCompressionParameters.from_level(
+            3, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=1
+        )
+    )
+    for index, fill in ((0, b"\xff"), (0, b"\x00"), (coding.CLASSES, b"\xff"), (coding.REST, b"\xff")):
+        size = tensor.raw_sizes[index] or 1
+        for extra in (0, 1):
+            body = fill * (size + extra)
+            yield (
+                f"stream {index} filled with {fill.hex()} (+{extra} bytes)",
+                with_stream(sample, index, compressor.compress(body), len(body)),
+            )
+    yield "stream from another class", with_stream(sample, 1, tensor.frames[0], tensor.raw_sizes[0])
+    yield "streams swapped", with_tensor(sample, frames=tensor.frames[::-1], raw_sizes=tensor.raw_sizes[::-1])
 
 
 def truncations(sample: bytes) -> Iterator[tuple[str, bytes]]:
@@ -305,6 +401,7 @@ def standard_cases(seed: int, random_count: int, flips: int, havoc: int) -> Iter
         yield from payload_bit_flips(sample, rng, flips)
         yield from lying_headers(sample)
         yield from zstd_bombs(sample)
+        yield from tensor_table_lies(sample)
         yield from mutations(sample, rng, havoc)
     yield from random_inputs(rng, random_count)
 

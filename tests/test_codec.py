@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aecompress import codec
+from aecompress import codec, coding
 from aecompress import format as aecformat
 from aecompress.errors import ImageError, ModelError, ModelMismatchError
 from aecompress.imageio import encode_image_bytes, from_pil, read_image
@@ -134,8 +134,8 @@ def test_tiled_coding_matches_whole_image_coding() -> None:
     a = codec.decode(whole, device="cpu", tile=64).rgb
     b = codec.decode(tiled, device="cpu", tile=3).rgb
     assert abs(psnr(rgb, a) - psnr(rgb, b)) < 0.05
-    qa = aecformat.unpack(whole).latent_array().astype(int)
-    qb = aecformat.unpack(tiled).latent_array().astype(int)
+    qa = coding.latents_of(aecformat.unpack(whole)).astype(int)
+    qb = coding.latents_of(aecformat.unpack(tiled)).astype(int)
     assert np.mean(qa != qb) < 0.001
 
 
@@ -218,8 +218,8 @@ def test_stride_eight_model_codes_any_size_and_tiles_seamlessly(tmp_path: Path) 
     tiled = codec.encode(image, str(path), 75, device="cpu", tile=3).data
     header = aecformat.unpack(whole).header
     assert (header.stride, header.latent_height, header.latent_width) == (8, 10, 17)
-    qa = aecformat.unpack(whole).latent_array().astype(int)
-    qb = aecformat.unpack(tiled).latent_array().astype(int)
+    qa = coding.latents_of(aecformat.unpack(whole)).astype(int)
+    qb = coding.latents_of(aecformat.unpack(tiled)).astype(int)
     assert np.mean(qa != qb) < 0.001
     a = codec.decode(whole, device="cpu", model=str(path), tile=64).rgb
     b = codec.decode(whole, device="cpu", model=str(path), tile=2).rgb

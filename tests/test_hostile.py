@@ -458,7 +458,19 @@ def test_fuzz_generators_make_what_they_claim(samples: list[bytes]):
     assert after[1] == 700 and before[:1] + before[2:] == after[:1] + after[2:]
     with pytest.raises(aecformat.FormatError, match="latent grid"):
         aecformat.unpack(lied)  # the CRC was recomputed: the lie reaches the geometry check
-    bombs = dict(fuzzing.zstd_bombs(sample))
+    legacy = samples[-1]
+    assert aecformat.unpack(legacy).header.version < aecformat.TENSOR_VERSION
+    bombs = dict(fuzzing.zstd_bombs(legacy))
     latn = aecformat.unpack(bombs["zstd bomb declaring the expected size"]).latents
-    assert zstandard.frame_content_size(latn) == aecformat.unpack(sample).header.latent_bytes
+    assert zstandard.frame_content_size(latn) == aecformat.unpack(legacy).header.latent_bytes
     assert len(latn) < 64 << 10  # a few KB that hold 64 MB
+    bombs = dict(fuzzing.zstd_bombs(sample))
+    real = aecformat.unpack(sample).tensors[0]
+    bomb = aecformat.unpack(bombs["stream bomb declaring its stream's size"]).tensors[0]
+    assert bomb.raw_sizes == real.raw_sizes and bomb.frames[1:] == real.frames[1:]
+    inflated = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompressobj()
+    assert len(inflated.decompress(bomb.frames[0])) == 64 << 20 and len(bomb.frames[0]) < 64 << 10
+    lies = dict(fuzzing.tensor_table_lies(sample))
+    assert (
+        aecformat.unpack(lies["unknown scheme"]).tensors[0].scheme == 9
+    )  # the table parses; decoding refuses

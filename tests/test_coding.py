@@ -1,0 +1,204 @@
+"""The coding layer: integers <-> context-classed zstd streams, exact on every machine.
+
+Golden files of every format version live in tests/assets/golden/ with the SHA-256 of their
+decoded latents pinned in expected.json; ``AECOMPRESS_REGEN_GOLDEN=1 pytest tests/test_coding.py``
+writes them again (only ever needed when a new format version is added).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aecompress import codec, coding
+from aecompress import format as fmt
+from aecompress.errors import FormatError
+from aecompress.imageio import ImageData, read_image
+from tests.conftest import BUNDLED, REPO
+
+SAMPLE = REPO / "samples" / "parrots.png"
+
+GOLDEN = Path(__file__).parent / "assets" / "golden"
+REGEN = os.environ.get("AECOMPRESS_REGEN_GOLDEN") == "1"
+
+
+def _latents(seed: int, shape: tuple[int, int, int], scale: float, dtype: str) -> np.ndarray:
+    """Laplacian integers whose spread varies by channel and across the plane, like real latents."""
+    rng = np.random.default_rng(seed)
+    c, h, w = shape
+    spread = scale * np.exp(rng.normal(0, 1, size=(c, 1, 1))) * (1 + np.hypot(*np.indices((h, w))) / 4)
+    q = np.round(rng.laplace(0, 1, size=shape) * spread)
+    info = np.iinfo(dtype)
+    return q.clip(info.min, info.max).astype(dtype)
+
+
+def _header(q: np.ndarray, stride: int = 16) -> fmt.AecHeader:
+    c, h, w = q.shape
+    return fmt.AecHeader(
+        width=w * stride - 3, height=h * stride - 5, mode="RGB", source_mode="RGB", source_bits=8,
+        quality=50, model_name="golden", model_hash=bytes(range(16)), stride=stride, channels=c,
+        latent_height=h, latent_width=w, dtype=q.dtype, step=1.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("shape", "scale", "dtype"),
+    [
+        ((100, 7, 9), 0.3, "int8"),
+        ((100, 7, 9), 3.0, "int8"),
+        ((100, 5, 4), 40.0, "int8"),
+        ((3, 2, 2), 1.0, "int8"),
+        ((1, 1, 1), 5.0, "int8"),
+        ((20, 6, 5), 2000.0, "<i2"),
+    ],
+)
+def test_tensors_round_trip_exactly(shape: tuple[int, int, int], scale: float, dtype: str) -> None:
+    q = _latents(1, shape, scale, dtype)
+    for tensor in (coding.encode_streams(q), coding.encode_one_frame(q), coding.encode_tensor(q)):
+        np.testing.assert_array_equal(coding.decode_tensor(tensor, q.dtype), q)
+
+
+def test_extremes_and_escapes_round_trip() -> None:
+    q = np.zeros((9, 3, 4), dtype="<i2")
+    q[0, 0, :4] = [32767, -32768, 256, -257]  # magnitudes past one byte: the escape stream
+    q[4, 1, 1], q[8, 2, 3] = 255, -2
+    tensor = coding.encode_streams(q)
+    assert tensor.raw_sizes[coding.ESC] == 2 * 3  # 32767, -32768 and -257 go past 256
+    np.testing.assert_array_equal(coding.decode_tensor(tensor, q.dtype), q)
+    zeros = np.zeros((100, 4, 4), np.int8)
+    empty = coding.encode_streams(zeros)
+    assert [i for i, f in enumerate(empty.frames) if f] == [0]  # all in class 0: one sig stream
+    np.testing.assert_array_equal(coding.decode_tensor(empty, zeros.dtype), zeros)
+
+
+def test_classes_come_only_from_channels_stored_before() -> None:
+    q = _latents(3, (30, 6, 6), 2.0, "int8")
+    classes = coding.context_classes(q)
+    changed = q.copy()
+    changed[12:] = 0  # what follows channel 11 cannot change the classes of channels 0..12
+    np.testing.assert_array_equal(coding.context_classes(changed)[:13], classes[:13])
+    assert not np.array_equal(coding.context_classes(changed)[13:21], classes[13:21])
+    assert classes[0].max() == 0 and classes.max() <= coding.CLASSES - 1
+
+
+def test_thresholds_match_the_documented_scale() -> None:
+    """Class k starts where floor(1.5 * log2(sum + 1)) reaches k: checked against floats here,
+    where the rounding of log2 cannot matter (the coder itself never uses floats)."""
+    sums = np.arange(0, 10000)
+    expected = np.minimum(np.floor(1.5 * np.log2(sums + 1) + 1e-9), coding.CLASSES - 1)
+    np.testing.assert_array_equal(np.searchsorted(coding.THRESHOLDS, sums, side="right"), expected)
+
+
+@pytest.mark.parametrize("quality", [50, 75])
+def test_bundled_latents_of_a_photo_cost_less_than_in_one_frame(quality: float) -> None:
+    """The bundled model on the sample photo: the context streams take at least 8% fewer bytes
+    than the single frame of version 3 (Kodak: 11-12%, benchmarks/entropy.py)."""
+    image = read_image(SAMPLE)
+    aec = fmt.unpack(codec.encode(image, BUNDLED, quality, "cpu").data)
+    q = coding.latents_of(aec)
+    one_frame = len(coding.compress_payload(coding.plain_bytes(q[aec.order])))
+    assert aec.tensors[0].scheme == coding.SCHEME_CHANNEL_CONTEXT
+    assert aec.tensors[0].coded_bytes < 0.92 * one_frame
+
+
+def test_nearly_empty_latents_fall_back_to_one_frame() -> None:
+    """On a flat image nearly every latent is zero: the streams' framing would cost more than
+    the contexts save, so the writer keeps the single frame (never larger than version 3)."""
+    flat = ImageData(np.full((64, 96, 3), 128, np.uint8), None, "RGB")
+    aec = fmt.unpack(codec.encode(flat, BUNDLED, 30, "cpu").data)
+    q = coding.latents_of(aec)
+    tensor = aec.tensors[0]
+    assert tensor.scheme == coding.SCHEME_ONE_FRAME
+    assert tensor.frames[0] == coding.compress_payload(coding.plain_bytes(q[aec.order]))
+    streams = coding.encode_streams(q[aec.order])  # what the writer compared it with
+    assert streams.coded_bytes + streams.table_bytes >= tensor.coded_bytes + tensor.table_bytes
+
+
+def test_streams_must_hold_exactly_the_symbols_of_the_grid() -> None:
+    q = _latents(2, (12, 4, 5), 2.0, "int8")
+    raw = coding.binarize(q, coding.context_classes(q))
+    short = list(raw)
+    short[coding.SIGN] = raw[coding.SIGN][:-1]
+    with pytest.raises(FormatError, match="ends early"):
+        coding.unbinarize(short, q.shape)
+    long = list(raw)
+    long[coding.REST] = raw[coding.REST] + b"\x00"
+    with pytest.raises(FormatError, match="left over"):
+        coding.unbinarize(long, q.shape)
+
+
+def test_damaged_dictionary_set_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    coding.dictionaries.cache_clear()
+    monkeypatch.setitem(coding.DICTIONARY_SHA256, 1, "0" * 64)
+    try:
+        with pytest.raises(Exception, match="damaged"):
+            coding.dictionaries(1)
+    finally:
+        coding.dictionaries.cache_clear()
+    with pytest.raises(FormatError, match="unknown stream dictionary set"):
+        coding.dictionaries(77)
+
+
+# --- golden files of every version ------------------------------------------------------------
+
+
+def _golden_files() -> dict[str, bytes]:
+    """One small file per format version, made from fixed integers."""
+    q8 = _latents(11, (100, 3, 4), 1.5, "int8")
+    q16 = _latents(12, (100, 3, 4), 150.0, "<i2")
+    order = np.argsort(q8.reshape(100, -1).std(axis=1), kind="stable")
+    header = _header(q8)
+    v4 = fmt.pack(header, [coding.encode_streams(q8[order])], order=order)
+    return {
+        "v1.aec": fmt.pack_legacy(header, q8, version=1),
+        "v2.aec": fmt.pack_legacy(header, q8, order=order),
+        "v3.aec": fmt.pack_legacy(_header(q16), q16, order=order),
+        "v4.aec": v4,
+    }
+
+
+def _latent_hash(data: bytes) -> str:
+    q = coding.latents_of(fmt.unpack(data))
+    return hashlib.sha256(q.astype("<i4").tobytes() + str(q.shape).encode()).hexdigest()
+
+
+def test_golden_files_of_every_version_decode_to_their_pinned_latents() -> None:
+    expected_path = GOLDEN / "expected.json"
+    if REGEN:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        files = _golden_files()
+        for name, data in files.items():
+            (GOLDEN / name).write_bytes(data)
+        pinned = {name: {"version": fmt.unpack(d).header.version, "latents_sha256": _latent_hash(d)}
+                  for name, d in files.items()}  # fmt: skip
+        expected_path.write_text(json.dumps(pinned, indent=2) + "\n")
+    pinned = json.loads(expected_path.read_text())
+    assert sorted(v["version"] for v in pinned.values()) == list(range(1, fmt.FORMAT_VERSION + 1))
+    for name, want in pinned.items():
+        data = (GOLDEN / name).read_bytes()
+        assert fmt.unpack(data).header.version == want["version"]
+        assert _latent_hash(data) == want["latents_sha256"], name
+
+
+def test_golden_v4_parses_identically_under_other_thread_settings() -> None:
+    """The parse uses no threads and no floats; a fresh process with other settings agrees."""
+    data = (GOLDEN / "v4.aec").read_bytes()
+    here = _latent_hash(data)
+    script = (
+        "import sys; from tests.test_coding import _latent_hash; "
+        "print(_latent_hash(open(sys.argv[1], 'rb').read()))"
+    )
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(GOLDEN / "v4.aec")],
+            capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent, check=True,
+        )  # fmt: skip
+        assert out.stdout.strip() == here
