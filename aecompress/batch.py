@@ -505,10 +505,10 @@ def _batched_results(group: list[Job], options: Options) -> list[tuple[bytes, An
                 images.append(read_image(job.source, options.max_pixels))
             except AecError as exc:
                 images.append(exc)
-        readable = [image for image in images if not isinstance(image, AecError)]
+        to_encode = [image for image in images if not isinstance(image, AecError)]
         encoded = iter(
             codec.encode_many(
-                readable, options.model, options.quality, options.device, GPU_BATCH, effort=options.effort
+                to_encode, options.model, options.quality, options.device, GPU_BATCH, effort=options.effort
             )
         )
         for image in images:

@@ -374,7 +374,12 @@ def _manifest_writer(path: Path | None) -> Iterator[Callable[[dict[str, Any]], N
     except OSError as exc:
         raise OutputError(f"cannot write manifest {path}: {exc.strerror}") from exc
     with handle:
-        yield lambda record: handle.write(json.dumps(record) + "\n") and handle.flush()
+
+        def write(record: dict[str, Any]) -> None:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+        yield write
 
 
 @contextmanager

@@ -14,27 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecompress import coding
 from aecompress import format as aecformat
 from aecompress.device import select_device
 from aecompress.errors import AecError, FormatError
 from aecompress.family import find_family
 from aecompress.imageio import ImageData, check_pixels
+from aecompress.latents import DEFAULT_QUALITY, coder_for, quality_to_step
 from aecompress.limits import DEFAULT_MAX_PIXELS
 from aecompress.metrics import psnr
 from aecompress.modelfile import ModelInfo, find_for_file, load_model, resolve
 from aecompress.nn import LatentCodec
 from aecompress.refine import refine
 
-DEFAULT_QUALITY = 75
 TILE_LATENTS = 64
-
-
-def quality_to_step(quality: float) -> float:
-    """-q 0..100 -> quantization step: 75 is the model's trained step 1, every 25 halves/doubles."""
-    if not 0 <= quality <= 100:
-        raise ValueError(f"quality {quality} is outside 0..100")
-    return float(2.0 ** ((DEFAULT_QUALITY - quality) / 25.0))
 
 
 _on_device: dict[tuple[str, str], LatentCodec] = {}
@@ -110,19 +102,6 @@ def synthesize(
     return out[:h, :w]
 
 
-def quantize(latents: torch.Tensor, step: float) -> np.ndarray:
-    """Round latents / step to integers, int8 when they fit and int16 otherwise."""
-    q = torch.round(latents / step).clamp_(-32768, 32767).to(torch.int32).numpy()
-    if q.size == 0 or (q.min() >= -128 and q.max() <= 127):
-        return q.astype(np.int8)
-    return q.astype("<i2")
-
-
-def channel_order(q: np.ndarray) -> np.ndarray:
-    """Channels sorted by the spread of their integers: how the latents are stored (format v2)."""
-    return np.argsort(q.reshape(q.shape[0], -1).std(axis=1), kind="stable")
-
-
 @dataclass
 class EncodeResult:
     data: bytes
@@ -163,8 +142,8 @@ def pack_latents(
     label: float | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """Quantize at the network's own ``quality`` and pack, recording ``label`` (the asked -q)."""
-    step = quality_to_step(quality)
-    q = quantize(latents, step)
+    coded = coder_for(net).code(net, latents, quality)
+    c, lh, lw = latents.shape
     header = aecformat.AecHeader(
         width=image.width,
         height=image.height,
@@ -175,15 +154,14 @@ def pack_latents(
         model_name=name,
         model_hash=digest,
         stride=net.stride,
-        channels=q.shape[0],
-        latent_height=q.shape[1],
-        latent_width=q.shape[2],
-        dtype=q.dtype,
-        step=step,
+        channels=c,
+        latent_height=lh,
+        latent_width=lw,
+        dtype=coded.dtype,
+        step=coded.step,
     )
-    order = channel_order(q)
-    tensors = [coding.encode_tensor(q[order])]
-    return aecformat.pack(header, tensors, image.alpha, image.icc, image.exif, order), header
+    data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order)
+    return data, header
 
 
 def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
@@ -341,9 +319,9 @@ def encode_many(
             for index, y in zip(chunk, _analyse_stack(net, [images[i].rgb for i in chunk], dev), strict=True):
                 latents[index] = y
     results = []
-    for image, y in zip(images, latents, strict=True):
-        assert y is not None
-        y = refine(net, y, image.rgb, quality_to_step(local), effort, dev)
+    for image, found in zip(images, latents, strict=True):
+        assert found is not None
+        y = refine(net, found, image.rgb, quality_to_step(local), effort, dev)
         data, header = pack_latents(net, info.name, info.weights_hash, image, y, local, quality)
         results.append(EncodeResult(data, header, dev))
     return results
@@ -395,8 +373,9 @@ def decode_many(
         net, _ = model_on(path, dev)
         for first in range(0, len(members), batch):
             chunk = members[first : first + batch]
+            images: list[ImageData | AecError]
             try:
-                images = _synthesize_stack(net, [aec for _, aec in chunk], dev)
+                images = list(_synthesize_stack(net, [aec for _, aec in chunk], dev))
             except AecError as exc:
                 images = [exc] * len(chunk)
             for (index, _), image in zip(chunk, images, strict=True):
@@ -412,11 +391,9 @@ def _synthesize_stack(
     for aec in files:
         if net.stride != aec.header.stride or net.latent_channels != aec.header.channels:
             raise FormatError(f"latent layout does not match model {aec.header.model_name!r}")
-    stack = torch.stack(
-        [torch.from_numpy(coding.latents_of(a).astype(np.float32)) * a.header.step for a in files]
-    )
-    pixels = net.decode(stack.to(device).contiguous(memory_format=torch.channels_last))
-    pixels = pixels.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    stack = torch.stack([coder_for(net).restore(net, a) for a in files])
+    decoded = net.decode(stack.to(device).contiguous(memory_format=torch.channels_last))
+    pixels = decoded.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     images = []
     for aec, rgb in zip(files, pixels, strict=True):
         h = aec.header
@@ -447,9 +424,8 @@ def decode_with(
     h = aec.header
     if net.stride != h.stride or net.latent_channels != h.channels:
         raise FormatError(f"latent layout {h.channels}x/{h.stride} does not match model {h.model_name!r}")
-    q = coding.latents_of(aec)
+    latents = coder_for(net).restore(net, aec)
     alpha = aec.alpha_array()
-    latents = torch.from_numpy(q.astype(np.float32)) * h.step
     rgb = synthesize(net, latents, (h.height, h.width), device or torch.device("cpu"), tile)
     return ImageData(rgb, alpha, h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
 

@@ -23,6 +23,7 @@ channel vectorized.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 SCHEME_ONE_FRAME = 0
 SCHEME_CHANNEL_CONTEXT = 1
+SCHEME_GIVEN_CLASSES = 2
 CLASSES = 12
 CONTEXT_CHANNELS = 8
 SIGN, REST, ESC = 2 * CLASSES, 2 * CLASSES + 1, 2 * CLASSES + 2
@@ -180,7 +182,8 @@ def unbinarize(raw: Sequence[bytes], shape: tuple[int, int, int]) -> np.ndarray:
         out[i] = mag
         out[i, nonzero[signs.take(nonzero.size)]] *= -1
         window += mag.reshape(h, w)
-    for reader in (*sig, *gt1, signs, rest, esc):
+    bit_readers: list[_Bits | _Values] = [*sig, *gt1, signs, rest, esc]
+    for reader in bit_readers:
         reader.finish()
     return out.reshape(c, h, w)
 
@@ -328,15 +331,21 @@ def _params() -> zstandard.ZstdCompressionParameters:
     )
 
 
+def _dictionary(set_id: int, stream: int) -> zstandard.ZstdCompressionDict | None:
+    """Stream ``stream``'s dictionary in a set (None past the streams the set has dictionaries for)."""
+    found = dictionaries(set_id)
+    return found[stream] if stream < len(found) else None
+
+
 @cache
 def _compressor(set_id: int, stream: int) -> zstandard.ZstdCompressor:
-    d = dictionaries(set_id)[stream]
+    d = _dictionary(set_id, stream)
     return zstandard.ZstdCompressor(compression_params=_params(), dict_data=d)
 
 
 @cache
 def _decompressor(set_id: int, stream: int, kind: int) -> zstandard.ZstdDecompressor:
-    d = dictionaries(set_id)[stream]
+    d = _dictionary(set_id, stream)
     return zstandard.ZstdDecompressor(dict_data=d, format=kind)
 
 
@@ -393,6 +402,7 @@ class CodedTensor:
 
 
 ROLE_LATENTS = 1
+ROLE_HYPER_LATENTS = 2
 DEFAULT_DICTIONARIES = 1
 TENSOR_ENTRY_BYTES = 10  # role, scheme, dictionary set, three u16 sides, stream count
 
@@ -420,6 +430,83 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     raise FormatError("tensor table holds an overlong number")
 
 
+def encode_classed(
+    values: np.ndarray, classes: np.ndarray, num_classes: int, set_id: int = 0, role: int = ROLE_LATENTS
+) -> CodedTensor:
+    """Scheme 2: a tensor whose classes the decoder gets elsewhere (a hyperprior's scale classes).
+
+    Per class k: ``sig[k]``, ``gt1[k]`` and ``rest[k]`` (streams k, K + k, 2K + k); then one
+    ``sign`` stream and one ``esc`` stream over all classes. Each class stream runs over that
+    class's latents in flat (channel, row, column) order; ``sign`` and ``esc`` over all latents
+    in flat order."""
+    v = values.astype(np.int64).ravel()
+    cls = classes.ravel()
+    mags = np.abs(v)
+    sig, gt1, rest = [], [], []
+    for k in range(num_classes):
+        m = mags[cls == k]
+        nz = m[m > 0]
+        sig.append(np.packbits(m > 0).tobytes())
+        gt1.append(np.packbits(nz > 1).tobytes())
+        rest.append(np.minimum(nz[nz > 1] - 2, 255).astype(np.uint8).tobytes())
+    big = mags[mags > 1] - 2
+    raw = [
+        *sig,
+        *gt1,
+        *rest,
+        np.packbits(v[v != 0] < 0).tobytes(),
+        (big[big >= 255] - 255).astype("<u2").tobytes(),
+    ]
+    frames = compress_streams(raw, set_id)
+    shape = (int(values.shape[0]), int(values.shape[1]), int(values.shape[2]))
+    return CodedTensor(role, SCHEME_GIVEN_CLASSES, set_id, shape, tuple(len(r) for r in raw), tuple(frames))
+
+
+def decode_classed(tensor: CodedTensor, classes: np.ndarray) -> np.ndarray:
+    """The (C, H, W) integers of a scheme 2 tensor, given every latent's class."""
+    if tensor.scheme != SCHEME_GIVEN_CLASSES or (len(tensor.frames) - 2) % 3 or len(tensor.frames) < 5:
+        raise FormatError(f"latents coded with scheme {tensor.scheme} and {len(tensor.frames)} streams")
+    if classes.shape != tensor.shape:
+        raise FormatError("the latents' shape disagrees with their side information")
+    k_count = (len(tensor.frames) - 2) // 3
+    count = classes.size
+    bits, nbytes = -(-count // 8), count
+    bounds = [bits] * (2 * k_count) + [nbytes] * k_count + [bits, 2 * count]
+    for i, (size, bound) in enumerate(zip(tensor.raw_sizes, bounds, strict=True)):
+        if size > bound:
+            raise FormatError(f"latent stream {i} declares {size} bytes, more than {bound} possible")
+    raw = decompress_streams(tensor.frames, tensor.raw_sizes, tensor.dictionaries)
+    cls = classes.ravel().astype(np.int64)
+    if cls.size and cls.max() >= k_count:
+        raise FormatError("the side information names a class the latents have no streams for")
+    order = np.argsort(cls, kind="stable")
+    edges = np.searchsorted(cls[order], np.arange(k_count + 1))
+    mags = np.zeros(count, dtype=np.int64)
+    long: list[np.ndarray] = []
+    readers: list[_Bits | _Values] = []
+    for k in range(k_count):
+        where = order[edges[k] : edges[k + 1]]
+        sig = _Bits(raw[k], f"sig{k}")
+        nonzero = where[sig.take(where.size)]
+        gt1 = _Bits(raw[k_count + k], f"gt1.{k}")
+        above = nonzero[gt1.take(nonzero.size)]
+        rest = _Values(raw[2 * k_count + k], "<u1", f"rest{k}")
+        extra = rest.take(above.size)
+        mags[nonzero] = 1
+        mags[above] = 2 + extra
+        long.append(above[extra == 255])
+        readers += [sig, gt1, rest]
+    esc = _Values(raw[-1], "<u2", "esc")
+    long_at = np.sort(np.concatenate(long)) if long else np.zeros(0, np.int64)
+    mags[long_at] += esc.take(long_at.size)
+    signs = _Bits(raw[-2], "sign")
+    nonzero = np.flatnonzero(mags)
+    mags[nonzero[signs.take(nonzero.size)]] *= -1
+    for reader in (*readers, signs, esc):
+        reader.finish()
+    return mags.reshape(tensor.shape)
+
+
 def encode_streams(stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES) -> CodedTensor:
     """A (C, H, W) integer tensor (channels in stored order) as channel-context streams."""
     shape = (int(stored.shape[0]), int(stored.shape[1]), int(stored.shape[2]))
@@ -437,12 +524,14 @@ def encode_one_frame(stored: np.ndarray) -> CodedTensor:
     return CodedTensor(ROLE_LATENTS, SCHEME_ONE_FRAME, 0, shape, (len(plain),), (compress_payload(plain),))
 
 
-def encode_tensor(stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES) -> CodedTensor:
+def encode_tensor(
+    stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES, role: int = ROLE_LATENTS
+) -> CodedTensor:
     """Code a tensor the cheaper way: channel-context streams, or one frame of plain bytes where
     that is smaller (tiny, nearly all-zero tensors, where the streams' framing outweighs what
     the contexts save)."""
     candidates = (encode_streams(stored, set_id), encode_one_frame(stored))
-    return min(candidates, key=lambda t: t.table_bytes + t.coded_bytes)
+    return dataclasses.replace(min(candidates, key=lambda t: t.table_bytes + t.coded_bytes), role=role)
 
 
 def decode_tensor(tensor: CodedTensor, dtype: np.dtype) -> np.ndarray:

@@ -39,7 +39,7 @@ MIN_STEP, MAX_STEP = 2.0**-16, 2.0**16
 
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 MODE_CODES = {name: code for code, name in MODES.items()}
-DTYPES = {1: np.dtype(np.int8), 2: np.dtype("<i2"), 3: np.dtype("<i2")}
+DTYPES: dict[int, np.dtype] = {1: np.dtype(np.int8), 2: np.dtype("<i2"), 3: np.dtype("<i2")}
 DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype("<i2"): 3}
 PLANAR_CODE = 3  # int16 stored as zigzag byte planes (all low bytes, then all high bytes)
 LEGACY_INT16_CODE = 2  # int16 little-endian, as version 2 wrote it (still read)

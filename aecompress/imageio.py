@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -163,7 +164,7 @@ def read_image(source: Path | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
         if isinstance(source, bytes):
             if not source:
                 raise ImageError(f"{name}: empty input")
-            handle = io.BytesIO(source)
+            handle: IO[bytes] = io.BytesIO(source)
         else:
             if Path(source).is_file() and Path(source).stat().st_size == 0:
                 raise ImageError(f"{name}: empty file")

@@ -194,7 +194,10 @@ def validate(
         return {}, None
     was_training = model.training
     model.eval()
-    bpps, psnrs, tops, bottoms = [], [], [], []
+    bpps: list[float] = []
+    psnrs: list[float] = []
+    tops: list[np.ndarray] = []
+    bottoms: list[np.ndarray] = []
     for rgb in images:
         rgb = rgb[:768, :768]
         data, _ = codec.encode_with(

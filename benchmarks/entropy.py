@@ -61,7 +61,9 @@ STREAM_NAMES += ["sign", "rest", "esc"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
     parser.add_argument("-q", "--qualities", type=float, nargs="+", default=[10, 50, 75, 95])
     parser.add_argument("--model", default=None, help="model or family (default: the default family)")
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             q = coding.latents_of(aec)
             stored = q[aec.order]
             sums["file"] += 8 * len(data)
-            sums["v3"] += 8 * len(aecformat.pack_legacy(header, q, image.alpha, image.icc, image.exif, aec.order))
+            sums["v3"] += 8 * len(
+                aecformat.pack_legacy(header, q, image.alpha, image.icc, image.exif, aec.order)
+            )
             sums["model"] += _model_bits(net, q, step)
             sums["channel"] += sum(_entropy_bits(channel) for channel in stored)
             classes = coding.context_classes(stored)

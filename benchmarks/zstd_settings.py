@@ -22,6 +22,7 @@ import torch
 import zstandard
 
 from aecompress import codec, coding
+from aecompress import latents as latents_lib
 from aecompress.evaluate import load_folder
 from aecompress.modelfile import load_model, resolve
 
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, (_, image) in enumerate(images):
         latents = codec.analyse(net, image.rgb, torch.device("cpu"))
         for j, quality in enumerate(qualities):
-            q = codec.quantize(latents, codec.quality_to_step(float(quality)))
-            raw = coding.plain_bytes(q[codec.channel_order(q)])
+            q = latents_lib.quantize(latents, codec.quality_to_step(float(quality)))
+            raw = coding.plain_bytes(q[latents_lib.channel_order(q)])
             for name, compress in settings.items():
                 t0 = time.perf_counter()
                 sizes[name][i, j] = len(compress(raw))

@@ -19,6 +19,7 @@ import torch
 import zstandard
 
 from aecompress import codec, coding
+from aecompress import latents as latents_lib
 from aecompress.evaluate import load_folder
 from aecompress.family import find_family
 from aecompress.modelfile import load_model
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         for index, (_, image) in enumerate(images):
             if (path, index) not in latents:
                 latents[(path, index)] = codec.analyse(net, image.rgb, torch.device("cpu"))
-            q = codec.quantize(latents[(path, index)], codec.quality_to_step(local))
-            stored = q[codec.channel_order(q)]
+            q = latents_lib.quantize(latents[(path, index)], codec.quality_to_step(local))
+            stored = q[latents_lib.channel_order(q)]
             for i, raw in enumerate(coding.binarize(stored, coding.context_classes(stored))):
                 if len(raw) >= 16:
                     samples[i].append(raw)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from aecompress.nn.entropy import FactorizedDensity, gaussian_bits
+from aecompress.nn.integer import ACT_BITS, WEIGHT_BITS, IntegerNet
 from aecompress.nn.layers import activation
 from aecompress.nn.registry import LatentCodec, TrainOutput, register
 
@@ -85,6 +87,7 @@ class FactorizedCodec(LatentCodec):
                 before, after = (i < old), (i < downsamples)
                 if before != after:
                     layer = model.g_s[2 * (3 - i)]
+                    assert isinstance(layer, nn.ConvTranspose2d)
                     layer.weight.mul_(0.25 if before else 4.0)
         return model
 
@@ -149,6 +152,8 @@ class TutorialAutoencoder(LatentCodec):
             codes = self.encoder(batch)
             self.code_scale.copy_(codes.std(dim=0).clamp_min(1e-4) / 4)
 
+    code_scale: Tensor
+
     def encode(self, x: Tensor) -> Tensor:
         """(B, 3, 32h, 32w) -> (B, C, h, w): each 32x32 tile coded on its own."""
         b, _, h, w = x.shape
@@ -170,6 +175,7 @@ class TutorialAutoencoder(LatentCodec):
 # Rate points a variable-rate hyperprior model is trained across (one run for the whole -q range).
 HYPERPRIOR_LAMBDAS = (0.0018, 0.0048, 0.013, 0.035, 0.093, 0.25)
 LOG2_SCALE_MIN, LOG2_SCALE_MAX = -3.25, 7.0
+SCALE_CLASSES = 20  # half an octave each from 2^LOG2_SCALE_MIN; the last takes everything above
 
 
 @register("hyperprior")
@@ -186,6 +192,9 @@ class HyperpriorCodec(LatentCodec):
 
     encoder_context = 64
     decoder_context = 4
+    coding = "scale-classes"
+    hyper_stride = 4  # latent positions per hyper-latent position
+    scale_class_count = SCALE_CLASSES
 
     def __init__(
         self,
@@ -245,6 +254,18 @@ class HyperpriorCodec(LatentCodec):
     def hyper_scales(self, z: Tensor, shape: tuple[int, int]) -> Tensor:
         """log2 of the latents' scales predicted from (noisy or rounded) z, cropped to ``shape``."""
         return self.h_s(z)[:, :, : shape[0], : shape[1]].clamp(LOG2_SCALE_MIN, LOG2_SCALE_MAX)
+
+    def rate_position(self, quality: float) -> float:
+        """Where -q 0..100 falls among the trained lambdas: 0 .. levels - 1."""
+        return quality / 100.0 * (self.levels - 1)
+
+    def scale_classes(self, z: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The scale class (0 .. SCALE_CLASSES - 1) of every latent, from the integer hyper-latents,
+        computed by the exact integer copy of h_s: identical on every machine."""
+        acc = IntegerNet(self.h_s)(z)[:, : shape[0], : shape[1]]
+        start = round(LOG2_SCALE_MIN * 2**WEIGHT_BITS * 2**ACT_BITS)
+        width = 2 ** (WEIGHT_BITS + ACT_BITS - 1)  # half an octave at the accumulator's scale
+        return np.clip((acc - start) // width, 0, SCALE_CLASSES - 1).astype(np.uint8)
 
     def adopt(self, other: LatentCodec, lmbda: float | None) -> int:
         """Warm start from a factorized model: its transforms, and gains set so each trained

@@ -36,6 +36,7 @@ class LatentCodec(nn.Module):
     rate_distortion: ClassVar[bool] = True  # False: trained on MSE alone
     weight_decay: ClassVar[float] = 0.0
     default_crop: ClassVar[int] = 256
+    coding: ClassVar[str] = "channel-context"  # how its integers are coded (aecompress.latents)
 
     def __init__(self, **config: Any) -> None:
         super().__init__()

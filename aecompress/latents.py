@@ -1,0 +1,137 @@
+"""The networks' float latents <-> a file's coded integer tensors, as each architecture declares.
+
+Between the networks and the streams of ``aecompress.coding`` sits what depends on the model:
+how latents are quantized, in what order channels are stored, and what side information tells
+the decoder each latent's class. An architecture names its coder (``LatentCodec.coding``):
+
+- ``channel-context`` (factorized, tutorial): round(y / step); channels sorted by spread; the
+  classes come from the channels already decoded (scheme 1);
+- ``scale-classes`` (hyperprior): y scaled by the gain vector of the rate; hyper-latents z coded
+  first; each latent's class is its predicted scale, computed from z by the model's exact integer
+  hyper synthesis (scheme 2).
+
+The header's quantization step records the model's own -q for both: step = 2^((75 - q) / 25).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from aecompress import coding
+from aecompress.errors import FormatError
+from aecompress.format import AecFile
+from aecompress.nn import LatentCodec
+
+DEFAULT_QUALITY = 75
+
+
+def quality_to_step(quality: float) -> float:
+    """-q 0..100 -> quantization step: 75 is the model's trained step 1, every 25 halves/doubles."""
+    if not 0 <= quality <= 100:
+        raise ValueError(f"quality {quality} is outside 0..100")
+    return float(2.0 ** ((DEFAULT_QUALITY - quality) / 25.0))
+
+
+def step_to_quality(step: float) -> float:
+    """The inverse of ``quality_to_step`` (what a decoder reads back from the header)."""
+    return DEFAULT_QUALITY - 25.0 * math.log2(step)
+
+
+def quantize(latents: torch.Tensor, step: float) -> np.ndarray:
+    """Round latents / step to integers, int8 when they fit and int16 otherwise."""
+    q = torch.round(latents / step).clamp_(-32768, 32767).to(torch.int32).numpy()
+    if q.size == 0 or (q.min() >= -128 and q.max() <= 127):
+        return q.astype(np.int8)
+    return q.astype("<i2")
+
+
+def channel_order(q: np.ndarray) -> np.ndarray:
+    """Channels sorted by the spread of their integers: how the latents are stored."""
+    return np.argsort(q.reshape(q.shape[0], -1).std(axis=1), kind="stable")
+
+
+@dataclass
+class CodedLatents:
+    """What a coder hands the container: the coded tensors and the header's latent fields."""
+
+    tensors: list[coding.CodedTensor]
+    order: np.ndarray | None
+    dtype: np.dtype
+    step: float
+
+
+class LatentCoder(Protocol):
+    def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
+        """Float latents (C, H, W) of the analysis transform at the model's own -q -> tensors."""
+        ...
+
+    def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
+        """A parsed file -> the float latents (C, H, W) the synthesis transform takes."""
+        ...
+
+
+class ChannelContextCoder:
+    def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
+        step = quality_to_step(quality)
+        q = quantize(latents, step)
+        order = channel_order(q)
+        return CodedLatents([coding.encode_tensor(q[order])], order, q.dtype, step)
+
+    def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
+        return torch.from_numpy(coding.latents_of(aec).astype(np.float32)) * aec.header.step
+
+
+class ScaleClassCoder:
+    @torch.inference_mode()
+    def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
+        hyper: Any = net
+        position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32)
+        gain = hyper.gains(position)[0][0].to(latents.device)
+        scaled = (latents * gain[:, None, None]).float()
+        z_float = hyper.h_a(scaled.abs()[None].to(next(hyper.h_a.parameters()).device))[0].cpu()
+        z = torch.round(z_float).clamp_(-32768, 32767).to(torch.int16).numpy()
+        y = quantize(scaled.cpu(), 1.0)
+        classes = hyper.scale_classes(z, y.shape[1:])
+        tensors = [
+            coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS),
+            coding.encode_classed(y, classes, hyper.scale_class_count),
+        ]
+        return CodedLatents(tensors, None, y.dtype, quality_to_step(quality))
+
+    @torch.inference_mode()
+    def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
+        hyper: Any = net
+        h = aec.header
+        found = {t.role: t for t in aec.tensors}
+        if set(found) != {coding.ROLE_LATENTS, coding.ROLE_HYPER_LATENTS}:
+            raise FormatError("a hyperprior file needs its latents and hyper-latents")
+        z_tensor = found[coding.ROLE_HYPER_LATENTS]
+        s = hyper.hyper_stride
+        want = (hyper.config["hyper_latent_channels"], -(-h.latent_height // s), -(-h.latent_width // s))
+        if z_tensor.shape != want:
+            raise FormatError(f"hyper-latents of shape {z_tensor.shape}, the model needs {want}")
+        z = coding.decode_tensor(z_tensor, np.dtype("<i2"))
+        classes = hyper.scale_classes(z, (h.latent_height, h.latent_width))
+        y = coding.decode_classed(found[coding.ROLE_LATENTS], classes)
+        info = np.iinfo(h.dtype)
+        if y.size and (y.min() < info.min or y.max() > info.max):
+            raise FormatError(f"a latent in the streams is outside the header's {h.dtype.name} range")
+        position = torch.tensor([hyper.rate_position(step_to_quality(h.step))], dtype=torch.float32)
+        igain = hyper.gains(position)[1][0]
+        return torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]
+
+
+CODERS: dict[str, LatentCoder] = {
+    "channel-context": ChannelContextCoder(),
+    "scale-classes": ScaleClassCoder(),
+}
+
+
+def coder_for(net: LatentCodec) -> LatentCoder:
+    """The coder an architecture declares."""
+    return CODERS[net.coding]

@@ -1,0 +1,144 @@
+"""An exact integer copy of a small convolutional network, for what the decoder must reproduce.
+
+The scale classes that decide how a hyperprior file's latents are parsed come from the hyper
+synthesis h_s. Run in floats, its outputs differ in the last bits between CPUs, thread counts and
+GPUs, and a class boundary crossed on one machine but not another turns the rest of the file
+into garbage (the best-known failure of learned codecs). Here every weight is a fixed-point
+integer, every activation is an integer, and every layer is a sum of integer products followed
+by a floor division by a power of two, so the result is the same everywhere.
+
+The sums run as float64 convolutions on the CPU: with integer operands and every partial sum
+below 2^53, float64 arithmetic is exact whatever the order of summation, so any BLAS, thread
+count or vector width gives the same integers. Inputs and activations are clamped so that the
+bound holds even for a hostile file; ``tests/test_integer.py`` checks the float64 path against a
+pure int64 reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHT_BITS = 12  # fractional bits of the weights
+ACT_BITS = 8  # fractional bits of the activations between layers
+INPUT_LIMIT = 1 << 15  # |input| (the coded hyper-latents are int16)
+ACT_LIMIT = 1 << 22  # activations are clamped to [0, ACT_LIMIT)
+WEIGHT_LIMIT = 1 << 20  # |integer weight|; larger means the float weights were not sane
+
+
+@dataclass(frozen=True)
+class IntegerLayer:
+    weight: torch.Tensor  # float64 holding integers: conv (O, I, k, k); transposed conv (I, O, k, k)
+    bias: torch.Tensor  # float64 holding integers, at the accumulator's scale
+    stride: int
+    padding: int
+    output_padding: int
+    transposed: bool
+    relu: bool
+    in_bits: int  # fractional bits of the input
+
+
+class IntegerNet:
+    """The integer copy of a Sequential of Conv2d / ConvTranspose2d layers with ReLU between."""
+
+    def __init__(self, net: nn.Sequential) -> None:
+        layers: list[IntegerLayer] = []
+        modules = list(net)
+        in_bits = 0
+        for i, module in enumerate(modules):
+            if isinstance(module, nn.ReLU):
+                continue
+            if not isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+                raise TypeError(f"no integer form for {type(module).__name__}")
+            relu = i + 1 < len(modules) and isinstance(modules[i + 1], nn.ReLU)
+            weight = torch.round(module.weight.detach().double().cpu() * 2.0**WEIGHT_BITS)
+            if weight.abs().max() >= WEIGHT_LIMIT:
+                raise ValueError("weights too large for the integer hyper synthesis")
+            bias_src = (
+                module.bias.detach().double().cpu()
+                if module.bias is not None
+                else torch.zeros(
+                    weight.shape[1] if isinstance(module, nn.ConvTranspose2d) else weight.shape[0],
+                    dtype=torch.float64,
+                )
+            )
+            bias = torch.round(bias_src * 2.0 ** (WEIGHT_BITS + in_bits))
+            out_pad = module.output_padding[0] if isinstance(module, nn.ConvTranspose2d) else 0
+            layers.append(
+                IntegerLayer(
+                    weight, bias, int(module.stride[0]), int(module.padding[0]), int(out_pad),  # type: ignore[arg-type]
+                    isinstance(module, nn.ConvTranspose2d), relu, in_bits,
+                )
+            )  # fmt: skip
+            in_bits = ACT_BITS
+        self.layers = layers
+
+    @property
+    def out_bits(self) -> int:
+        """Fractional bits of the last layer's output (its accumulator, not rescaled)."""
+        return WEIGHT_BITS + self.layers[-1].in_bits
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(C, H, W) integers -> the last layer's integer accumulator (O, H', W') as int64."""
+        t = torch.from_numpy(np.clip(x.astype(np.int64), -INPUT_LIMIT, INPUT_LIMIT).astype(np.float64))[None]
+        for layer in self.layers:
+            if layer.transposed:
+                acc = F.conv_transpose2d(
+                    t, layer.weight, layer.bias, layer.stride, layer.padding, layer.output_padding
+                )
+            else:
+                acc = F.conv2d(t, layer.weight, layer.bias, layer.stride, layer.padding)
+            if layer.relu:
+                shift = 2.0 ** (WEIGHT_BITS + layer.in_bits - ACT_BITS)
+                t = torch.floor(acc.clamp(min=0) / shift).clamp(max=ACT_LIMIT - 1)
+            else:
+                t = acc
+        return t[0].numpy().astype(np.int64)
+
+
+def reference(net: IntegerNet, x: np.ndarray) -> np.ndarray:
+    """The same computation in pure int64 numpy (slow; for tests): the definition of exactness."""
+    a = np.clip(x.astype(np.int64), -INPUT_LIMIT, INPUT_LIMIT)
+    for layer in net.layers:
+        w = layer.weight.numpy().astype(np.int64)
+        b = layer.bias.numpy().astype(np.int64)
+        acc = _conv_transpose(a, w, layer) if layer.transposed else _conv(a, w, layer)
+        acc += b[:, None, None]
+        if layer.relu:
+            shift = WEIGHT_BITS + layer.in_bits - ACT_BITS
+            a = np.minimum(np.maximum(acc, 0) >> shift, ACT_LIMIT - 1)
+        else:
+            a = acc
+    return a
+
+
+def _conv(a: np.ndarray, w: np.ndarray, layer: IntegerLayer) -> np.ndarray:
+    o, _, k, _ = w.shape
+    p, s = layer.padding, layer.stride
+    ap = np.pad(a, ((0, 0), (p, p), (p, p)))
+    h = (ap.shape[1] - k) // s + 1
+    wd = (ap.shape[2] - k) // s + 1
+    out = np.zeros((o, h, wd), dtype=np.int64)
+    for dy in range(k):
+        for dx in range(k):
+            patch = ap[:, dy : dy + s * h : s, dx : dx + s * wd : s]
+            out += np.einsum("oi,ihw->ohw", w[:, :, dy, dx], patch)
+    return out
+
+
+def _conv_transpose(a: np.ndarray, w: np.ndarray, layer: IntegerLayer) -> np.ndarray:
+    _, o, k, _ = w.shape
+    s, p, op = layer.stride, layer.padding, layer.output_padding
+    _, h, wd = a.shape
+    full_h, full_w = (h - 1) * s + k, (wd - 1) * s + k
+    full = np.zeros((o, full_h + op, full_w + op), dtype=np.int64)
+    for dy in range(k):
+        for dx in range(k):
+            full[:, dy : dy + s * h : s, dx : dx + s * wd : s] += np.einsum("io,ihw->ohw", w[:, :, dy, dx], a)
+    out_h, out_w = (h - 1) * s - 2 * p + k + op, (wd - 1) * s - 2 * p + k + op
+    return full[:, p : p + out_h, p : p + out_w]

@@ -1,0 +1,166 @@
+"""The hyperprior architecture: exact integer scale classes, files that round-trip, warm-start
+training through the CLI, and a variable rate that rises with -q."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from aecompress import codec, coding
+from aecompress import format as aecformat
+from aecompress.cli import app
+from aecompress.imageio import ImageData
+from aecompress.modelfile import read_info, save_model
+from aecompress.nn import build
+from aecompress.nn.integer import IntegerNet, reference
+from tests.conftest import REPO, photo_like
+
+runner = CliRunner()
+
+
+def _tiny(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build("hyperprior", {"channels": 8, "hyper_channels": 8, "hyper_latent_channels": 8})
+    with torch.no_grad():  # a trained h_s spreads the scales; random weights need a push to
+        for p in model.h_s.parameters():
+            p.mul_(6.0)
+        steps = torch.linspace(-1.0, 3.0, model.levels)[:, None]  # gains rise with the rate
+        model.log_gain.copy_(steps.expand_as(model.log_gain))
+        model.log_igain.copy_(-model.log_gain)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def hyper_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hyper") / "hyper.pt"
+    save_model(_tiny(), path, "hyper", {"note": "test model"})
+    return path
+
+
+def test_integer_hyper_synthesis_matches_its_int64_definition() -> None:
+    net = IntegerNet(_tiny().h_s)
+    rng = np.random.default_rng(0)
+    for z in (
+        rng.integers(-6, 7, size=(8, 5, 7)),
+        rng.integers(-32768, 32768, size=(8, 3, 2)),  # hostile extremes: still exact
+        np.zeros((8, 1, 1), np.int64),
+    ):
+        np.testing.assert_array_equal(net(z), reference(net, z))
+
+
+def test_scale_classes_do_not_depend_on_threads_or_float_settings() -> None:
+    model = _tiny()
+    z = np.random.default_rng(1).integers(-8, 9, size=(8, 6, 9))
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n, dtype in ((1, torch.float32), (2, torch.float64), (1, torch.float16)):
+            torch.set_num_threads(n)
+            previous = torch.get_default_dtype()
+            torch.set_default_dtype(dtype if dtype != torch.float16 else torch.float32)
+            try:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.float16):
+                    runs.append(model.scale_classes(z, (22, 33)))
+            finally:
+                torch.set_default_dtype(previous)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])
+    assert len(np.unique(runs[0])) > 3  # the check has teeth: many classes in use
+
+
+def test_files_round_trip_and_rise_with_quality(hyper_model: Path) -> None:
+    image = ImageData(photo_like(70, 90, seed=3), None, "RGB")
+    sizes = []
+    for quality in (0, 50, 100):
+        result = codec.encode(image, model=str(hyper_model), quality=quality, device="cpu")
+        aec = aecformat.unpack(result.data)
+        roles = sorted(t.role for t in aec.tensors)
+        assert roles == [coding.ROLE_LATENTS, coding.ROLE_HYPER_LATENTS]
+        latents = next(t for t in aec.tensors if t.role == coding.ROLE_LATENTS)
+        assert latents.scheme == coding.SCHEME_GIVEN_CLASSES
+        back = codec.decode(result.data, device="cpu", model=str(hyper_model))
+        assert back.rgb.shape == image.rgb.shape
+        sizes.append(len(result.data))
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_decoded_integers_are_the_encoders(hyper_model: Path) -> None:
+    """Encode, then parse in a fresh process with other thread settings: the same integers."""
+    import hashlib
+
+    from aecompress.latents import coder_for
+
+    image = ImageData(photo_like(64, 96, seed=5), None, "RGB")
+    data = codec.encode(image, model=str(hyper_model), quality=60, device="cpu").data
+    file = Path(str(hyper_model) + ".sample.aec")
+    file.write_bytes(data)
+    script = (
+        "import sys, hashlib, torch; from aecompress import codec, format as f; "
+        "from aecompress.latents import coder_for; "
+        "net, _ = codec.model_on(codec.resolve(sys.argv[2]), torch.device('cpu')); "
+        "y = coder_for(net).restore(net, f.unpack(open(sys.argv[1], 'rb').read())); "
+        "print(hashlib.sha256(y.numpy().tobytes()).hexdigest())"
+    )
+    net, _ = codec.model_on(hyper_model, torch.device("cpu"))
+    here = coder_for(net).restore(net, aecformat.unpack(data)).numpy()
+    hashes = {hashlib.sha256(here.tobytes()).hexdigest()}
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(file), str(hyper_model)],
+            capture_output=True, text=True, env=env, cwd=REPO, check=True,
+        )  # fmt: skip
+        hashes.add(out.stdout.strip())
+    assert len(hashes) == 1
+
+
+def test_hostile_side_information_is_refused(hyper_model: Path) -> None:
+    image = ImageData(photo_like(40, 48, seed=6), None, "RGB")
+    data = codec.encode(image, model=str(hyper_model), quality=50, device="cpu").data
+    aec = aecformat.unpack(data)
+    latents = next(t for t in aec.tensors if t.role == coding.ROLE_LATENTS)
+    hyper = next(t for t in aec.tensors if t.role == coding.ROLE_HYPER_LATENTS)
+    import dataclasses
+
+    from tests.fuzzing import replace_chunk
+
+    for tensors in (
+        [latents],  # no side information
+        [latents, dataclasses.replace(hyper, shape=(8, 99, 99))],
+        [dataclasses.replace(latents, frames=latents.frames[:-3], raw_sizes=latents.raw_sizes[:-3]), hyper],
+    ):
+        bad = replace_chunk(data, b"TNSR", aecformat.tensor_table(tensors))
+        with pytest.raises(aecformat.FormatError):
+            codec.decode(bad, device="cpu", model=str(hyper_model))
+
+
+def test_train_cli_warm_starts_a_hyperprior_from_a_factorized_model(tmp_path: Path, models_dir: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(photo_like(48, 64, seed=i)).save(data / f"img{i}.png")
+    out = tmp_path / "hp.pt"
+    result = runner.invoke(
+        app,
+        [
+            "train", str(data), "-o", str(out), "--arch", "hyperprior",
+            "--init", str(models_dir / "default.pt"), "--steps", "3", "--batch-size", "2", "--crop", "32",
+            "--device", "cpu", "--val", str(data),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = read_info(out)
+    assert info.arch == "hyperprior" and info.config["channels"] == 8  # the init's transforms
+    assert info.card["validation"]["val_bpp"] > 0
+    image = ImageData(photo_like(40, 40), None, "RGB")
+    back = codec.decode(codec.encode(image, model=str(out), device="cpu").data, device="cpu", model=str(out))
+    assert back.rgb.shape == (40, 40, 3)
