@@ -292,7 +292,7 @@ def dictionaries(set_id: int) -> tuple[zstandard.ZstdCompressionDict | None, ...
     name = DICTIONARY_FILES.get(set_id)
     if name is None:
         raise FormatError(f"unknown stream dictionary set {set_id} (upgrade aecompress)")
-    blob = resources.files("aecompress").joinpath("dictionaries", name).read_bytes()
+    blob = resources.files("aecompress").joinpath("dictionaries").joinpath(name).read_bytes()
     if hashlib.sha256(blob).hexdigest() != DICTIONARY_SHA256[set_id]:
         raise ChecksumError(f"stream dictionary set {set_id} is damaged (reinstall aecompress)")
     return parse_dictionaries(blob)

@@ -8,6 +8,7 @@ sharding across distributed ranks all see exactly the samples a single straight 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,7 @@ class IndexRange(torch.utils.data.Sampler[int]):
     def __init__(self, start_step: int, stop_step: int, batch: int, rank: int = 0, world: int = 1) -> None:
         self.start, self.stop, self.batch, self.rank, self.world = start_step, stop_step, batch, rank, world
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         for step in range(self.start, self.stop):
             base = (step * self.world + self.rank) * self.batch
             yield from range(base, base + self.batch)

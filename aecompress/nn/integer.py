@@ -70,7 +70,7 @@ class IntegerNet:
             out_pad = module.output_padding[0] if isinstance(module, nn.ConvTranspose2d) else 0
             layers.append(
                 IntegerLayer(
-                    weight, bias, int(module.stride[0]), int(module.padding[0]), int(out_pad),  # type: ignore[arg-type]
+                    weight, bias, int(module.stride[0]), int(module.padding[0]), int(out_pad),
                     isinstance(module, nn.ConvTranspose2d), relu, in_bits,
                 )
             )  # fmt: skip
