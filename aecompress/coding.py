@@ -67,14 +67,13 @@ THRESHOLDS = _class_thresholds(CLASSES)
 
 
 def _box3(plane: np.ndarray) -> np.ndarray:
-    """Sum over each 3x3 window (zeros outside) of the last two axes, in integers."""
-    p = np.pad(plane, [(0, 0)] * (plane.ndim - 2) + [(1, 1), (1, 1)])
+    """Sum over each 3x3 window (zeros outside) of the last two axes, in integers: rows of three,
+    then columns of three."""
     h, w = plane.shape[-2:]
-    out = np.zeros_like(plane)
-    for dy in range(3):
-        for dx in range(3):
-            out += p[..., dy : dy + h, dx : dx + w]
-    return out
+    p = np.zeros((*plane.shape[:-2], h + 2, w + 2), dtype=plane.dtype)
+    p[..., 1:-1, 1:-1] = plane
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 
 
 def context_classes(stored: np.ndarray) -> np.ndarray:
@@ -524,14 +523,21 @@ def encode_one_frame(stored: np.ndarray) -> CodedTensor:
     return CodedTensor(ROLE_LATENTS, SCHEME_ONE_FRAME, 0, shape, (len(plain),), (compress_payload(plain),))
 
 
+ONE_FRAME_BELOW = 4096  # coded bytes under which the single frame is tried too
+
+
 def encode_tensor(
     stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES, role: int = ROLE_LATENTS
 ) -> CodedTensor:
     """Code a tensor the cheaper way: channel-context streams, or one frame of plain bytes where
     that is smaller (tiny, nearly all-zero tensors, where the streams' framing outweighs what
-    the contexts save)."""
-    candidates = (encode_streams(stored, set_id), encode_one_frame(stored))
-    return dataclasses.replace(min(candidates, key=lambda t: t.table_bytes + t.coded_bytes), role=role)
+    the contexts save). Past a few KB the streams always win, and the frame is not tried."""
+    best = encode_streams(stored, set_id)
+    if best.coded_bytes < ONE_FRAME_BELOW:
+        one = encode_one_frame(stored)
+        if one.table_bytes + one.coded_bytes < best.table_bytes + best.coded_bytes:
+            best = one
+    return dataclasses.replace(best, role=role)
 
 
 def decode_tensor(tensor: CodedTensor, dtype: np.dtype) -> np.ndarray:
