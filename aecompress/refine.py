@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from aecompress.errors import AecError
 from aecompress.nn import LatentCodec
 
 REFINE_TILE = 32  # latents per side of a refined tile: 512 pixels at stride 16
@@ -41,6 +42,10 @@ def refine(
     """
     if iterations <= 0:
         return latents
+    if net.coding != "channel-context":
+        raise AecError(
+            f"--effort works with factorized models; a {net.arch} model quantizes through its gains"
+        )
     s, ctx = net.stride, net.decoder_context
     _, lh, lw = latents.shape
     h, w = rgb.shape[:2]

@@ -5,7 +5,7 @@
 # On the GPU machine, from the repository root, with BSDS500 copied to .data/bsds500:
 #   BUDGET=480 bash scripts/gpu_train_hyperprior.sh
 # Carry .data (and .whl when the machine lacks the packages). Afterwards, on this machine:
-#   cp <files_at>/hyperprior.pt.ckpt runs/hp/ && aecompress train ... -o runs/hp/hyperprior.pt --resume
+#   cat <files_at>/hyperprior.ckpt.part-* > models/next/hyperprior.ckpt (then as docs/training.md says)
 set -u
 OUT=${OUT:-runs/gpu}
 BUDGET=${BUDGET:-480}
@@ -33,5 +33,9 @@ else
     >"$RUN/hyperprior.out" 2>&1
 fi
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_hyperprior.py 2>&1 | tail -3
-cp "$RUN"/hyperprior.pt "$RUN"/hyperprior.pt.ckpt "$RUN"/hyperprior.pt.log.jsonl "$RUN"/hyperprior.out "$OUT"/ 2>/dev/null
+cp "$RUN"/hyperprior.pt "$RUN"/hyperprior.pt.log.jsonl "$RUN"/hyperprior.out "$OUT"/ 2>/dev/null
+# the compact checkpoint (17 MB) in parts under the device tool's 16 MiB a file:
+#   cat <files_at>/hyperprior.ckpt.part-* > models/next/hyperprior.ckpt
+python3 scripts/checkpoint.py compact "$RUN/hyperprior.pt.ckpt" "$RUN/hyperprior.ckpt" &&
+  split -b 12m "$RUN/hyperprior.ckpt" "$OUT/hyperprior.ckpt.part-"
 tail -n 2 "$RUN/hyperprior.pt.log.jsonl"

@@ -25,7 +25,7 @@ class FactorizedDensity(nn.Module):
         for i in range(len(filters) + 1):
             init = math.log(math.expm1(1.0 / scale / dims[i + 1]))
             self.matrices.append(nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init)))
-            self.biases.append(nn.Parameter(torch.rand(channels, dims[i + 1], 1) - 0.5))
+            self.biases.append(nn.Parameter(torch.empty(channels, dims[i + 1], 1).uniform_(-0.5, 0.5)))
             if i < len(filters):
                 self.factors.append(nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
 
