@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -56,8 +57,19 @@ def main_options(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="Network precision: auto (bfloat16 on CPUs with native bfloat16, else float32), bf16 "
+            "or fp32. Files parse identically whatever it is; pixels may differ in the last bit.",
+        ),
+    ] = "auto",
 ) -> None:
     """A learned image codec: compress images into .aec files and restore them."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise typer.BadParameter(f"{precision!r} is not one of auto, bf16, fp32", param_hint="--precision")
+    os.environ["AECOMPRESS_PRECISION"] = precision
     _state.update(verbose=verbose and not quiet, quiet=quiet, debug=debug)
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="aecompress: %(message)s", stream=sys.stderr)
@@ -195,6 +207,7 @@ def encode(
             if target != "-":
                 check_writable(Path(target), force)
         from aecompress import codec
+        from aecompress.device import describe_precision
         from aecompress.imageio import read_image
 
         errors = 0
@@ -214,7 +227,8 @@ def encode(
                 continue
             bpp = 8 * len(result.data) / (image.width * image.height)
             detail = (
-                f" [-q {result.header.quality}, {result.header.model_name} on {result.device}]"
+                f" [-q {result.header.quality}, {result.header.model_name} on {result.device}, "
+                f"{describe_precision(result.device)}]"
                 if _state["verbose"]
                 else ""
             )
@@ -252,7 +266,7 @@ def decode(
                 output_format(target)
                 check_writable(Path(target), force)
         from aecompress import codec
-        from aecompress.device import select_device
+        from aecompress.device import describe_precision, select_device
         from aecompress.imageio import encode_image_bytes
 
         errors = 0
@@ -267,7 +281,8 @@ def decode(
                 typer.echo(f"aecompress: error: {name}: {exc}", err=True)
                 errors += 1
                 continue
-            detail = f" [on {select_device(device)}]" if _state["verbose"] else ""
+            dev = select_device(device)
+            detail = f" [on {dev}, {describe_precision(dev)}]" if _state["verbose"] else ""
             _say(f"{name} -> {target}: {image.width}x{image.height} {image.mode}{detail}")
         _fail(errors)
 

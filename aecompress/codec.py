@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aecompress import format as aecformat
-from aecompress.device import select_device
+from aecompress.device import autocast, select_device
 from aecompress.errors import AecError, FormatError
 from aecompress.family import find_family
 from aecompress.imageio import ImageData, check_pixels
@@ -69,7 +69,8 @@ def analyse(
         for x0, x1 in _tiles(lw, tile):
             py0, py1 = max(0, y0 * s - ctx), min(lh * s, y1 * s + ctx)
             px0, px1 = max(0, x0 * s - ctx), min(lw * s, x1 * s + ctx)
-            y = model.encode(_image_tensor(padded[py0:py1, px0:px1], device))[0]
+            with autocast(device):
+                y = model.encode(_image_tensor(padded[py0:py1, px0:px1], device))[0]
             oy, ox = (y0 * s - py0) // s, (x0 * s - px0) // s
             out[:, y0:y1, x0:x1] = y[:, oy : oy + y1 - y0, ox : ox + x1 - x0].float().cpu()
     return out
@@ -95,7 +96,9 @@ def synthesize(
             lx0, lx1 = max(0, x0 - ctx), min(lw, x1 + ctx)
             part = latents[:, ly0:ly1, lx0:lx1].unsqueeze(0).to(device)
             part = part.contiguous(memory_format=torch.channels_last)
-            img = model.decode(part)[0].clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+            with autocast(device):
+                decoded = model.decode(part)[0]
+            img = decoded.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
             oy, ox = (y0 - ly0) * s, (x0 - lx0) * s
             crop = img[:, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
             out[y0 * s : y1 * s, x0 * s : x1 * s] = crop.permute(1, 2, 0).cpu().numpy()
@@ -334,7 +337,8 @@ def _analyse_stack(net: LatentCodec, rgbs: list[np.ndarray], device: torch.devic
     h, w = rgbs[0].shape[:2]
     pad = ((0, -(-h // s) * s - h), (0, -(-w // s) * s - w), (0, 0))
     batch = torch.cat([_image_tensor(np.pad(rgb, pad, mode="edge"), device) for rgb in rgbs])
-    y = net.encode(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
+    with autocast(device):
+        y = net.encode(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
     return list(y)
 
 
@@ -392,8 +396,9 @@ def _synthesize_stack(
         if net.stride != aec.header.stride or net.latent_channels != aec.header.channels:
             raise FormatError(f"latent layout does not match model {aec.header.model_name!r}")
     stack = torch.stack([coder_for(net).restore(net, a) for a in files])
-    decoded = net.decode(stack.to(device).contiguous(memory_format=torch.channels_last))
-    pixels = decoded.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    with autocast(device):
+        decoded = net.decode(stack.to(device).contiguous(memory_format=torch.channels_last))
+    pixels = decoded.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     images = []
     for aec, rgb in zip(files, pixels, strict=True):
         h = aec.header

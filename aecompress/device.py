@@ -1,6 +1,12 @@
-"""Choosing the torch device from the --device option."""
+"""Choosing the torch device (--device) and the precision the networks run in (--precision)."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
 
 import torch
 
@@ -25,3 +31,66 @@ def select_device(spec: str = "auto") -> torch.device:
             raise DeviceError(f"device {spec!r} does not exist ({torch.cuda.device_count()} GPUs)")
         return torch.device("cuda", index)
     raise DeviceError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)")
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+PRECISION_ENV = "AECOMPRESS_PRECISION"  # how the CLI's --precision reaches batch workers too
+
+
+def set_precision(precision: str) -> None:
+    """The process's network precision: 'bf16', 'fp32', or 'auto' (bfloat16 on CPUs that run it
+    natively, float32 elsewhere). Only the networks change; the integers a file holds are parsed
+    exactly whatever this says."""
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    os.environ[PRECISION_ENV] = precision
+
+
+def precision() -> str:
+    """The precision setting in force ('auto' unless set)."""
+    value = os.environ.get(PRECISION_ENV, "auto")
+    if value not in PRECISIONS:
+        raise DeviceError(f"{PRECISION_ENV}={value!r} is not one of {', '.join(PRECISIONS)}")
+    return value
+
+
+@cache
+def native_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX): there autocast halves the
+    networks' time; elsewhere it emulates bfloat16 and runs several times slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype the networks run in on ``device`` under the process's precision setting."""
+    setting = precision()
+    if setting == "bf16" or (setting == "auto" and device.type == "cpu" and native_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def describe_precision(device: torch.device) -> str:
+    """For -v: what the networks run in, and why."""
+    dtype = compute_dtype(device)
+    name = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    setting = precision()
+    why = (
+        f"--precision {setting}"
+        if setting != "auto"
+        else "auto: " + ("this CPU has native bfloat16" if native_bf16() else "no native bfloat16 here")
+    )
+    return f"{name} ({why})"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device) -> Iterator[None]:
+    """Run the networks inside in the chosen precision (a no-op for float32)."""
+    if compute_dtype(device) == torch.float32:
+        yield
+        return
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        yield
