@@ -147,6 +147,18 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="Model or family name (see 'aecompress models'), or a model file."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="CPU threads for the networks (default: all cores)."),
+]
+
+
+def _use_threads(threads: int | None) -> None:
+    """Give torch the threads asked for (it imports torch: call it only where a network runs)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
 MaxPixelsOpt = Annotated[
     int,
@@ -197,6 +209,7 @@ def encode(
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     effort: EffortOpt = 0,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Compress images into .aec files (default: IMAGE.aec beside each input, which is kept)."""
     with _user_errors():
@@ -210,6 +223,7 @@ def encode(
         from aecompress.device import describe_precision
         from aecompress.imageio import read_image
 
+        _use_threads(threads)
         errors = 0
         for name, target in zip(images, targets, strict=True):
             try:
@@ -254,6 +268,7 @@ def decode(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Restore images from .aec files (default: strip .aec, so a.png.aec -> a.png)."""
     with _user_errors():
@@ -269,6 +284,7 @@ def decode(
         from aecompress.device import describe_precision, select_device
         from aecompress.imageio import encode_image_bytes
 
+        _use_threads(threads)
         errors = 0
         for name, target in zip(files, targets, strict=True):
             try:
@@ -324,6 +340,10 @@ def batch(
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     effort: EffortOpt = 0,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="CPU threads in all, shared by the workers (default: all)."),
+    ] = None,
 ) -> None:
     """Compress (or with --decode restore) a whole folder tree, in parallel and incrementally.
 
@@ -341,7 +361,7 @@ def batch(
         plan = batch_lib.scan(src, dst, decode, force, parts)
         workers = jobs or batch_lib.default_workers(device)
         workers = max(1, min(workers, len(plan.todo)))
-        threads = max(1, batch_lib.cpu_count() // workers)
+        threads = max(1, (threads or batch_lib.cpu_count()) // workers)
         options = batch_lib.Options(
             decode, quality, target_bpp, model, device, verify, threads, max_pixels, effort=effort
         )
