@@ -219,7 +219,11 @@ def encode_image_bytes(image: ImageData, fmt: str) -> bytes:
             options["icc_profile"] = image.icc
         if image.exif:
             options["exif"] = image.exif
-    if fmt == "JPEG":
+    if fmt == "PNG":
+        # zlib level 1: 3-4x faster than Pillow's default 6 (0.06 s against 0.2-0.3 s for a Kodak
+        # image, a third of a decode); on Kodak photos the files came out 6% smaller to 14% larger
+        options.update(compress_level=1)
+    elif fmt == "JPEG":
         options.update(quality=95, subsampling=0)
     elif fmt == "WEBP":
         options.update(lossless=True)

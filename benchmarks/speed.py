@@ -1,6 +1,7 @@
 """Encode and decode time per image on the CPU or a GPU, one at a time and batched.
 
     python benchmarks/speed.py [--data ../shared/data/kodak] [--device cpu|cuda] [--threads 2] [-q 75]
+    AECOMPRESS_PRECISION=fp32 python benchmarks/speed.py ...   # the float32 networks
 
 Loads every image once, warms the model up on the first one (CUDA kernels are chosen on first
 use), then times `codec.encode`/`codec.decode` per image and `encode_many`/`decode_many` over the
@@ -19,7 +20,9 @@ from pathlib import Path
 import torch
 
 from aecompress import codec
+from aecompress.device import compute_dtype
 from aecompress.evaluate import load_folder
+from aecompress.imageio import encode_image_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,17 +52,20 @@ def main(argv: list[str] | None = None) -> int:
 
     warm = codec.encode(images[0], args.model, args.quality, args.device)
     codec.decode(warm.data, args.device, args.model)
-    enc, dec, datas = [], [], []
+    enc, dec, png, datas = [], [], [], []
     for image in images:
         _sync(args.device)
         t0 = time.perf_counter()
         data = codec.encode(image, args.model, args.quality, args.device).data
         t1 = time.perf_counter()
-        codec.decode(data, args.device, args.model)
+        restored = codec.decode(data, args.device, args.model)
         _sync(args.device)
         t2 = time.perf_counter()
+        encode_image_bytes(restored, "png")
+        t3 = time.perf_counter()
         enc.append(t1 - t0)
         dec.append(t2 - t1)
+        png.append(t3 - t1)
         datas.append(data)
 
     t0 = time.perf_counter()
@@ -71,12 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     n = len(images)
     pixels = statistics.mean(image.width * image.height for image in images)
 
-    print(f"device: {name}; {n} images of {pixels / 1e6:.2f} Mpixel on average; -q {args.quality:g}")
-    print("| path | encode s/image | decode s/image |")
-    print("|---|---:|---:|")
-    print(f"| one at a time, median | {statistics.median(enc):.4f} | {statistics.median(dec):.4f} |")
-    print(f"| one at a time, mean | {statistics.mean(enc):.4f} | {statistics.mean(dec):.4f} |")
-    print(f"| batched (up to {args.batch}) | {(t1 - t0) / n:.4f} | {(t2 - t1) / n:.4f} |")
+    dtype = compute_dtype(torch.device(args.device))
+    print(
+        f"device: {name}, networks in {dtype}; {n} images of {pixels / 1e6:.2f} Mpixel on average; -q {args.quality:g}"
+    )
+    print("| path | encode s/image | decode s/image | decode + PNG s/image |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| one at a time, median | {statistics.median(enc):.4f} | {statistics.median(dec):.4f} "
+        f"| {statistics.median(png):.4f} |"
+    )
+    print(
+        f"| one at a time, mean | {statistics.mean(enc):.4f} | {statistics.mean(dec):.4f} "
+        f"| {statistics.mean(png):.4f} |"
+    )
+    print(f"| batched (up to {args.batch}) | {(t1 - t0) / n:.4f} | {(t2 - t1) / n:.4f} | |")
     return 0
 
 
