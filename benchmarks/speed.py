@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     pixels = statistics.mean(image.width * image.height for image in images)
 
     dtype = compute_dtype(torch.device(args.device))
-    print(f"device: {name}, networks in {dtype}; {n} images of {pixels / 1e6:.2f} Mpixel, -q {args.quality:g}")
+    print(f"device: {name}, networks in {dtype}; {n} images, {pixels / 1e6:.2f} MP, -q {args.quality:g}")
     print("| path | encode s/image | decode s/image | decode + PNG s/image |")
     print("|---|---:|---:|---:|")
     print(
