@@ -159,6 +159,8 @@ def _use_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
 ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
 MaxPixelsOpt = Annotated[
     int,

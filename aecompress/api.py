@@ -1,0 +1,139 @@
+"""The Python face of aecompress: compress and decompress images in memory, as the CLI does.
+
+Options are keyword-only and named as on the command line (``quality`` is ``-q``, ``target_bpp``
+is ``--target-bpp``, ``model`` is ``--model``, ``device`` is ``--device``); errors are the
+documented types of ``aecompress.errors`` (all ``AecError``). torch is imported when a network
+is first needed, not before (``info`` never needs one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from aecompress import format as aecformat
+from aecompress.errors import ImageError
+from aecompress.imageio import ImageData, from_pil, read_image
+from aecompress.limits import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    import torch
+
+ImageLike = Image.Image | np.ndarray | str | Path
+DEFAULT_QUALITY = 75
+
+
+def _image_data(image: ImageLike, max_pixels: int | None) -> ImageData:
+    """A PIL image, a uint8 array (H x W, H x W x 1/3/4) or a path -> what the codec codes."""
+    if isinstance(image, str | Path):
+        return read_image(Path(image), max_pixels)
+    if isinstance(image, Image.Image):
+        return from_pil(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ImageError(f"arrays must be uint8, not {image.dtype}")
+        modes = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+        if image.ndim == 2:
+            return from_pil(Image.fromarray(image, "L"))
+        if image.ndim == 3 and image.shape[2] in modes:
+            array = image[..., 0] if image.shape[2] == 1 else image
+            return from_pil(Image.fromarray(np.ascontiguousarray(array), modes[image.shape[2]]))
+        raise ImageError(f"an image array is H x W or H x W x 1/2/3/4, not {image.shape}")
+    raise ImageError(f"cannot compress a {type(image).__name__} (a PIL image, a uint8 array or a path)")
+
+
+def compress(
+    image: ImageLike,
+    *,
+    quality: float = DEFAULT_QUALITY,
+    target_bpp: float | None = None,
+    model: str | Path | None = None,
+    device: str = "auto",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> bytes:
+    """An image as .aec bytes: at ``quality`` 0..100, or at the highest quality whose file stays
+    at or under ``target_bpp`` bits per pixel. ``model`` is a name, a model file or a family."""
+    from aecompress import codec
+
+    data = _image_data(image, max_pixels)
+    if target_bpp is not None:
+        return codec.encode_to_size(data, target_bpp, model, device).data
+    return codec.encode(data, model, quality, device).data
+
+
+def decompress(
+    data: bytes,
+    *,
+    device: str = "auto",
+    model: str | Path | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """.aec bytes -> a PIL image in the mode the file records (L, LA, RGB or RGBA), with its ICC
+    profile and EXIF in ``.info``. The model is found from the file's name and weights hash."""
+    from aecompress import codec
+
+    return _to_pil(codec.decode(bytes(data), device, model, max_pixels=max_pixels))
+
+
+def decompress_tensor(
+    data: bytes,
+    *,
+    device: str = "auto",
+    model: str | Path | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
+    """.aec bytes -> a uint8 tensor (C, H, W) on ``device`` (RGB, or RGBA when the file has alpha)."""
+
+    from aecompress import codec
+    from aecompress.device import select_device
+
+    image = codec.decode(bytes(data), device, model, max_pixels=max_pixels)
+    return _tensor(image, select_device(device))
+
+
+def decompress_many(
+    datas: Sequence[bytes],
+    *,
+    device: str = "auto",
+    model: str | Path | None = None,
+    batch: int = 16,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> list[torch.Tensor]:
+    """Several files at once, same-shaped ones through the decoder together (the GPU path):
+    uint8 tensors (C, H, W) on ``device``. The first file that fails raises its error."""
+    from aecompress import codec
+    from aecompress.device import select_device
+    from aecompress.errors import AecError
+
+    dev = select_device(device)
+    out = []
+    for item in codec.decode_many([bytes(d) for d in datas], device, model, batch, max_pixels=max_pixels):
+        if isinstance(item, AecError):
+            raise item
+        out.append(_tensor(item, dev))
+    return out
+
+
+def info(data: bytes) -> dict[str, Any]:
+    """The header fields of .aec bytes (as ``aecompress info --json``), without a network."""
+    return aecformat.describe(aecformat.unpack(bytes(data)))
+
+
+def _tensor(image: ImageData, device: torch.device) -> torch.Tensor:
+    import torch
+
+    planes = image.rgb if image.alpha is None else np.dstack([image.rgb, image.alpha])
+    return torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1))).to(device)
+
+
+def _to_pil(image: ImageData) -> Image.Image:
+    pil = image.to_pil()
+    if image.icc:
+        pil.info["icc_profile"] = image.icc
+    if image.exif:
+        pil.info["exif"] = image.exif
+    return pil

@@ -1,0 +1,121 @@
+"""The library as a user meets it: ``import aecompress`` from another folder, real Pillow."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import aecompress
+from aecompress.metrics import psnr
+from tests.conftest import REPO, photo_like
+
+
+@pytest.fixture
+def photo() -> Image.Image:
+    return Image.fromarray(photo_like(48, 64, seed=2))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P"])
+def test_round_trip_of_every_mode(photo: Image.Image, mode: str) -> None:
+    source = photo.convert(mode)
+    if mode in ("RGBA", "LA"):
+        alpha = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1)))
+        source.putalpha(alpha)
+    back = aecompress.decompress(aecompress.compress(source, quality=90))
+    expected = {"P": "RGB"}.get(mode, mode)
+    assert back.mode == expected and back.size == source.size
+    if mode in ("RGBA", "LA"):
+        assert np.array_equal(np.asarray(back.getchannel("A")), np.asarray(source.getchannel("A")))
+
+
+def test_arrays_paths_and_errors(photo: Image.Image, tmp_path: Path) -> None:
+    array = np.asarray(photo)
+    from_array = aecompress.compress(array, quality=60)
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    assert aecompress.compress(path, quality=60) == from_array  # same pixels, same file
+    grey = aecompress.decompress(aecompress.compress(array[..., 0]))
+    assert grey.mode == "L"
+    with pytest.raises(aecompress.ImageError, match="uint8"):
+        aecompress.compress(array.astype(np.float32))
+    with pytest.raises(aecompress.ImageError):
+        aecompress.compress(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(aecompress.FormatError, match="magic"):
+        aecompress.decompress(b"not an aec file at all")
+    info = aecompress.info(from_array)
+    assert info["width"] == 64 and info["height"] == 48 and info["format_version"] == 4
+
+
+def test_target_bpp_and_tensor_results(photo: Image.Image) -> None:
+    data = aecompress.compress(photo, target_bpp=1.0)
+    assert 8 * len(data) / (64 * 48) <= 1.0
+    tensor = aecompress.decompress_tensor(data, device="cpu")
+    assert tuple(tensor.shape) == (3, 48, 64) and str(tensor.dtype) == "torch.uint8"
+    many = aecompress.decompress_many([data, data], device="cpu")
+    assert all(bool((t == tensor).all()) for t in many)
+
+
+def test_pillow_opens_lazily_saves_with_options_and_keeps_metadata(
+    photo: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AECOMPRESS_MODELS", str(tmp_path / "no-user-models"))  # the bundled default
+    assert Image.registered_extensions()[".aec"] == "AEC"
+    target = tmp_path / "x.aec"
+    photo.save(target, quality=40, model="default")
+    low = target.stat().st_size
+    photo.save(target, quality=90, model="default")
+    assert target.stat().st_size > low
+    with target.open("rb") as handle:
+        im = Image.open(handle)  # a file object
+        assert (im.format, im.size, im.mode) == ("AEC", (64, 48), "RGB")
+        im.load()
+        assert psnr(np.asarray(photo), np.asarray(im)) > 20
+    buf = io.BytesIO()
+    photo.save(buf, format="AEC", quality=40, model="default")
+    assert len(buf.getvalue()) == low
+    tagged = photo.copy()
+    tagged.info["icc_profile"] = b"an icc profile"
+    tagged.save(target, quality=40, model="default")
+    reopened = Image.open(target)
+    assert reopened.info["icc_profile"] == b"an icc profile"
+    assert reopened.info["aec"]["model"] == "default"
+
+
+def test_hostile_files_through_pillow_end_in_one_clear_error(tmp_path: Path, photo: Image.Image) -> None:
+    data = aecompress.compress(photo)
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "flipped": data[:20] + bytes([data[20] ^ 0xFF]) + data[21:],
+        "payload": data[:-40] + bytes([data[-40] ^ 0x10]) + data[-39:],
+    }
+    for name, bad in cases.items():
+        with pytest.raises(aecompress.AecError):
+            Image.open(io.BytesIO(bad)).load()
+        (tmp_path / f"{name}.aec").write_bytes(bad)
+
+
+def test_import_is_lazy_and_works_from_another_folder(tmp_path: Path, photo: Image.Image) -> None:
+    """In a fresh process outside the repository: importing registers .aec without torch, and
+    opening a file reads its size without torch; only load() brings the network in."""
+    photo.save(tmp_path / "x.aec", quality=50)
+    script = """
+import sys
+import aecompress
+from PIL import Image
+im = Image.open("x.aec")
+print(im.size, "torch" in sys.modules)
+im.load()
+print(im.size, "torch" in sys.modules)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[:2] == ["(64, 48) False", "(64, 48) True"], out.stdout + out.stderr
