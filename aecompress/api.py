@@ -66,21 +66,23 @@ def compress(
 
 
 def decompress(
-    data: bytes,
+    data: bytes | str | Path,
     *,
     device: str = "auto",
     model: str | Path | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Image.Image:
-    """.aec bytes -> a PIL image in the mode the file records (L, LA, RGB or RGBA), with its ICC
-    profile and EXIF in ``.info``. The model is found from the file's name and weights hash."""
+    """.aec bytes (or a path to a .aec file) -> a PIL image in the mode the file records (L, LA,
+    RGB or RGBA), with its ICC profile and EXIF in ``.info``. The model is found from the file's
+    name and weights hash: beside the file, in the current folder, in the models folders."""
     from aecompress import codec
 
-    return _to_pil(codec.decode(bytes(data), device, model, max_pixels=max_pixels))
+    raw, near = _read(data)
+    return _to_pil(codec.decode(raw, device, model, max_pixels=max_pixels, near=near))
 
 
 def decompress_tensor(
-    data: bytes,
+    data: bytes | str | Path,
     *,
     device: str = "auto",
     model: str | Path | None = None,
@@ -91,7 +93,8 @@ def decompress_tensor(
     from aecompress import codec
     from aecompress.device import select_device
 
-    image = codec.decode(bytes(data), device, model, max_pixels=max_pixels)
+    raw, near = _read(data)
+    image = codec.decode(raw, device, model, max_pixels=max_pixels, near=near)
     return _tensor(image, select_device(device))
 
 
@@ -118,9 +121,20 @@ def decompress_many(
     return out
 
 
-def info(data: bytes) -> dict[str, Any]:
-    """The header fields of .aec bytes (as ``aecompress info --json``), without a network."""
-    return aecformat.describe(aecformat.unpack(bytes(data)))
+def info(data: bytes | str | Path) -> dict[str, Any]:
+    """The header fields of .aec bytes or a file (as ``aecompress info --json``), without a network."""
+    return aecformat.describe(aecformat.unpack(_read(data)[0]))
+
+
+def _read(data: bytes | str | Path) -> tuple[bytes, list[Path]]:
+    """Bytes as given, or a file's bytes and its folder (where its model may be)."""
+    if isinstance(data, str | Path):
+        path = Path(data)
+        try:
+            return path.read_bytes(), [path.parent]
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    return bytes(data), []
 
 
 def _tensor(image: ImageData, device: torch.device) -> torch.Tensor:

@@ -350,7 +350,11 @@ def _decode_one(job: Job, options: Options) -> tuple[bytes, int, float | None]:
     from aecompress.imageio import encode_image_bytes, output_format
 
     image = codec.decode(
-        job.source.read_bytes(), options.device, options.model, max_pixels=options.max_pixels
+        job.source.read_bytes(),
+        options.device,
+        options.model,
+        max_pixels=options.max_pixels,
+        near=[job.source.parent],
     )
     return encode_image_bytes(image, output_format(job.target)), image.width * image.height, None
 
@@ -485,8 +489,9 @@ def _batched_results(group: list[Job], options: Options) -> list[tuple[bytes, An
             except OSError as exc:
                 datas.append(AecError(f"cannot read ({exc.strerror or exc})"))
         readable = [d for d in datas if isinstance(d, bytes)]
+        folders = list(dict.fromkeys(job.source.parent for job in group))
         many = codec.decode_many(
-            readable, options.device, options.model, GPU_BATCH, max_pixels=options.max_pixels
+            readable, options.device, options.model, GPU_BATCH, max_pixels=options.max_pixels, near=folders
         )
         decoded = iter(many)
         for job, data in zip(group, datas, strict=True):

@@ -290,7 +290,8 @@ def decode(
         errors = 0
         for name, target in zip(files, targets, strict=True):
             try:
-                image = codec.decode(_read_input(name), device, model, max_pixels=max_pixels)
+                near = [] if name == "-" else [Path(name).parent]
+                image = codec.decode(_read_input(name), device, model, max_pixels=max_pixels, near=near)
                 fmt = "PNG" if target == "-" else output_format(target)
                 _write_output(target, encode_image_bytes(image, fmt), force)
             except AecError as exc:

@@ -7,7 +7,7 @@ the kept part matches a whole-image pass; memory stays bounded by the tile size,
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -349,6 +349,7 @@ def decode_many(
     batch: int = 16,
     tile: int = TILE_LATENTS,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    near: Sequence[Path] = (),
 ) -> list[ImageData | AecError]:
     """Restore several files, running same-shaped latents of one model through the decoder together.
 
@@ -363,7 +364,7 @@ def decode_many(
             aec = aecformat.unpack(data)
             h = aec.header
             check_pixels(h.width, h.height, max_pixels, "the image in this file")
-            path = find_for_file(h.model_name, h.model_hash, _preferred(model, h.model_name))
+            path = find_for_file(h.model_name, h.model_hash, _preferred(model, h.model_name), near)
             net, _ = model_on(path, dev)
             if h.latent_height <= tile and h.latent_width <= tile:
                 groups.setdefault((path, h.channels, h.latent_height, h.latent_width), []).append(
@@ -441,8 +442,10 @@ def decode(
     model: str | Path | None = None,
     tile: int = TILE_LATENTS,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    near: Sequence[Path] = (),
 ) -> ImageData:
-    """Restore an image from .aec bytes; the model is found from the header's name and hash.
+    """Restore an image from .aec bytes; the model is found from the header's name and hash
+    (``near``: folders to look in first, such as the one the file came from).
 
     The header's pixel count is held to ``max_pixels`` before any payload is inflated, so a small
     hostile file cannot make the decoder commit gigabytes.
@@ -450,7 +453,7 @@ def decode(
     aec = aecformat.unpack(data)
     check_pixels(aec.header.width, aec.header.height, max_pixels, "the image in this file")
     path = find_for_file(
-        aec.header.model_name, aec.header.model_hash, _preferred(model, aec.header.model_name)
+        aec.header.model_name, aec.header.model_hash, _preferred(model, aec.header.model_name), near
     )
     dev = select_device(device)
     net, _ = model_on(path, dev)

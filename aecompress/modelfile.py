@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -224,17 +225,29 @@ def resolve(spec: str | os.PathLike[str] | None) -> Path:
     raise ModelError(f"unknown model {spec!r} (available: {names})")
 
 
-def find_for_file(name: str, digest: bytes, preferred: Path | None = None) -> Path:
-    """The model a .aec file needs: by its recorded name, checked against its weights hash."""
+def find_for_file(name: str, digest: bytes, preferred: Path | None = None, near: Sequence[Path] = ()) -> Path:
+    """The model a .aec file needs: by its recorded name, checked against its weights hash.
+
+    Looked for where a user would have left it: ``NAME.pt`` beside the .aec file (``near``) and in
+    the current folder, then the models folders (user, then bundled) by name, then any model
+    there with the same weights. ``preferred`` (--model) is the only candidate when given.
+    """
     candidates: list[Path] = []
     if preferred is not None:
         candidates.append(Path(preferred))
     else:
+        if Path(name).name == name and name not in ("", ".", ".."):  # a bare name, no path tricks
+            for folder in (*near, Path.cwd()):
+                candidate = Path(folder) / f"{name}{SUFFIX}"
+                if candidate.is_file() and candidate not in candidates:
+                    candidates.append(candidate)
         with contextlib.suppress(ModelError):
-            candidates.append(resolve(name))
+            found = resolve(name) if Path(name).name == name else None
+            if found is not None and found not in candidates:
+                candidates.append(found)
         candidates += [p for p in available_models() if p not in candidates]
     for i, path in enumerate(candidates):
-        # the first candidate is the one the file names: load it fully, since decoding needs it
+        # the first candidate is most likely the one: load it fully, since decoding needs it
         try:
             info = load_model(path)[1] if i == 0 else read_info(path)
         except ModelError:
@@ -243,9 +256,12 @@ def find_for_file(name: str, digest: bytes, preferred: Path | None = None) -> Pa
             continue  # an unreadable file in a models folder must not stop other models
         if info.weights_hash == digest:
             return path
+    if preferred is not None:
+        raise ModelMismatchError(
+            f"this file needs model {name!r} with weights {digest.hex()[:16]}; {preferred} has other weights"
+        )
+    places = [str(Path(f)) for f in (*near, Path.cwd())] + [str(d) for d in search_dirs()]
     raise ModelMismatchError(
-        f"this file needs model {name!r} with weights {digest.hex()[:16]}, which is not available"
-        + (f" ({preferred} has other weights)" if preferred is not None else "")
-        + "; pass it with --model PATH or put it in "
-        + str(user_models_dir())
+        f"this file needs model {name!r} with weights {digest.hex()[:16]}; looked for {name}{SUFFIX} "
+        f"in {', '.join(dict.fromkeys(places))} (pass it with --model PATH, or put it in one of them)"
     )

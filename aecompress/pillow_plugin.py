@@ -47,16 +47,20 @@ class AecImageFile(ImageFile.ImageFile):
 
     def load(self) -> Any:
         if self._aec_data is not None:
-            from aecompress.api import decompress
+            from pathlib import Path
 
-            decoded = decompress(self._aec_data, **self.decoder_options())
+            from aecompress import codec
+            from aecompress.api import _to_pil
+
+            near = [Path(self.filename).parent] if isinstance(self.filename, str) and self.filename else []
+            decoded = _to_pil(codec.decode(self._aec_data, near=near, **self.decoder_options()))
             self.im = decoded.im
             self._aec_data = None
         return Image.Image.load(self)
 
     def decoder_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``aecompress.decompress`` (set ``im.aec_device`` to choose)."""
-        return {"device": getattr(self, "aec_device", "auto")}
+        """Keyword arguments for decoding: ``im.aec_device`` and ``im.aec_model`` when set."""
+        return {"device": getattr(self, "aec_device", "auto"), "model": getattr(self, "aec_model", None)}
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:

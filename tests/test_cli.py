@@ -242,3 +242,30 @@ def test_quality_is_continuous(tmp_path: Path) -> None:
     assert _invoke("encode", str(src), "-q", "72.5", "-o", str(tmp_path / "a.aec")).exit_code == 0
     header = aecformat.unpack((tmp_path / "a.aec").read_bytes()).header
     assert header.step == pytest.approx(2 ** ((75 - 72.5) / 25), rel=1e-6)
+
+
+def test_a_custom_model_is_found_beside_the_file_without_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoded with --model ./mycodec.pt, decoded with no flags from another folder: the model
+    beside the .aec file is found (and checked by its hash); moved away, the error says where it
+    looked, in one line."""
+    work = tmp_path / "work"
+    work.mkdir()
+    make_model(work / "mycodec.pt", "mycodec", seed=4)
+    Image.fromarray(photo_like(40, 40)).save(work / "a.png")
+    monkeypatch.chdir(work)
+    assert runner.invoke(app, ["encode", "a.png", "--model", "./mycodec.pt"]).exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["decode", str(work / "a.png.aec"), "-o", "a.png"])
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "a.png").is_file()
+    (work / "mycodec.pt").rename(tmp_path / "hidden.pt")
+    result = runner.invoke(app, ["decode", str(work / "a.png.aec"), "-o", "b.png"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mycodec.pt" in lines[0] and str(work) in lines[0], lines
+    (tmp_path / "hidden.pt").rename(elsewhere / "mycodec.pt")  # the current folder is searched too
+    assert runner.invoke(app, ["decode", str(work / "a.png.aec"), "-o", "c.png"]).exit_code == 0
