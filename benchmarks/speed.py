@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         restored = codec.decode(data, args.device, args.model)
         _sync(args.device)
         t2 = time.perf_counter()
-        encode_image_bytes(restored, "png")
+        encode_image_bytes(restored, "PNG")
         t3 = time.perf_counter()
         enc.append(t1 - t0)
         dec.append(t2 - t1)

@@ -52,7 +52,7 @@ latents = coder_for(net).restore(net, aec)
 t.append(time.perf_counter())
 rgb = codec.synthesize(net, latents, (aec.header.height, aec.header.width), torch.device("cpu"))
 t.append(time.perf_counter())
-Path(sys.argv[3] + ".png").write_bytes(encode_image_bytes(codec.decode_with(net, aec), "png"))
+Path(sys.argv[3] + ".png").write_bytes(encode_image_bytes(codec.decode_with(net, aec), "PNG"))
 t.append(time.perf_counter())
 print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """
@@ -63,10 +63,14 @@ NAMES = [
 ]  # fmt: skip
 
 
-def _whole(pythonpath: Path, args: list[str], threads: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": str(threads)}
+def _whole(root: Path, args: list[str], threads: int) -> float:
+    """One ``python -m aecompress`` process of the checkout at ``root`` (run from there: -m puts the
+    current folder first on the path)."""
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "aecompress", *args], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "aecompress", *args], env=env, check=True, capture_output=True, cwd=root
+    )
     return time.perf_counter() - start
 
 
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, dict[str, list[float]]] = {k: {"encode": [], "decode": []} for k in checkouts}
         for _ in range(args.runs + 1):  # the first round warms the page cache and is dropped
             for label, root in checkouts.items():
-                enc = ["encode", args.image, "-o", out, "-f", "-q", str(args.quality)]
+                enc = ["encode", str(Path(args.image).resolve()), "-o", out, "-f", "-q", str(args.quality)]
                 times[label]["encode"].append(_whole(root, enc, args.threads))
                 times[label]["decode"].append(
                     _whole(root, ["decode", out, "-o", out + ".png", "-f"], args.threads)
