@@ -78,7 +78,7 @@ def decompress(
     from aecompress import codec
 
     raw, near = _read(data)
-    return _to_pil(codec.decode(raw, device, model, max_pixels=max_pixels, near=near))
+    return codec.decode(raw, device, model, max_pixels=max_pixels, near=near).to_pil()
 
 
 def decompress_tensor(
@@ -142,12 +142,3 @@ def _tensor(image: ImageData, device: torch.device) -> torch.Tensor:
 
     planes = image.rgb if image.alpha is None else np.dstack([image.rgb, image.alpha])
     return torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1))).to(device)
-
-
-def _to_pil(image: ImageData) -> Image.Image:
-    pil = image.to_pil()
-    if image.icc:
-        pil.info["icc_profile"] = image.icc
-    if image.exif:
-        pil.info["exif"] = image.exif
-    return pil

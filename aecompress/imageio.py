@@ -60,11 +60,15 @@ class ImageData:
         return int(self.rgb.shape[0])
 
     def to_pil(self) -> Image.Image:
-        """The image in its restored mode (L, LA, RGB or RGBA)."""
+        """The image in its restored mode (L, LA, RGB or RGBA), ICC profile and EXIF in ``info``."""
         rgb = Image.fromarray(self.rgb, "RGB")
         base = rgb.convert("L") if self.mode in ("L", "LA") else rgb
         if self.alpha is not None and self.mode in ("LA", "RGBA"):
             base.putalpha(Image.fromarray(self.alpha, "L"))
+        if self.icc:
+            base.info["icc_profile"] = self.icc
+        if self.exif:
+            base.info["exif"] = self.exif
         return base
 
 

@@ -50,10 +50,9 @@ class AecImageFile(ImageFile.ImageFile):
             from pathlib import Path
 
             from aecompress import codec
-            from aecompress.api import _to_pil
 
             near = [Path(self.filename).parent] if isinstance(self.filename, str) and self.filename else []
-            decoded = _to_pil(codec.decode(self._aec_data, near=near, **self.decoder_options()))
+            decoded = codec.decode(self._aec_data, near=near, **self.decoder_options()).to_pil()
             self.im = decoded.im
             self._aec_data = None
         return Image.Image.load(self)

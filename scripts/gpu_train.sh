@@ -14,14 +14,8 @@ OUT=${OUT:-runs/gpu}
 BUDGET=${BUDGET:-450}
 RUN=/tmp/aec-run
 mkdir -p "$OUT" "$RUN"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
+source scripts/gpu_env.sh
+export OMP_NUM_THREADS=2
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 if [ -d .data/kodak ]; then
   timeout 120 python3 benchmarks/speed.py --data .data/kodak --device cuda --threads 2 >"$OUT/speed.txt" 2>&1

@@ -11,14 +11,8 @@ OUT=${OUT:-runs/gpu}
 BUDGET=${BUDGET:-480}
 RUN=/tmp/aec-hp
 mkdir -p "$OUT" "$RUN"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
+source scripts/gpu_env.sh
+export OMP_NUM_THREADS=4
 common=(--log-every 250 --checkpoint-every 2000 --device cuda --workers 6 --val-every 100000000)
 if [ -f models/next/hyperprior.ckpt ]; then
   # The committed CPU state, resumed exactly (its batch, crops and schedule: STEPS is the schedule's
