@@ -60,7 +60,7 @@ def _class_thresholds(classes: int) -> np.ndarray:
         while (b + 1) ** 3 < 4**k:
             b += 1
         out.append(b)
-    return np.array(out, dtype=np.int64)
+    return np.array(out, dtype=np.int32)
 
 
 THRESHOLDS = _class_thresholds(CLASSES)
@@ -78,8 +78,10 @@ def _box3(plane: np.ndarray) -> np.ndarray:
 
 def context_classes(stored: np.ndarray) -> np.ndarray:
     """The class of every latent of a (C, H, W) integer tensor in stored channel order."""
-    mags = np.abs(stored.astype(np.int64))
-    cum = np.concatenate([np.zeros((1, *mags.shape[1:]), np.int64), np.cumsum(mags, axis=0)])
+    # int32 holds every sum: 8 channels x 9 positions of magnitudes below 2^17 (even a hostile
+    # file's, whose rest and escape streams cap a magnitude at 65,792)
+    mags = np.abs(stored.astype(np.int32))
+    cum = np.concatenate([np.zeros((1, *mags.shape[1:]), np.int32), np.cumsum(mags, axis=0, dtype=np.int32)])
     idx = np.arange(stored.shape[0])
     window = cum[idx] - cum[np.maximum(idx - CONTEXT_CHANNELS, 0)]
     return np.searchsorted(THRESHOLDS, _box3(window), side="right").astype(np.uint8)
@@ -158,10 +160,10 @@ def unbinarize(raw: Sequence[bytes], shape: tuple[int, int, int]) -> np.ndarray:
     esc = _Values(raw[ESC], "<u2", "esc")
     out = np.zeros((c, h * w), dtype=np.int64)
     mags = np.zeros((c, h * w), dtype=np.int64)
-    window = np.zeros((h, w), dtype=np.int64)
+    window = np.zeros((h, w), dtype=np.int32)
     for i in range(c):
         if i > CONTEXT_CHANNELS:
-            window -= mags[i - CONTEXT_CHANNELS - 1].reshape(h, w)
+            window -= mags[i - CONTEXT_CHANNELS - 1].reshape(h, w).astype(np.int32)
         classes = np.searchsorted(THRESHOLDS, _box3(window), side="right").ravel()
         order = np.argsort(classes, kind="stable")
         bounds = np.searchsorted(classes[order], np.arange(CLASSES + 1))
@@ -180,7 +182,7 @@ def unbinarize(raw: Sequence[bytes], shape: tuple[int, int, int]) -> np.ndarray:
         nonzero = np.flatnonzero(mag)
         out[i] = mag
         out[i, nonzero[signs.take(nonzero.size)]] *= -1
-        window += mag.reshape(h, w)
+        window += mag.reshape(h, w).astype(np.int32)
     bit_readers: list[_Bits | _Values] = [*sig, *gt1, signs, rest, esc]
     for reader in bit_readers:
         reader.finish()
