@@ -1,0 +1,74 @@
+"""How smoothly file size follows -q: every integer -q from 0 to 100 on every image of a folder.
+
+    python benchmarks/smoothness.py [--data ../shared/data/kodak] [--model default] [--every 1]
+        [--threads 2]
+
+A user who moves -q by one expects a small, same-direction change. For each image the encoder
+runs once per model (a family may have several), then every -q is quantized and packed. Prints,
+over all images: the largest growth between neighbouring -q (issue 15 asks for at most 12%), the
+largest fall (at most 1%), where each happens, and how many steps grew more than 12% or fell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from aecompress import codec
+from aecompress.evaluate import load_folder
+from aecompress.family import find_family
+from aecompress.modelfile import load_model, resolve
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "kodak"))
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    family = find_family(args.model)
+    images = load_folder(Path(args.data))[:: args.every]
+    worst_growth = (0.0, "", 0)
+    worst_fall = (0.0, "", 0)
+    big, falls = 0, 0
+    for name, image in images:
+        latents: dict[Path, torch.Tensor] = {}
+        sizes = []
+        for quality in range(101):
+            path, local = family.pick(float(quality)) if family else (resolve(args.model), float(quality))
+            net, info = load_model(path)
+            if path not in latents:
+                latents[path] = codec.analyse(net, image.rgb, torch.device("cpu"))
+            data, _ = codec.pack_latents(
+                net, info.name, info.weights_hash, image, latents[path], local, quality
+            )
+            sizes.append(len(data))
+        for quality in range(1, 101):
+            ratio = sizes[quality] / sizes[quality - 1]
+            if ratio > 1.12:
+                big += 1
+            if ratio < 1.0:
+                falls += 1
+            if ratio - 1 > worst_growth[0]:
+                worst_growth = (ratio - 1, name, quality)
+            if 1 - ratio > worst_fall[0]:
+                worst_fall = (1 - ratio, name, quality)
+    steps = 100 * len(images)
+    print(f"{len(images)} images, model {args.model or 'default'}: {steps} steps of -q")
+    print(f"largest growth {100 * worst_growth[0]:.1f}% ({worst_growth[1]} at -q {worst_growth[2]})")
+    print(f"largest fall {100 * worst_fall[0]:.2f}% ({worst_fall[1]} at -q {worst_fall[2]})")
+    print(f"steps growing more than 12%: {big}; steps that fall: {falls}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
