@@ -40,6 +40,7 @@ __all__ = [
     "VersionError",
     "__version__",
     "compress",
+    "compress_many",
     "decompress",
     "decompress_many",
     "decompress_tensor",
@@ -47,9 +48,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from aecompress.api import compress, decompress, decompress_many, decompress_tensor, info
+    from aecompress.api import compress, compress_many, decompress, decompress_many, decompress_tensor, info
 
-_API = {"compress", "decompress", "decompress_many", "decompress_tensor", "info"}
+_API = {"compress", "compress_many", "decompress", "decompress_many", "decompress_tensor", "info"}
 
 
 def __getattr__(name: str) -> Any:

@@ -53,16 +53,34 @@ def compress(
     target_bpp: float | None = None,
     model: str | Path | None = None,
     device: str = "auto",
+    effort: int = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> bytes:
     """An image as .aec bytes: at ``quality`` 0..100, or at the highest quality whose file stays
-    at or under ``target_bpp`` bits per pixel. ``model`` is a name, a model file or a family."""
+    at or under ``target_bpp`` bits per pixel. ``model`` is a name, a model file or a family;
+    ``effort`` refines the latents with that many decoder passes (``--effort``)."""
     from aecompress import codec
 
     data = _image_data(image, max_pixels)
     if target_bpp is not None:
-        return codec.encode_to_size(data, target_bpp, model, device).data
-    return codec.encode(data, model, quality, device).data
+        return codec.encode_to_size(data, target_bpp, model, device, effort=effort).data
+    return codec.encode(data, model, quality, device, effort=effort).data
+
+
+def compress_many(
+    images: Sequence[ImageLike],
+    *,
+    quality: float = DEFAULT_QUALITY,
+    model: str | Path | None = None,
+    device: str = "auto",
+    batch: int = 16,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> list[bytes]:
+    """Several images at one quality, same-sized ones through the encoder together (the GPU path)."""
+    from aecompress import codec
+
+    datas = [_image_data(image, max_pixels) for image in images]
+    return [r.data for r in codec.encode_many(datas, model, quality, device, batch)]
 
 
 def decompress(

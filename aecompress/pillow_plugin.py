@@ -2,7 +2,7 @@
 
 Registered by ``import aecompress``. Opening reads the header only (size and mode, no torch);
 the pixels are decoded on ``load()``, as Pillow does for every format. Saving takes the options
-the CLI has: ``quality``, ``target_bpp``, ``model``, ``device``.
+the CLI has: ``quality``, ``target_bpp``, ``model``, ``device``, ``effort``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from aecompress.api import compress
 
     options = im.encoderinfo
-    known = {"quality", "target_bpp", "model", "device"}
+    known = {"quality", "target_bpp", "model", "device", "effort"}
     kwargs = {k: options[k] for k in known if k in options and options[k] is not None}
     fp.write(compress(im, **kwargs))
 
