@@ -90,10 +90,11 @@ class ScaleClassCoder:
     @torch.inference_mode()
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
         hyper: Any = net
-        position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32)
+        device = next(hyper.parameters()).device  # the model may sit on a GPU; the latents on the CPU
+        position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32, device=device)
         gain = hyper.gains(position)[0][0].to(latents.device)
         scaled = (latents * gain[:, None, None]).float()
-        z_float = hyper.h_a(scaled.abs()[None].to(next(hyper.h_a.parameters()).device))[0].cpu()
+        z_float = hyper.h_a(scaled.abs()[None].to(device))[0].cpu()
         z = torch.round(z_float).clamp_(-32768, 32767).to(torch.int16).numpy()
         y = quantize(scaled.cpu(), 1.0)
         classes = hyper.scale_classes(z, y.shape[1:])
@@ -121,8 +122,11 @@ class ScaleClassCoder:
         info = np.iinfo(h.dtype)
         if y.size and (y.min() < info.min or y.max() > info.max):
             raise FormatError(f"a latent in the streams is outside the header's {h.dtype.name} range")
-        position = torch.tensor([hyper.rate_position(step_to_quality(h.step))], dtype=torch.float32)
-        igain = hyper.gains(position)[1][0]
+        device = next(hyper.parameters()).device
+        position = torch.tensor(
+            [hyper.rate_position(step_to_quality(h.step))], dtype=torch.float32, device=device
+        )
+        igain = hyper.gains(position)[1][0].cpu()
         return torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]
 
 

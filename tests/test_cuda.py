@@ -37,3 +37,27 @@ def test_cuda_encoded_file_decodes_on_cpu() -> None:
     back = codec.decode(result.data, device="cpu").rgb
     cpu_version = codec.decode(codec.encode(ImageData(rgb, None, "RGB"), device="cpu").data, device="cpu").rgb
     assert abs(_psnr(rgb, back) - _psnr(rgb, cpu_version)) < 0.1
+
+
+def test_hyperprior_files_parse_to_the_same_integers_on_cpu_and_cuda(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The scale classes come from the integer h_s, whatever device holds the model: a file
+    encoded on the GPU parses to the same integers with the model on the CPU and on the GPU."""
+    from aecompress import coding
+    from aecompress import format as aecformat
+    from aecompress.modelfile import save_model
+    from tests.test_hyperprior import _tiny
+
+    path = tmp_path / "hyper.pt"
+    save_model(_tiny(), path, "hyper")
+    rgb = photo_like(96, 128, seed=7)
+    data = codec.encode(ImageData(rgb, None, "RGB"), model=str(path), quality=60, device="cuda").data
+    aec = aecformat.unpack(data)
+    found = {t.role: t for t in aec.tensors}
+    z = coding.decode_tensor(found[coding.ROLE_HYPER_LATENTS], np.dtype("<i2"))
+    parsed = []
+    for device in ("cpu", "cuda"):
+        net, _ = codec.model_on(path, torch.device(device))
+        classes = net.scale_classes(z, (aec.header.latent_height, aec.header.latent_width))
+        parsed.append(coding.decode_classed(found[coding.ROLE_LATENTS], classes))
+    assert np.array_equal(parsed[0], parsed[1])
+    assert codec.decode(data, device="cpu", model=str(path)).rgb.shape == rgb.shape
