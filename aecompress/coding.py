@@ -440,6 +440,14 @@ def encode_classed(
     ``sign`` stream and one ``esc`` stream over all classes. Each class stream runs over that
     class's latents in flat (channel, row, column) order; ``sign`` and ``esc`` over all latents
     in flat order."""
+    raw = binarize_classed(values, classes, num_classes)
+    frames = compress_streams(raw, set_id)
+    shape = (int(values.shape[0]), int(values.shape[1]), int(values.shape[2]))
+    return CodedTensor(role, SCHEME_GIVEN_CLASSES, set_id, shape, tuple(len(r) for r in raw), tuple(frames))
+
+
+def binarize_classed(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[bytes]:
+    """The raw (uncompressed) streams of scheme 2, in stream order."""
     v = values.astype(np.int64).ravel()
     cls = classes.ravel()
     mags = np.abs(v)
@@ -451,16 +459,13 @@ def encode_classed(
         gt1.append(np.packbits(nz > 1).tobytes())
         rest.append(np.minimum(nz[nz > 1] - 2, 255).astype(np.uint8).tobytes())
     big = mags[mags > 1] - 2
-    raw = [
+    return [
         *sig,
         *gt1,
         *rest,
         np.packbits(v[v != 0] < 0).tobytes(),
         (big[big >= 255] - 255).astype("<u2").tobytes(),
     ]
-    frames = compress_streams(raw, set_id)
-    shape = (int(values.shape[0]), int(values.shape[1]), int(values.shape[2]))
-    return CodedTensor(role, SCHEME_GIVEN_CLASSES, set_id, shape, tuple(len(r) for r in raw), tuple(frames))
 
 
 def decode_classed(tensor: CodedTensor, classes: np.ndarray) -> np.ndarray:

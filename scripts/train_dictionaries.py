@@ -6,6 +6,10 @@
 The bundled family codes every fifth BSDS500 training image at -q 5, 10, ..., 100; each stream's
 samples train its own dictionary (its entropy tables are what a small stream saves). A set, once
 released, never changes: files name the set they were coded with. Never run on Kodak.
+
+With a hyperprior model (``--model runs/hp2/hyperprior.pt``) it trains a set for the scale-class
+streams of scheme 2 instead (one dictionary per class stream), from the classes its integer
+hyper-synthesis gives.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import argparse
 import hashlib
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import zstandard
 
@@ -23,6 +29,21 @@ from aecompress import latents as latents_lib
 from aecompress.evaluate import load_folder
 from aecompress.family import find_family
 from aecompress.modelfile import load_model
+
+
+def _streams(net: torch.nn.Module, y: torch.Tensor, quality: float) -> list[bytes]:
+    """The raw streams a file of this model at this quality holds for its latents."""
+    if getattr(net, "coding", "") == "scale-classes":
+        hyper: Any = net
+        coded = latents_lib.coder_for(hyper).code(hyper, y, quality)
+        z = coding.decode_tensor(coded.tensors[0], np.dtype("<i2"))
+        position = torch.tensor([hyper.rate_position(quality)])
+        scaled = torch.round(y * hyper.gains(position)[0][0][:, None, None]).numpy()
+        classes = hyper.scale_classes(z, scaled.shape[1:])
+        return coding.binarize_classed(scaled, classes, hyper.scale_class_count)
+    q = latents_lib.quantize(y, codec.quality_to_step(quality))
+    stored = q[latents_lib.channel_order(q)]
+    return coding.binarize(stored, coding.context_classes(stored))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     images = load_folder(Path(args.data))[:: args.every]
     family = find_family(args.model)
-    samples: list[list[bytes]] = [[] for _ in range(coding.STREAMS)]
+    samples: list[list[bytes]] = [[] for _ in range(coding.MAX_STREAMS)]
     latents: dict[tuple[Path, int], torch.Tensor] = {}
     for quality in range(5, 101, 5):
         path, local = family.pick(quality) if family else (Path(args.model), float(quality))
@@ -47,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         for index, (_, image) in enumerate(images):
             if (path, index) not in latents:
                 latents[(path, index)] = codec.analyse(net, image.rgb, torch.device("cpu"))
-            q = latents_lib.quantize(latents[(path, index)], codec.quality_to_step(local))
-            stored = q[latents_lib.channel_order(q)]
-            for i, raw in enumerate(coding.binarize(stored, coding.context_classes(stored))):
+            for i, raw in enumerate(_streams(net, latents[(path, index)], local)):
                 if len(raw) >= 16:
                     samples[i].append(raw)
         print(f"-q {quality}: {path.name} at its -q {local:.1f}", file=sys.stderr)
+    while samples and not samples[-1]:
+        samples.pop()
     dicts: list[bytes | None] = []
     for i, found in enumerate(samples):
         try:
