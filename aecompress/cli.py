@@ -575,6 +575,14 @@ def train(
             "on CPUs with native bfloat16 and on GPUs; the rate terms stay float32.",
         ),
     ] = "fp32",
+    lr_scale: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lr-scale",
+            help="PREFIX=FACTOR: parameters whose names start with PREFIX learn at FACTOR times --lr "
+            "(e.g. h_a=5 h_s=5 for the new hyperprior parts of a warm start). Repeatable.",
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
     ] = 1000,
@@ -622,7 +630,7 @@ def train(
             workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
             val=val, val_every=val_every,
             time_budget=time_budget, init=str(resolve(init)) if init else None, name=name, dataset=dataset,
-            precision=precision,
+            precision=precision, lr_scales=_lr_scales(lr_scale or []),
             command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
         stop_requested = False
@@ -638,6 +646,21 @@ def train(
             hooks.stop = lambda step: stop_requested
             path = run_training(cfg, resume=resume, hooks=hooks)
         _say(f"wrote {path} (checkpoint {path}.ckpt, log {path}.log.jsonl)")
+
+
+def _lr_scales(items: list[str]) -> dict[str, float]:
+    from aecompress.errors import TrainingError
+
+    scales = {}
+    for item in items:
+        prefix, _, factor = item.partition("=")
+        try:
+            scales[prefix] = float(factor)
+        except ValueError:
+            raise TrainingError(f"--lr-scale {item!r}: expected PREFIX=FACTOR, e.g. h_s=5") from None
+        if not prefix or scales[prefix] <= 0:
+            raise TrainingError(f"--lr-scale {item!r}: expected PREFIX=FACTOR with FACTOR > 0")
+    return scales
 
 
 @contextmanager

@@ -71,6 +71,7 @@ class TrainConfig:
     name: str | None = None
     dataset: str = "folder"
     precision: str = "fp32"  # "bf16": the networks under bfloat16 autocast (rates stay float32)
+    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr factor
     command: str = ""
 
 
@@ -109,6 +110,24 @@ def rd_loss(
     weight = out.lmbda if out.lmbda is not None else lmbda
     loss = (weight * 255.0**2 * mse_each).mean() + bpp if rate else mse
     return loss, {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach()}
+
+
+def parameter_groups(model: torch.nn.Module, scales: dict[str, float]) -> list[dict[str, Any]]:
+    """Adam's parameter groups: the parameters whose names start with a prefix in ``scales``
+    learn at that multiple of the learning rate (new parts of a warm-started model can move
+    faster than the parts it inherited); the rest at the learning rate itself. The groups come
+    in a fixed order, so a resumed optimizer finds its state where it left it."""
+    unknown = [p for p in scales if not any(n.startswith(p) for n, _ in model.named_parameters())]
+    if unknown:
+        raise TrainingError(f"--lr-scale names no parameters of this model: {', '.join(unknown)}")
+    groups: dict[str, list[torch.nn.Parameter]] = {prefix: [] for prefix in sorted(scales)}
+    rest: list[torch.nn.Parameter] = []
+    for name, param in model.named_parameters():
+        prefix = next((p for p in sorted(scales) if name.startswith(p)), None)
+        (groups[prefix] if prefix is not None else rest).append(param)
+    out: list[dict[str, Any]] = [{"params": rest, "lr_scale": 1.0}]
+    out += [{"params": params, "lr_scale": scales[prefix]} for prefix, params in groups.items()]
+    return out
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -263,7 +282,10 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
     cfg.crop = cfg.crop or model.default_crop
     model.to(device).train()
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.lr, weight_decay=model.weight_decay, fused=device.type == "cuda"
+        parameter_groups(model, cfg.lr_scales),
+        lr=cfg.lr,
+        weight_decay=model.weight_decay,
+        fused=device.type == "cuda",
     )
     step, elapsed_before = 0, 0.0
     if state:
@@ -341,7 +363,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             break
         lr = lr_at(cfg, step, progress)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         torch.manual_seed((cfg.seed * 1_000_003 + step * 7919 + rank) % (1 << 62))
         batch = batch_u8.to(device, non_blocking=True).float().div_(255.0)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):

@@ -231,3 +231,18 @@ def test_distributed_training_on_two_cpu_processes(data_dir: Path, tmp_path: Pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert torch.load(tmp_path / "ddp.pt.ckpt", weights_only=True)["step"] == 6
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_lr_scales_give_named_parts_their_own_learning_rate_and_resume(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scaled.pt"
+    train(_config(data_dir, out, 3, lr_scales={"g_s": 10.0}))
+    state = torch.load(str(out) + ".ckpt", map_location="cpu", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0]
+    assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+    train(_config(data_dir, out, 5), resume=True)  # the saved groups come back
+    assert torch.load(str(out) + ".ckpt", map_location="cpu", weights_only=True)["step"] == 5
+    with pytest.raises(TrainingError, match="names no parameters"):
+        train(_config(data_dir, tmp_path / "bad.pt", 1, lr_scales={"h_s": 2.0}))
