@@ -139,34 +139,6 @@ def available_families() -> list[Path]:
 PerImage = dict[str, dict[float, list[tuple[float, float]]]]  # model -> its -q -> (bpp, PSNR) per image
 
 
-def measure_per_image(
-    models: Sequence[Path], images: Sequence[Any], qualities: Sequence[float], device: str = "cpu"
-) -> PerImage:
-    """Each model's (bpp, PSNR) on each calibration image (never Kodak) at each of its own qualities.
-
-    The encoder runs once per image and model; each quality only quantizes, packs and decodes.
-    """
-    from aecompress.codec import analyse, decode_with, model_on, pack_latents
-    from aecompress.device import select_device
-    from aecompress.format import unpack
-    from aecompress.metrics import psnr
-
-    dev = select_device(device)
-    out: PerImage = {}
-    for path in models:
-        net, info = model_on(Path(path), dev)
-        table: dict[float, list[tuple[float, float]]] = {float(q): [] for q in qualities}
-        for _, image in images:
-            latents = analyse(net, image.rgb, dev)
-            for q in qualities:
-                data, _ = pack_latents(net, info.name, info.weights_hash, image, latents, float(q))
-                back = decode_with(net, unpack(data), dev)
-                bpp = 8 * len(data) / (image.width * image.height)
-                table[float(q)].append((bpp, psnr(image.rgb, back.rgb)))
-        out[info.name] = table
-    return out
-
-
 def mean_curves(per_image: PerImage) -> list[tuple[str, list[Point]]]:
     """Mean (bpp, PSNR) over the images at each quality: the curves ``build`` chooses members by."""
     return [

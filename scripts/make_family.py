@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from aecompress import family
+from aecompress import evaluate, family
 from aecompress.imageio import IMAGE_SUFFIXES, read_image
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     images = [(p.name, read_image(p)) for p in paths]
     qualities = [float(q) for q in args.qualities.split(",")]
-    per_image = family.measure_per_image(args.members, images, qualities)
+    per_image = evaluate.measure_per_image(args.members, images, qualities)
     curves = family.mean_curves(per_image)
     for name, points in curves:
         print(name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from aecompress import codec, family
+from aecompress import codec, evaluate, family
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.errors import ModelError
@@ -179,7 +179,7 @@ def test_build_orders_members_by_the_quality_they_reach_not_their_lowest_rate(tm
 
 def test_measure_curves_gives_rising_rates(duo: Path):
     images = [(f"{i}", ImageData(photo_like(64, 96, seed=i), None, "RGB")) for i in range(2)]
-    per_image = family.measure_per_image([duo / "lo.pt"], images, [10, 90])
+    per_image = evaluate.measure_per_image([duo / "lo.pt"], images, [10, 90])
     assert list(per_image) == ["lo"] and sorted(per_image["lo"]) == [10.0, 90.0]
     for (b10, _), (b90, _) in zip(per_image["lo"][10.0], per_image["lo"][90.0], strict=True):
         assert b10 <= b90
