@@ -126,9 +126,9 @@ def test_cli_decode_and_info_fail_in_one_line_without_output(tmp_path: Path, sam
 
 _HWM_PROBE = """
 import os, sys
-from aecompress.cli import main
+from aecompress.cli import app
 try:
-    main()
+    app()  # the app, not main(): main() leaves through os._exit, past this finally
 finally:
     with open("/proc/self/status") as status:
         peak = next(line for line in status if line.startswith("VmHWM")).split()[1]
