@@ -583,6 +583,16 @@ def train(
             "(e.g. h_a=5 h_s=5 for the new hyperprior parts of a warm start). Repeatable.",
         ),
     ] = None,
+    ema: Annotated[
+        float,
+        typer.Option(
+            "--ema",
+            min=0.0,
+            max=0.9999,
+            help="Validate and write the moving average of the weights with this decay (e.g. 0.999): "
+            "steadier than the last step's weights. 0 (default) is off; can be switched on at --resume.",
+        ),
+    ] = 0.0,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
     ] = 1000,
@@ -630,7 +640,7 @@ def train(
             workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
             val=val, val_every=val_every,
             time_budget=time_budget, init=str(resolve(init)) if init else None, name=name, dataset=dataset,
-            precision=precision, lr_scales=_lr_scales(lr_scale or []),
+            precision=precision, lr_scales=_lr_scales(lr_scale or []), ema=ema,
             command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
         stop_requested = False

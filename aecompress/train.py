@@ -10,6 +10,7 @@ samples, rank 0 alone writes files.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -72,6 +73,7 @@ class TrainConfig:
     dataset: str = "folder"
     precision: str = "fp32"  # "bf16": the networks under bfloat16 autocast (rates stay float32)
     lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr factor
+    ema: float = 0.0  # decay of the weight average that validation and the model file use; 0: off
     command: str = ""
 
 
@@ -83,6 +85,32 @@ class TrainHooks:
     on_log: Callable[[dict[str, Any]], None] | None = None
     on_val: Callable[[dict[str, Any]], None] | None = None
     stop: Callable[[int], bool] | None = None
+
+
+class WeightAverage:
+    """An exponential moving average of the parameters (Polyak averaging). A small batch at a
+    high learning rate leaves the raw weights wandering around the optimum; their average sits
+    closer to it, so validation and the model file use the average while training follows the
+    raw weights. Buffers are not averaged: the copy takes them from the model as it is."""
+
+    def __init__(self, model: LatentCodec, decay: float, saved: dict[str, torch.Tensor] | None) -> None:
+        self.decay = decay
+        self._model = model
+        self.state = {
+            name: (saved[name] if saved is not None else p).detach().to(p.device, p.dtype).clone()
+            for name, p in model.named_parameters()
+        }
+
+    @torch.no_grad()
+    def update(self, model: LatentCodec) -> None:
+        for name, p in model.named_parameters():
+            self.state[name].lerp_(p, 1.0 - self.decay)
+
+    def model(self) -> LatentCodec:
+        """A copy of the model holding the averaged parameters."""
+        averaged = copy.deepcopy(self._model)
+        averaged.load_state_dict(self.state, strict=False)
+        return averaged
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -274,7 +302,9 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             "command",
             "steps",
         }
+        ema_given = cfg.ema
         cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in keep}})
+        cfg.ema = ema_given or cfg.ema  # averaging can start on a resume, never silently stop
 
     torch.manual_seed(cfg.seed)
     model = build(cfg.arch, cfg.arch_config) if state else _make_model(cfg)
@@ -292,6 +322,9 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
+    if not 0.0 <= cfg.ema < 1.0:
+        raise TrainingError(f"--ema must be in [0, 1), not {cfg.ema}")
+    average = WeightAverage(model, cfg.ema, state.get("ema") if state else None) if cfg.ema else None
 
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -327,6 +360,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
                 "config": asdict(cfg),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                **({"ema": average.state} if average else {}),
                 "step": step,
                 "elapsed": elapsed_before + time.monotonic() - start,
             }
@@ -336,7 +370,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
         nonlocal last_val
         if rank != 0 or not val_images:
             return
-        metrics, preview = validate(model, val_images, device)
+        metrics, preview = validate(average.model() if average else model, val_images, device)
         last_val = {**metrics, "step": step}
         if preview is not None:
             buf = io.BytesIO()
@@ -378,6 +412,8 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             step += 1
             continue
         optimizer.step()
+        if average:
+            average.update(model)
         step += 1
         for k, v in parts.items():
             sums[k] = sums[k] + v if k in sums else v
@@ -426,9 +462,10 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             "train_seconds": round(elapsed_before + time.monotonic() - start, 1),
             "device": f"{device} x{world}",
             "init": cfg.init,
+            "weight_average": cfg.ema or None,
             "command": cfg.command,
         }
-        save_model(model, output, cfg.name or output.stem, card)
+        save_model(average.model() if average else model, output, cfg.name or output.stem, card)
     if world > 1:
         dist.barrier()
     return output

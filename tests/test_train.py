@@ -22,7 +22,7 @@ from aecompress.cli import app
 from aecompress.data import CropDataset, IndexRange, load_stl10, split_validation
 from aecompress.errors import TrainingError
 from aecompress.imageio import from_pil
-from aecompress.modelfile import read_info
+from aecompress.modelfile import load_model, read_info
 from aecompress.train import TrainConfig, TrainHooks, train
 from tests.conftest import REPO, photo_like
 
@@ -246,3 +246,40 @@ def test_lr_scales_give_named_parts_their_own_learning_rate_and_resume(
     assert torch.load(str(out) + ".ckpt", map_location="cpu", weights_only=True)["step"] == 5
     with pytest.raises(TrainingError, match="names no parameters"):
         train(_config(data_dir, tmp_path / "bad.pt", 1, lr_scales={"h_s": 2.0}))
+
+
+def test_weight_average_feeds_the_model_file_resumes_exactly_and_can_start_on_resume(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    torch.set_num_threads(1)
+    straight = tmp_path / "avg.pt"
+    train(_config(data_dir, straight, 6, ema=0.5, lr=1e-2))
+    state = torch.load(f"{straight}.ckpt", map_location="cpu", weights_only=True)
+    raw, avg = state["model"], state["ema"]
+    stored, _ = load_model(straight)
+    assert set(avg) == {name for name, _ in stored.named_parameters()}
+    assert any(not torch.equal(raw[k], avg[k]) for k in avg)  # the average trails the raw weights
+    for name, value in stored.state_dict().items():
+        want = avg.get(name, raw[name])
+        assert torch.equal(value, want.half().float() if want.is_floating_point() else want), name
+    assert read_info(straight).card["weight_average"] == 0.5
+
+    halves = tmp_path / "halves.pt"
+    train(_config(data_dir, halves, 6, ema=0.5, lr=1e-2), hooks=TrainHooks(stop=lambda step: step >= 3))
+    train(_config(data_dir, halves, 6), resume=True)  # the saved decay comes back
+    resumed = torch.load(f"{halves}.ckpt", map_location="cpu", weights_only=True)["ema"]
+    for key, value in avg.items():
+        assert torch.equal(value, resumed[key]), key
+
+    late = tmp_path / "late.pt"
+    args = ["train", str(data_dir), "-o", str(late), "--crop", "32", "--batch-size", "2", "--channels", "8",
+            "--device", "cpu", "--seed", "5"]  # fmt: skip
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "--steps", "2"]).exit_code == 0
+    assert "ema" not in torch.load(f"{late}.ckpt", map_location="cpu", weights_only=True)
+    result = runner.invoke(app, [*args, "--steps", "4", "--resume", "--ema", "0.9"])
+    assert result.exit_code == 0, result.output
+    late_state = torch.load(f"{late}.ckpt", map_location="cpu", weights_only=True)
+    assert late_state["config"]["ema"] == 0.9 and set(late_state["ema"]) <= set(late_state["model"])
+    bad = runner.invoke(app, [*args, "--steps", "1", "--ema", "1.5"])
+    assert bad.exit_code != 0
