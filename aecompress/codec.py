@@ -26,7 +26,7 @@ from aecompress.modelfile import ModelInfo, find_for_file, load_model, resolve
 from aecompress.nn import LatentCodec
 from aecompress.refine import refine
 
-TILE_LATENTS = 64
+TILE_PIXELS = 1024  # side of a tile in image pixels: 64 latents at stride 16, 128 at stride 8
 
 
 _on_device: dict[tuple[str, str], LatentCodec] = {}
@@ -43,6 +43,13 @@ def model_on(path: Path, device: torch.device) -> tuple[LatentCodec, ModelInfo]:
     return _on_device[key], info
 
 
+def tile_latents(model: LatentCodec, tile: int | None) -> int:
+    """Latents per tile side: ``tile`` when given, else what covers TILE_PIXELS at the model's
+    stride. Sizing tiles in pixels keeps peak memory the same for every stride, and spares
+    stride-8 models the seams (each with its context recomputed) of a Kodak-sized image."""
+    return tile if tile else max(1, TILE_PIXELS // model.stride)
+
+
 def _tiles(length: int, tile: int) -> Iterator[tuple[int, int]]:
     for start in range(0, length, tile):
         yield start, min(start + tile, length)
@@ -56,7 +63,7 @@ def _image_tensor(padded: np.ndarray, device: torch.device) -> torch.Tensor:
 
 @torch.inference_mode()
 def analyse(
-    model: LatentCodec, rgb: np.ndarray, device: torch.device, tile: int = TILE_LATENTS
+    model: LatentCodec, rgb: np.ndarray, device: torch.device, tile: int | None = None
 ) -> torch.Tensor:
     """Float latents (C, Lh, Lw) of an (H, W, 3) uint8 image, edge-padded to the stride, tiled."""
     s = model.stride
@@ -64,6 +71,7 @@ def analyse(
     lh, lw = -(-h // s), -(-w // s)
     padded = np.pad(rgb, ((0, lh * s - h), (0, lw * s - w), (0, 0)), mode="edge")
     ctx = model.encoder_context
+    tile = tile_latents(model, tile)
     out = torch.empty(model.latent_channels, lh, lw)
     for y0, y1 in _tiles(lh, tile):
         for x0, x1 in _tiles(lw, tile):
@@ -82,13 +90,14 @@ def synthesize(
     latents: torch.Tensor,
     size: tuple[int, int],
     device: torch.device,
-    tile: int = TILE_LATENTS,
+    tile: int | None = None,
 ) -> np.ndarray:
     """Dequantized latents (C, Lh, Lw) -> (H, W, 3) uint8 image cropped to size (H, W), tiled."""
     s = model.stride
     _, lh, lw = latents.shape
     h, w = size
     ctx = model.decoder_context
+    tile = tile_latents(model, tile)
     out = np.empty((lh * s, lw * s, 3), dtype=np.uint8)
     for y0, y1 in _tiles(lh, tile):
         for x0, x1 in _tiles(lw, tile):
@@ -119,7 +128,7 @@ def encode_with(
     image: ImageData,
     quality: float = DEFAULT_QUALITY,
     device: torch.device | None = None,
-    tile: int = TILE_LATENTS,
+    tile: int | None = None,
     effort: int = 0,
     label: float | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
@@ -181,7 +190,7 @@ def encode_to_size(
     target_bpp: float,
     model: str | Path | None = None,
     device: str = "auto",
-    tile: int = TILE_LATENTS,
+    tile: int | None = None,
     effort: int = 0,
 ) -> EncodeResult:
     """Compress at the highest quality whose whole file stays at or under ``target_bpp``.
@@ -277,7 +286,7 @@ def encode(
     model: str | Path | None = None,
     quality: float = DEFAULT_QUALITY,
     device: str = "auto",
-    tile: int = TILE_LATENTS,
+    tile: int | None = None,
     effort: int = 0,
 ) -> EncodeResult:
     """Compress an image into .aec bytes with the given model (name, path or family) and quality.
@@ -297,7 +306,7 @@ def encode_many(
     quality: float = DEFAULT_QUALITY,
     device: str = "auto",
     batch: int = 16,
-    tile: int = TILE_LATENTS,
+    tile: int | None = None,
     effort: int = 0,
 ) -> list[EncodeResult]:
     """Compress several images, running same-sized ones through the encoder as one batch.
@@ -310,9 +319,9 @@ def encode_many(
     net, info = model_on(path, dev)
     latents: list[torch.Tensor | None] = [None] * len(images)
     groups: dict[tuple[int, int], list[int]] = {}
-    s = net.stride
+    s, side = net.stride, tile_latents(net, tile)
     for index, image in enumerate(images):
-        if -(-image.height // s) <= tile and -(-image.width // s) <= tile:
+        if -(-image.height // s) <= side and -(-image.width // s) <= side:
             groups.setdefault((image.height, image.width), []).append(index)
         else:
             latents[index] = analyse(net, image.rgb, dev, tile)
@@ -347,7 +356,7 @@ def decode_many(
     device: str = "auto",
     model: str | Path | None = None,
     batch: int = 16,
-    tile: int = TILE_LATENTS,
+    tile: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     near: Sequence[Path] = (),
 ) -> list[ImageData | AecError]:
@@ -366,7 +375,8 @@ def decode_many(
             check_pixels(h.width, h.height, max_pixels, "the image in this file")
             path = find_for_file(h.model_name, h.model_hash, _preferred(model, h.model_name), near)
             net, _ = model_on(path, dev)
-            if h.latent_height <= tile and h.latent_width <= tile:
+            side = tile_latents(net, tile)
+            if h.latent_height <= side and h.latent_width <= side:
                 groups.setdefault((path, h.channels, h.latent_height, h.latent_width), []).append(
                     (index, aec)
                 )
@@ -424,7 +434,7 @@ def _preferred(model: str | Path | None, member_name: str) -> Path | None:
 
 
 def decode_with(
-    net: LatentCodec, aec: aecformat.AecFile, device: torch.device | None = None, tile: int = TILE_LATENTS
+    net: LatentCodec, aec: aecformat.AecFile, device: torch.device | None = None, tile: int | None = None
 ) -> ImageData:
     """Restore an image from a parsed .aec file with a network in hand."""
     h = aec.header
@@ -440,7 +450,7 @@ def decode(
     data: bytes,
     device: str = "auto",
     model: str | Path | None = None,
-    tile: int = TILE_LATENTS,
+    tile: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     near: Sequence[Path] = (),
 ) -> ImageData:

@@ -64,6 +64,9 @@ def _class_thresholds(classes: int) -> np.ndarray:
 
 
 THRESHOLDS = _class_thresholds(CLASSES)
+# the class of every window sum up to the last threshold (larger sums take the last class):
+# a table lookup instead of a binary search per latent
+_CLASS_OF_SUM = np.searchsorted(THRESHOLDS, np.arange(int(THRESHOLDS[-1]) + 1), side="right").astype(np.uint8)
 
 
 def _box3(plane: np.ndarray) -> np.ndarray:
@@ -81,20 +84,28 @@ def context_classes(stored: np.ndarray) -> np.ndarray:
     # int32 holds every sum: 8 channels x 9 positions of magnitudes below 2^17 (even a hostile
     # file's, whose rest and escape streams cap a magnitude at 65,792)
     mags = np.abs(stored.astype(np.int32))
-    cum = np.concatenate([np.zeros((1, *mags.shape[1:]), np.int32), np.cumsum(mags, axis=0, dtype=np.int32)])
-    idx = np.arange(stored.shape[0])
-    window = cum[idx] - cum[np.maximum(idx - CONTEXT_CHANNELS, 0)]
-    return np.searchsorted(THRESHOLDS, _box3(window), side="right").astype(np.uint8)
+    cum = np.zeros((mags.shape[0] + 1, *mags.shape[1:]), np.int32)
+    np.cumsum(mags, axis=0, dtype=np.int32, out=cum[1:])
+    window = cum[:-1].copy()  # channel c: the sum over channels c - 8 .. c - 1
+    window[CONTEXT_CHANNELS:] -= cum[: -1 - CONTEXT_CHANNELS]
+    return _CLASS_OF_SUM[np.minimum(_box3(window), len(_CLASS_OF_SUM) - 1)]
+
+
+def _split_by_class(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """The values of each class in their flat order: one stable (radix) sort by class instead
+    of a pass over the whole tensor per class."""
+    order = np.argsort(classes, kind="stable")
+    ends = np.cumsum(np.bincount(classes, minlength=num_classes))
+    return np.split(values[order], ends[:-1])
 
 
 def binarize(stored: np.ndarray, classes: np.ndarray) -> list[bytes]:
     """The raw (uncompressed) streams of a tensor in stored order, given each latent's class."""
-    v = stored.astype(np.int64)
+    v = stored.astype(np.int64).ravel()
     mags = np.abs(v)
     streams: list[bytes] = []
     gt1: list[bytes] = []
-    for k in range(CLASSES):
-        values = mags[classes == k]
+    for values in _split_by_class(mags, classes.ravel(), CLASSES):
         streams.append(np.packbits(values > 0).tobytes())
         gt1.append(np.packbits(values[values > 0] > 1).tobytes())
     streams.extend(gt1)
@@ -237,19 +248,20 @@ def compress_payload(raw: bytes) -> bytes:
     return min(frames, key=len)
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
-def _zstd_pool() -> ThreadPoolExecutor:
-    """Threads for the two compressions (zstd releases the GIL): 0.08 s instead of 0.14 s on a
-    stride-8 Kodak payload with two cores, most of the extra cost of compressing twice.
+def _zstd_pool(workers: int = len(SMALL_PAYLOAD_PARAMS)) -> ThreadPoolExecutor:
+    """Threads for compressions that can run side by side (zstd releases the GIL): the two
+    settings a plain payload is tried with (0.08 s instead of 0.14 s on a stride-8 Kodak payload
+    with two cores), or the streams of a large tensor.
 
     One pool per process: a pool's threads do not survive a fork (batch's worker processes).
     """
-    pid = os.getpid()
-    if pid not in _pools:
-        _pools[pid] = ThreadPoolExecutor(len(SMALL_PAYLOAD_PARAMS), thread_name_prefix="aec-zstd")
-    return _pools[pid]
+    key = (os.getpid(), workers)
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="aec-zstd")
+    return _pools[key]
 
 
 def plain_bytes(stored: np.ndarray) -> bytes:
@@ -350,9 +362,20 @@ def _decompressor(set_id: int, stream: int, kind: int) -> zstandard.ZstdDecompre
     return zstandard.ZstdDecompressor(dict_data=d, format=kind)
 
 
-def compress_streams(raw: Sequence[bytes], set_id: int) -> list[bytes]:
-    """One frame per non-empty stream (an empty stream stays empty: it costs nothing)."""
-    return [_compressor(set_id, i).compress(r) if r else b"" for i, r in enumerate(raw)]
+PARALLEL_FROM = 1 << 16  # raw bytes from which the streams are compressed on several threads
+
+
+def compress_streams(raw: Sequence[bytes], set_id: int, workers: int = 1) -> list[bytes]:
+    """One frame per non-empty stream (an empty stream stays empty: it costs nothing). With
+    ``workers`` > 1 large tensors are compressed on that many threads (zstd releases the GIL):
+    the frames are the same bytes either way."""
+
+    def one(index: int) -> bytes:
+        return _compressor(set_id, index).compress(raw[index]) if raw[index] else b""
+
+    if workers > 1 and sum(map(len, raw)) >= PARALLEL_FROM:
+        return list(_zstd_pool(workers).map(one, range(len(raw))))
+    return [one(i) for i in range(len(raw))]
 
 
 def decompress_streams(
@@ -432,7 +455,12 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def encode_classed(
-    values: np.ndarray, classes: np.ndarray, num_classes: int, set_id: int = 0, role: int = ROLE_LATENTS
+    values: np.ndarray,
+    classes: np.ndarray,
+    num_classes: int,
+    set_id: int = 0,
+    role: int = ROLE_LATENTS,
+    workers: int = 1,
 ) -> CodedTensor:
     """Scheme 2: a tensor whose classes the decoder gets elsewhere (a hyperprior's scale classes).
 
@@ -441,7 +469,7 @@ def encode_classed(
     class's latents in flat (channel, row, column) order; ``sign`` and ``esc`` over all latents
     in flat order."""
     raw = binarize_classed(values, classes, num_classes)
-    frames = compress_streams(raw, set_id)
+    frames = compress_streams(raw, set_id, workers)
     shape = (int(values.shape[0]), int(values.shape[1]), int(values.shape[2]))
     return CodedTensor(role, SCHEME_GIVEN_CLASSES, set_id, shape, tuple(len(r) for r in raw), tuple(frames))
 
@@ -449,11 +477,9 @@ def encode_classed(
 def binarize_classed(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[bytes]:
     """The raw (uncompressed) streams of scheme 2, in stream order."""
     v = values.astype(np.int64).ravel()
-    cls = classes.ravel()
     mags = np.abs(v)
     sig, gt1, rest = [], [], []
-    for k in range(num_classes):
-        m = mags[cls == k]
+    for m in _split_by_class(mags, classes.ravel(), num_classes):
         nz = m[m > 0]
         sig.append(np.packbits(m > 0).tobytes())
         gt1.append(np.packbits(nz > 1).tobytes())
@@ -513,11 +539,11 @@ def decode_classed(tensor: CodedTensor, classes: np.ndarray) -> np.ndarray:
     return mags.reshape(tensor.shape)
 
 
-def encode_streams(stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES) -> CodedTensor:
+def encode_streams(stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES, workers: int = 1) -> CodedTensor:
     """A (C, H, W) integer tensor (channels in stored order) as channel-context streams."""
     shape = (int(stored.shape[0]), int(stored.shape[1]), int(stored.shape[2]))
     raw = binarize(stored, context_classes(stored))
-    frames = compress_streams(raw, set_id)
+    frames = compress_streams(raw, set_id, workers)
     return CodedTensor(
         ROLE_LATENTS, SCHEME_CHANNEL_CONTEXT, set_id, shape, tuple(len(r) for r in raw), tuple(frames)
     )
@@ -534,12 +560,12 @@ ONE_FRAME_BELOW = 4096  # coded bytes under which the single frame is tried too
 
 
 def encode_tensor(
-    stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES, role: int = ROLE_LATENTS
+    stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES, role: int = ROLE_LATENTS, workers: int = 1
 ) -> CodedTensor:
     """Code a tensor the cheaper way: channel-context streams, or one frame of plain bytes where
     that is smaller (tiny, nearly all-zero tensors, where the streams' framing outweighs what
     the contexts save). Past a few KB the streams always win, and the frame is not tried."""
-    best = encode_streams(stored, set_id)
+    best = encode_streams(stored, set_id, workers)
     if best.coded_bytes < ONE_FRAME_BELOW:
         one = encode_one_frame(stored)
         if one.table_bytes + one.coded_bytes < best.table_bytes + best.coded_bytes:

@@ -80,7 +80,9 @@ class ChannelContextCoder:
         step = quality_to_step(quality)
         q = quantize(latents, step)
         order = channel_order(q)
-        return CodedLatents([coding.encode_tensor(q[order])], order, q.dtype, step)
+        return CodedLatents(
+            [coding.encode_tensor(q[order], workers=torch.get_num_threads())], order, q.dtype, step
+        )
 
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
         return torch.from_numpy(coding.latents_of(aec).astype(np.float32)) * aec.header.step
@@ -99,8 +101,8 @@ class ScaleClassCoder:
         y = quantize(scaled.cpu(), 1.0)
         classes = hyper.scale_classes(z, y.shape[1:])
         tensors = [
-            coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS),
-            coding.encode_classed(y, classes, hyper.scale_class_count),
+            coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS, workers=torch.get_num_threads()),
+            coding.encode_classed(y, classes, hyper.scale_class_count, workers=torch.get_num_threads()),
         ]
         return CodedLatents(tensors, None, y.dtype, quality_to_step(quality))
 
