@@ -96,6 +96,39 @@ def test_thresholds_match_the_documented_scale() -> None:
     np.testing.assert_array_equal(np.searchsorted(coding.THRESHOLDS, sums, side="right"), expected)
 
 
+def _reference_classes(stored: np.ndarray) -> np.ndarray:
+    """Classes as docs/format.md defines them, computed the slow, obvious way."""
+    mags = np.abs(stored.astype(np.int64))
+    out = np.zeros(stored.shape, np.uint8)
+    for c in range(stored.shape[0]):
+        window = np.pad(mags[max(0, c - coding.CONTEXT_CHANNELS) : c].sum(axis=0), 1)
+        sums = sum(
+            window[dy : dy + stored.shape[1], dx : dx + stored.shape[2]] for dy in range(3) for dx in range(3)
+        )
+        out[c] = np.searchsorted(coding.THRESHOLDS, sums, side="right")
+    return out
+
+
+def test_fast_classes_binarization_and_threaded_compression_match_the_plain_definitions() -> None:
+    q = _latents(4, (48, 27, 33), 30.0, "<i2")  # window sums far past the last threshold, escapes
+    classes = coding.context_classes(q)
+    np.testing.assert_array_equal(classes, _reference_classes(q))
+    mags = np.abs(q.astype(np.int64))
+    raw = coding.binarize(q, classes)
+    for k in range(coding.CLASSES):
+        values = mags[classes == k]
+        assert raw[k] == np.packbits(values > 0).tobytes()
+        assert raw[coding.CLASSES + k] == np.packbits(values[values > 0] > 1).tobytes()
+    given = (np.arange(q.size).reshape(q.shape) * 7 % 5).astype(np.uint8)
+    classed = coding.binarize_classed(q, given, 5)
+    for k in range(5):
+        values = mags[given == k]
+        assert classed[k] == np.packbits(values > 0).tobytes()
+        assert classed[2 * 5 + k] == np.minimum(values[values > 1] - 2, 255).astype(np.uint8).tobytes()
+    assert sum(map(len, raw)) >= coding.PARALLEL_FROM  # large enough to take the threaded path
+    assert coding.compress_streams(raw, 1, workers=2) == coding.compress_streams(raw, 1)
+
+
 @pytest.mark.parametrize("quality", [50, 75])
 def test_bundled_latents_of_a_photo_cost_less_than_in_one_frame(quality: float) -> None:
     """The bundled model on the sample photo: the context streams take at least 8% fewer bytes
