@@ -291,8 +291,11 @@ def from_planes(raw: bytes) -> np.ndarray:
 
 # --- zstd frames and the dictionaries -------------------------------------------------------
 
-DICTIONARY_FILES = {1: "set1.zdict"}
-DICTIONARY_SHA256 = {1: "7741f5e0ccce83eddc418aeb7ba507d395265e8f472f3582c7c436133b332af8"}
+DICTIONARY_FILES = {1: "set1.zdict", 2: "set2.zdict"}
+DICTIONARY_SHA256 = {
+    1: "7741f5e0ccce83eddc418aeb7ba507d395265e8f472f3582c7c436133b332af8",  # scheme 1, the family
+    2: "3d1a507ef5d23662f25f3bcf414a87942f9a186dcee341e15d1a154654a4e966",  # scheme 2, scale classes
+}
 DICT_MAGIC = b"AECD"
 ZSTD_LEVEL = 19
 
@@ -428,6 +431,7 @@ class CodedTensor:
 ROLE_LATENTS = 1
 ROLE_HYPER_LATENTS = 2
 DEFAULT_DICTIONARIES = 1
+SCALE_CLASS_DICTIONARIES = 2  # the dictionary set of scheme 2 tensors with the hyperprior's 20 classes
 TENSOR_ENTRY_BYTES = 10  # role, scheme, dictionary set, three u16 sides, stream count
 
 

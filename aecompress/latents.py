@@ -102,7 +102,13 @@ class ScaleClassCoder:
         classes = hyper.scale_classes(z, y.shape[1:])
         tensors = [
             coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS, workers=torch.get_num_threads()),
-            coding.encode_classed(y, classes, hyper.scale_class_count, workers=torch.get_num_threads()),
+            coding.encode_classed(
+                y,
+                classes,
+                hyper.scale_class_count,
+                coding.SCALE_CLASS_DICTIONARIES,
+                workers=torch.get_num_threads(),
+            ),
         ]
         return CodedLatents(tensors, None, y.dtype, quality_to_step(quality))
 

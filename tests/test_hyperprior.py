@@ -111,7 +111,11 @@ def test_decoded_integers_are_the_encoders(hyper_model: Path) -> None:
         "print(hashlib.sha256(y.numpy().tobytes()).hexdigest())"
     )
     net, _ = codec.model_on(hyper_model, torch.device("cpu"))
-    here = coder_for(net).restore(net, aecformat.unpack(data)).numpy()
+    parsed = aecformat.unpack(data)
+    roles = {t.role: t for t in parsed.tensors}
+    assert roles[coding.ROLE_LATENTS].dictionaries == coding.SCALE_CLASS_DICTIONARIES
+    assert len(coding.dictionaries(coding.SCALE_CLASS_DICTIONARIES)) <= len(roles[coding.ROLE_LATENTS].frames)
+    here = coder_for(net).restore(net, parsed).numpy()
     hashes = {hashlib.sha256(here.tobytes()).hexdigest()}
     for threads in ("1", "2"):
         env = {**os.environ, "OMP_NUM_THREADS": threads}
