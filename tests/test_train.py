@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -283,3 +284,28 @@ def test_weight_average_feeds_the_model_file_resumes_exactly_and_can_start_on_re
     assert late_state["config"]["ema"] == 0.9 and set(late_state["ema"]) <= set(late_state["model"])
     bad = runner.invoke(app, [*args, "--steps", "1", "--ema", "1.5"])
     assert bad.exit_code != 0
+
+
+def test_checkpoint_script_compacts_expands_and_takes_out_the_averaged_model(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.pt"
+    train(_config(data_dir, out, 3, ema=0.5, lr=1e-2))
+    script = [sys.executable, str(REPO / "scripts" / "checkpoint.py")]
+    compact, expanded, snapshot = tmp_path / "c.ckpt", tmp_path / "e.ckpt", tmp_path / "snap.pt"
+    for args in (
+        ["compact", f"{out}.ckpt", compact],
+        ["expand", compact, expanded],
+        ["model", expanded, snapshot],
+    ):
+        subprocess.run([*script, *map(str, args)], check=True, capture_output=True, cwd=REPO)
+    full = torch.load(f"{out}.ckpt", map_location="cpu", weights_only=True)
+    small = torch.load(compact, map_location="cpu", weights_only=True)
+    assert small["step"] == 3 and all(v.dtype == torch.float16 for v in small["ema"].values())
+    assert compact.stat().st_size < Path(f"{out}.ckpt").stat().st_size
+    model, _ = load_model(snapshot)
+    for name, value in model.named_parameters():
+        assert torch.equal(value.detach(), full["ema"][name].half().float()), name
+    shutil.copy(expanded, f"{out}.ckpt")  # a run resumes from the expanded form
+    train(_config(data_dir, out, 5), resume=True)
+    assert torch.load(f"{out}.ckpt", map_location="cpu", weights_only=True)["step"] == 5
