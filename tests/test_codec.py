@@ -239,3 +239,25 @@ def test_restriding_keeps_weights_and_rescales_only_the_changed_decoder_layer() 
     assert all(torch.allclose(back[k], before[k]) for k in before)
     x = torch.rand(1, 3, 64, 48)
     assert fine.encode(x).shape == (1, 100, 8, 6) and fine.decode(fine.encode(x)).shape == x.shape
+
+
+def test_gdn_inference_path_computes_exactly_what_training_computes() -> None:
+    """The in-place inference form of GDN must not change a single bit, in float32 or bfloat16."""
+    from aecompress.nn.layers import GDN
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 9, 11)
+    for inverse in (False, True):
+        layer = GDN(16, inverse=inverse)
+        with torch.no_grad():
+            layer.gamma_root.add_(torch.rand(16, 16) * 0.1)
+        # float32; bfloat16 autocast with the bfloat16 input a convolution hands it; and with a
+        # float32 input, whose result type promotion makes float32
+        for autocast, dtype in ((False, torch.float32), (True, torch.bfloat16), (True, torch.float32)):
+            inputs = x.to(dtype)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                with torch.enable_grad():
+                    trained = layer(inputs.clone().requires_grad_(True)).detach()
+                with torch.inference_mode():
+                    inferred = layer(inputs)
+            assert trained.dtype == inferred.dtype and torch.equal(trained, inferred), (inverse, dtype)

@@ -23,7 +23,7 @@ from aecompress.cli import app
 from aecompress.data import CropDataset, IndexRange, load_stl10, split_validation
 from aecompress.errors import TrainingError
 from aecompress.imageio import from_pil
-from aecompress.modelfile import load_model, read_info
+from aecompress.modelfile import FULL_PRECISION_UP_TO, load_model, read_info
 from aecompress.train import TrainConfig, TrainHooks, train
 from tests.conftest import REPO, photo_like
 
@@ -47,6 +47,13 @@ def _config(data: Path, out: Path, steps: int, **changes: object) -> TrainConfig
     for key, value in changes.items():
         setattr(cfg, key, value)
     return cfg
+
+
+def _as_stored(value: torch.Tensor) -> torch.Tensor:
+    """A weight as a model file gives it back: large float tensors through float16."""
+    if value.is_floating_point() and value.numel() > FULL_PRECISION_UP_TO:
+        return value.half().float()
+    return value
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -262,7 +269,7 @@ def test_weight_average_feeds_the_model_file_resumes_exactly_and_can_start_on_re
     assert any(not torch.equal(raw[k], avg[k]) for k in avg)  # the average trails the raw weights
     for name, value in stored.state_dict().items():
         want = avg.get(name, raw[name])
-        assert torch.equal(value, want.half().float() if want.is_floating_point() else want), name
+        assert torch.equal(value, _as_stored(want)), name
     assert read_info(straight).card["weight_average"] == 0.5
 
     halves = tmp_path / "halves.pt"
@@ -305,7 +312,24 @@ def test_checkpoint_script_compacts_expands_and_takes_out_the_averaged_model(
     assert compact.stat().st_size < Path(f"{out}.ckpt").stat().st_size
     model, _ = load_model(snapshot)
     for name, value in model.named_parameters():
-        assert torch.equal(value.detach(), full["ema"][name].half().float()), name
+        assert torch.equal(value.detach(), _as_stored(full["ema"][name].half().float())), name
     shutil.copy(expanded, f"{out}.ckpt")  # a run resumes from the expanded form
     train(_config(data_dir, out, 5), resume=True)
     assert torch.load(f"{out}.ckpt", map_location="cpu", weights_only=True)["step"] == 5
+
+
+def test_model_files_keep_small_tensors_in_float32_and_large_ones_in_float16(tmp_path: Path) -> None:
+    from aecompress.modelfile import save_model
+    from aecompress.nn import build
+
+    model = build("factorized", {"channels": 192})  # 192 x 192 GDN matrices: past the float32 limit
+    path = save_model(model, tmp_path / "m.pt", "m").path
+    assert path is not None
+    stored = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    sizes = {v.dtype: 0 for v in stored.values()}
+    for value in stored.values():
+        if value.is_floating_point():
+            want = torch.float32 if value.numel() <= FULL_PRECISION_UP_TO else torch.float16
+            assert value.dtype == want
+            sizes[value.dtype] += value.numel()
+    assert sizes[torch.float16] > 10 * sizes[torch.float32]  # the bulk still takes two bytes a weight

@@ -31,8 +31,10 @@ class GDN(nn.Module):
         beta = self.beta_root.square() + 1e-6
         gamma = self.gamma_root.square().view(c, c, 1, 1)
         norm = torch.nn.functional.conv2d(x * x, gamma, beta)
-        if not torch.is_grad_enabled():  # inference: in place, one pass fewer over the activations
-            return (norm.sqrt_() if self.inverse else norm.rsqrt_()).mul_(x)
+        if not torch.is_grad_enabled() and norm.dtype == x.dtype:
+            # inference: in place, the same arithmetic with fewer buffers
+            norm.sqrt_()
+            return norm.mul_(x) if self.inverse else torch.div(x, norm, out=norm)
         norm = norm.sqrt()
         return x * norm if self.inverse else x / norm
 
