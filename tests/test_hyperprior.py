@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from aecompress import codec, coding
 from aecompress import format as aecformat
 from aecompress.cli import app
+from aecompress.errors import ModelError
 from aecompress.imageio import ImageData
 from aecompress.modelfile import read_info, save_model
 from aecompress.nn import build
@@ -32,7 +33,7 @@ def _tiny(seed: int = 0) -> torch.nn.Module:
     with torch.no_grad():  # a trained h_s spreads the scales; random weights need a push to
         for p in model.h_s.parameters():
             p.mul_(6.0)
-        steps = torch.linspace(-1.0, 3.0, model.levels)[:, None]  # gains rise with the rate
+        steps = torch.linspace(0.0, 4.0, model.levels)[:, None]  # gains rise with the rate
         model.log_gain.copy_(steps.expand_as(model.log_gain))
         model.log_igain.copy_(-model.log_gain)
     return model.eval()
@@ -168,3 +169,18 @@ def test_train_cli_warm_starts_a_hyperprior_from_a_factorized_model(tmp_path: Pa
     image = ImageData(photo_like(40, 40), None, "RGB")
     back = codec.decode(codec.encode(image, model=str(out), device="cpu").data, device="cpu", model=str(out))
     assert back.rgb.shape == (40, 40, 3)
+
+
+def test_quality_reaches_past_the_trained_lambdas_on_a_log_linear_gain_line() -> None:
+    model = _tiny()
+    lo, hi = model.config["rate_range"]
+    assert model.rate_position(0) == lo < 0 and model.rate_position(100) == hi > model.levels - 1
+    positions = torch.tensor([lo, 0.0, 1.0, hi - 1.0, model.levels - 1.0, hi])
+    log_gain = model.gains(positions)[0].log().detach()
+    below = (log_gain[1] - log_gain[0]) / (0.0 - lo)
+    np.testing.assert_allclose(below.numpy(), (log_gain[2] - log_gain[1]).numpy(), rtol=1e-4, atol=1e-5)
+    above = (log_gain[5] - log_gain[4]) / (hi - (model.levels - 1.0))
+    inside = (log_gain[4] - log_gain[3]) / (model.levels - 1.0 - (hi - 1.0))
+    np.testing.assert_allclose(above.numpy(), inside.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ModelError, match="rate_range"):
+        build("hyperprior", {"channels": 8, "rate_range": [2.0, 1.0]})
