@@ -369,12 +369,17 @@ PARALLEL_FROM = 1 << 16  # raw bytes from which the streams are compressed on se
 
 
 def compress_streams(raw: Sequence[bytes], set_id: int, workers: int = 1) -> list[bytes]:
-    """One frame per non-empty stream (an empty stream stays empty: it costs nothing). With
+    """One frame per non-empty stream (an empty stream stays empty: it costs nothing); a stream
+    that zstd would not shrink is stored as it is, which its coded size equalling its raw size
+    tells the reader (tiny streams, where a frame's header outweighs what it saves). With
     ``workers`` > 1 large tensors are compressed on that many threads (zstd releases the GIL):
     the frames are the same bytes either way."""
 
     def one(index: int) -> bytes:
-        return _compressor(set_id, index).compress(raw[index]) if raw[index] else b""
+        if not raw[index]:
+            return b""
+        frame = _compressor(set_id, index).compress(raw[index])
+        return frame if len(frame) < len(raw[index]) else raw[index]  # stored: no frame overhead
 
     if workers > 1 and sum(map(len, raw)) >= PARALLEL_FROM:
         return list(_zstd_pool(workers).map(one, range(len(raw))))
@@ -387,13 +392,17 @@ def decompress_streams(
     """Inflate each frame to exactly its declared size (already checked against its bound).
 
     Reads are bounded by the declared size whatever a frame's own header claims, so a frame
-    that would inflate to gigabytes stops one byte past it."""
+    that would inflate to gigabytes stops one byte past it. In the streams of schemes 1 and 2
+    (magicless frames) a frame as long as its declared size is the stream stored as it is."""
     out = []
     for i, (frame, size) in enumerate(zip(frames, sizes, strict=True)):
         if not frame:
             if size:
                 raise FormatError(f"latent stream {i} is empty but declares {size} bytes")
             out.append(b"")
+            continue
+        if kind == zstandard.FORMAT_ZSTD1_MAGICLESS and len(frame) == size:
+            out.append(bytes(frame))
             continue
         try:
             with _decompressor(set_id, i, kind).stream_reader(frame, read_across_frames=False) as reader:

@@ -141,6 +141,22 @@ def test_bundled_latents_of_a_photo_cost_less_than_in_one_frame(quality: float) 
     assert aec.tensors[0].coded_bytes < 0.92 * one_frame
 
 
+def test_streams_zstd_cannot_shrink_are_stored_as_they_are() -> None:
+    q = _latents(6, (100, 3, 4), 1.0, "int8")  # tiny streams: a frame header outweighs them
+    tensor = coding.encode_streams(q)
+    raw = coding.binarize(q, coding.context_classes(q))
+    stored = [
+        i for i, (f, r) in enumerate(zip(tensor.frames, tensor.raw_sizes, strict=True)) if f and len(f) == r
+    ]
+    assert stored and all(tensor.frames[i] == raw[i] for i in stored)
+    framed = [
+        coding._compressor(coding.DEFAULT_DICTIONARIES, i).compress(r) if r else b""
+        for i, r in enumerate(raw)
+    ]
+    assert tensor.coded_bytes < sum(map(len, framed))
+    np.testing.assert_array_equal(coding.decode_tensor(tensor, q.dtype), q)
+
+
 def test_nearly_empty_latents_fall_back_to_one_frame() -> None:
     """On a flat image nearly every latent is zero: the streams' framing would cost more than
     the contexts save, so the writer keeps the single frame (never larger than version 3)."""
