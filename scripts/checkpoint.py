@@ -6,10 +6,11 @@ file out of it (the weight average when the run keeps one) without stopping the 
     python scripts/checkpoint.py model runs/hp/hyperprior.pt.ckpt /tmp/snapshot.pt
 
 A checkpoint holds float32 weights and Adam's two moments (12 bytes a parameter). The compact form
-keeps the weights in float16 and the moments in bfloat16 (whose range holds Adam's tiny second
-moments, where float16 would flush them to zero): 6 bytes a parameter, so a session can commit the
-state the next one resumes. Resuming from it is not bit-exact with the uncommitted run, but the
-step, the schedule and the sample sequence continue where they stopped.
+keeps the weights in float16 (small tensors, as in model files, in float32) and the moments in
+bfloat16 (whose range holds Adam's tiny second moments, where float16 would flush them to zero):
+about 6 bytes a parameter, so a session can commit the state the next one resumes. Resuming from
+it is not bit-exact with the uncommitted run, but the step, the schedule and the sample sequence
+continue where they stopped.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from aecompress.fileio import atomic_torch_save
-from aecompress.modelfile import save_model
+from aecompress.modelfile import FULL_PRECISION_UP_TO, save_model
 from aecompress.nn import build
 
 
@@ -34,6 +35,8 @@ def _convert(value: Any, weights: torch.dtype, moments: torch.dtype) -> Any:
     if isinstance(value, list):
         return [_convert(v, weights, moments) for v in value]
     if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1:
+        if weights == torch.float16 and value.numel() <= FULL_PRECISION_UP_TO:
+            return value.float()  # as in model files: small tensors are where rounding hurts
         return value.to(weights)
     return value
 

@@ -308,11 +308,15 @@ def test_checkpoint_script_compacts_expands_and_takes_out_the_averaged_model(
         subprocess.run([*script, *map(str, args)], check=True, capture_output=True, cwd=REPO)
     full = torch.load(f"{out}.ckpt", map_location="cpu", weights_only=True)
     small = torch.load(compact, map_location="cpu", weights_only=True)
-    assert small["step"] == 3 and all(v.dtype == torch.float16 for v in small["ema"].values())
+    assert small["step"] == 3
+    for name, value in small["ema"].items():  # stored like a model file's weights
+        assert value.dtype == (torch.float32 if value.numel() <= FULL_PRECISION_UP_TO else torch.float16), (
+            name
+        )
     assert compact.stat().st_size < Path(f"{out}.ckpt").stat().st_size
     model, _ = load_model(snapshot)
     for name, value in model.named_parameters():
-        assert torch.equal(value.detach(), _as_stored(full["ema"][name].half().float())), name
+        assert torch.equal(value.detach(), _as_stored(full["ema"][name])), name
     shutil.copy(expanded, f"{out}.ckpt")  # a run resumes from the expanded form
     train(_config(data_dir, out, 5), resume=True)
     assert torch.load(f"{out}.ckpt", map_location="cpu", weights_only=True)["step"] == 5
