@@ -454,11 +454,14 @@ def unpack(data: bytes) -> AecFile:
 def _coding_text(aec: AecFile) -> str:
     if not aec.tensors:
         return "one zstd frame"
+    roles = {1: "latents", 2: "hyper-latents"}
     parts = []
     for t in aec.tensors:
-        used = sum(1 for f in t.frames if f)
-        parts.append(f"{'latents' if t.role == 1 else 'tensor'} {t.shape}: scheme {t.scheme}, "
-                     f"{used} zstd streams, dictionary set {t.dictionaries}")  # fmt: skip
+        pairs = zip(t.frames, t.raw_sizes, strict=True)
+        stored = sum(1 for f, n in pairs if f and len(f) == n) if t.scheme else 0  # schemes 1 and 2
+        framed = sum(1 for f in t.frames if f) - stored
+        parts.append(f"{roles.get(t.role, f'role {t.role}')} {t.shape}: scheme {t.scheme}, "
+                     f"{framed} zstd streams + {stored} stored, dictionary set {t.dictionaries}")  # fmt: skip
     return "; ".join(parts)
 
 
