@@ -28,7 +28,7 @@ else
 fi
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_hyperprior.py 2>&1 | tail -3
 cp "$RUN"/hyperprior.pt "$RUN"/hyperprior.pt.log.jsonl "$RUN"/hyperprior.out "$OUT"/ 2>/dev/null
-# the compact checkpoint (17 MB) in parts under the device tool's 16 MiB a file:
+# the compact checkpoint (about 24 MB) in parts under the device tool's 16 MiB a file:
 #   cat <files_at>/hyperprior.ckpt.part-* > models/next/hyperprior.ckpt
 python3 scripts/checkpoint.py compact "$RUN/hyperprior.pt.ckpt" "$RUN/hyperprior.ckpt" &&
   split -b 12m "$RUN/hyperprior.ckpt" "$OUT/hyperprior.ckpt.part-"
