@@ -431,6 +431,13 @@ class CodedTensor:
         return sum(len(f) for f in self.frames)
 
     @property
+    def stored_streams(self) -> int:
+        """Streams kept as they are rather than as zstd frames (schemes 1 and 2 only)."""
+        if self.scheme == SCHEME_ONE_FRAME:
+            return 0
+        return sum(1 for f, n in zip(self.frames, self.raw_sizes, strict=True) if f and len(f) == n)
+
+    @property
     def table_bytes(self) -> int:
         """What this tensor's entry in the file's tensor table costs."""
         sizes = (*self.raw_sizes, *(len(f) for f in self.frames))

@@ -457,8 +457,7 @@ def _coding_text(aec: AecFile) -> str:
     roles = {1: "latents", 2: "hyper-latents"}
     parts = []
     for t in aec.tensors:
-        pairs = zip(t.frames, t.raw_sizes, strict=True)
-        stored = sum(1 for f, n in pairs if f and len(f) == n) if t.scheme else 0  # schemes 1 and 2
+        stored = t.stored_streams
         framed = sum(1 for f in t.frames if f) - stored
         parts.append(f"{roles.get(t.role, f'role {t.role}')} {t.shape}: scheme {t.scheme}, "
                      f"{framed} zstd streams + {stored} stored, dictionary set {t.dictionaries}")  # fmt: skip

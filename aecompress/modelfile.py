@@ -63,14 +63,14 @@ def storable_state(model: Any) -> dict[str, Any]:
     hurts: a hyperprior with its first convolution and its GDN matrices in float16 lost 0.13 dB
     on its validation images, and kept 0.12 dB of it with them in float32, for 0.26 MB more."""
 
-    state = {}
-    for key, value in model.state_dict().items():
-        v = value.detach().cpu()
-        if not v.is_floating_point():
-            state[key] = v.clone()
-        else:
-            state[key] = v.float().clone() if v.numel() <= FULL_PRECISION_UP_TO else v.half()
-    return state
+    return {key: stored_form(value.detach().cpu()) for key, value in model.state_dict().items()}
+
+
+def stored_form(value: Any) -> Any:
+    """One weight tensor as files keep it: float16 when large, float32 when small, others as is."""
+    if not value.is_floating_point():
+        return value.clone()
+    return value.float().clone() if value.numel() <= FULL_PRECISION_UP_TO else value.half()
 
 
 def save_model(model: Any, path: Path, name: str, card: dict[str, Any] | None = None) -> ModelInfo:

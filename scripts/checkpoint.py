@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from aecompress.fileio import atomic_torch_save
-from aecompress.modelfile import FULL_PRECISION_UP_TO, save_model
+from aecompress.modelfile import save_model, stored_form
 from aecompress.nn import build
 
 
@@ -35,9 +35,9 @@ def _convert(value: Any, weights: torch.dtype, moments: torch.dtype) -> Any:
     if isinstance(value, list):
         return [_convert(v, weights, moments) for v in value]
     if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1:
-        if weights == torch.float16 and value.numel() <= FULL_PRECISION_UP_TO:
-            return value.float()  # as in model files: small tensors are where rounding hurts
-        return value.to(weights)
+        # weights for committing: as model files keep them (small tensors, where rounding hurts,
+        # in float32)
+        return stored_form(value) if weights == torch.float16 else value.to(weights)
     return value
 
 
