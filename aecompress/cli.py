@@ -583,6 +583,30 @@ def train(
             "(e.g. h_a=5 h_s=5 for the new hyperprior parts of a warm start). Repeatable.",
         ),
     ] = None,
+    freeze: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--freeze",
+            help="PREFIX: parameters whose names start with PREFIX do not train (e.g. g_a g_s log_gain "
+            "log_igain: fit a hyperprior's new parts to inherited transforms first). Repeatable.",
+        ),
+    ] = None,
+    lambdas: Annotated[
+        str | None,
+        typer.Option(
+            "--lambdas",
+            help="Variable-rate models (hyperprior): the trained lambdas, increasing and comma-separated "
+            "(default 0.0018,0.0048,0.013,0.035,0.093,0.25).",
+        ),
+    ] = None,
+    rate_range: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-range",
+            help="Variable-rate models: LO,HI, the rate positions (0 = first lambda, 1 = second, ...) "
+            "that -q 0 and -q 100 map to; they may reach past the trained ends (default -1.5,5.5).",
+        ),
+    ] = None,
     ema: Annotated[
         float,
         typer.Option(
@@ -634,13 +658,20 @@ def train(
                 arch_config["downsamples"] = stride.bit_length() - 1
         elif stride is not None:
             raise TrainingError(f"--stride applies to the factorized architecture, not {arch!r}")
+        if lambdas is not None or rate_range is not None:
+            if arch != "hyperprior":
+                raise TrainingError(f"--lambdas and --rate-range apply to the hyperprior, not {arch!r}")
+            if lambdas is not None:
+                arch_config["lambdas"] = _floats(lambdas, "--lambdas")
+            if rate_range is not None:
+                arch_config["rate_range"] = _floats(rate_range, "--rate-range")
         cfg = TrainConfig(
             data=sources, output=output, arch=arch, arch_config=arch_config,
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, lmbda=lmbda, seed=seed, device=device,
             workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
             val=val, val_every=val_every,
             time_budget=time_budget, init=str(resolve(init)) if init else None, name=name, dataset=dataset,
-            precision=precision, lr_scales=_lr_scales(lr_scale or []), ema=ema,
+            precision=precision, lr_scales=_lr_scales(lr_scale or []), ema=ema, frozen=list(freeze or []),
             command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
         stop_requested = False
@@ -656,6 +687,15 @@ def train(
             hooks.stop = lambda step: stop_requested
             path = run_training(cfg, resume=resume, hooks=hooks)
         _say(f"wrote {path} (checkpoint {path}.ckpt, log {path}.log.jsonl)")
+
+
+def _floats(text: str, option: str) -> list[float]:
+    from aecompress.errors import TrainingError
+
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise TrainingError(f"{option} {text!r}: expected numbers separated by commas") from None
 
 
 def _lr_scales(items: list[str]) -> dict[str, float]:

@@ -74,6 +74,7 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": the networks under bfloat16 autocast (rates stay float32)
     lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr factor
     ema: float = 0.0  # decay of the weight average that validation and the model file use; 0: off
+    frozen: list[str] = field(default_factory=list)  # parameter-name prefixes that do not train
     command: str = ""
 
 
@@ -151,11 +152,13 @@ def parameter_groups(model: torch.nn.Module, scales: dict[str, float]) -> list[d
     groups: dict[str, list[torch.nn.Parameter]] = {prefix: [] for prefix in sorted(scales)}
     rest: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
         prefix = next((p for p in sorted(scales) if name.startswith(p)), None)
         (groups[prefix] if prefix is not None else rest).append(param)
     out: list[dict[str, Any]] = [{"params": rest, "lr_scale": 1.0}]
     out += [{"params": params, "lr_scale": scales[prefix]} for prefix, params in groups.items()]
-    return out
+    return [group for group in out if group["params"]]
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -177,24 +180,49 @@ def preview_path(output: Path) -> Path:
 
 def _make_model(cfg: TrainConfig) -> LatentCodec:
     """A fresh model, or one started from ``cfg.init``: the same architecture fine-tuned (or
-    re-strided), or a warm start of another architecture from the weights that match."""
+    re-strided, or given other rate settings), or a warm start of another architecture from the
+    weights that match. The init's transforms keep their shapes and stride unless --stride says
+    otherwise (its full config, not the file's, so defaults left out of the file count too)."""
     if not cfg.init:
         return build(cfg.arch, cfg.arch_config)
     base, info = load_model(Path(cfg.init))
+    transforms = {k: v for k, v in base.config.items() if k in TRANSFORM_KEYS}
+    wanted = cfg.arch_config.get("downsamples")
     if cfg.arch != info.arch:
-        shared = {k: v for k, v in info.config.items() if k in TRANSFORM_KEYS}
-        model = build(cfg.arch, {**cfg.arch_config, **shared})
+        if wanted is not None:
+            transforms["downsamples"] = wanted
+        model = build(cfg.arch, {**cfg.arch_config, **transforms})
         if model.adopt(base, info.card.get("lambda")) == 0:
             raise TrainingError(f"{cfg.init}: a {info.arch} model shares no weights with {cfg.arch}")
         return model
-    model = build(info.arch, info.config)
-    model.load_state_dict(base.state_dict())
-    wanted = cfg.arch_config.get("downsamples")
+    settings = {k: v for k, v in cfg.arch_config.items() if k not in TRANSFORM_KEYS}
+    if settings and any(base.config.get(k) != v for k, v in settings.items()):
+        # the same transforms under other settings (a variable-rate model's lambdas): what fits
+        model = build(info.arch, {**base.config, **settings})
+        taken = model.adopt(base, None)
+        log.info("%s: took %d of %d tensors for the new settings", cfg.init, taken, len(model.state_dict()))
+    else:
+        model = build(info.arch, base.config)
+        model.load_state_dict(base.state_dict())
     if wanted is not None and wanted != model.config.get("downsamples", 4):
         if not isinstance(model, FactorizedCodec):
             raise TrainingError(f"{cfg.init}: a {info.arch} model cannot be re-strided")
         model = model.restrided(wanted)
     return model
+
+
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> int:
+    """Leave the parameters whose names start with one of ``prefixes`` as they are (no gradients,
+    not in the optimizer): new parts learn around inherited ones first. Returns how many."""
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n, _ in model.named_parameters())]
+    if unknown:
+        raise TrainingError(f"--freeze names no parameters of this model: {', '.join(unknown)}")
+    count = 0
+    for name, param in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            param.requires_grad_(False)
+            count += 1
+    return count
 
 
 def _training_images(cfg: TrainConfig) -> tuple[list[torch.Tensor], list[np.ndarray], dict[str, Any]]:
@@ -313,6 +341,9 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
     # channels-last activations and weights: oneDNN's and cuDNN's fast layout (a hyperprior step
     # on 2 CPU threads under bfloat16: 0.63 s instead of 0.76 s)
     model.to(device).to(memory_format=torch.channels_last).train()
+    frozen = freeze(model, cfg.frozen)
+    if frozen == sum(1 for _ in model.parameters()):
+        raise TrainingError("--freeze leaves nothing to train")
     optimizer = torch.optim.Adam(
         parameter_groups(model, cfg.lr_scales),
         lr=cfg.lr,
@@ -352,6 +383,8 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
     )
     if rank == 0:
         log.info("training %s on %d images (%s) on %s x%d", cfg.arch, len(images), summary, device, world)
+        if frozen:
+            log.info("%d parameter tensors frozen (%s)", frozen, ", ".join(cfg.frozen))
 
     start = time.monotonic()
     last_val: dict[str, float] = {}
@@ -466,6 +499,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             "device": f"{device} x{world}",
             "init": cfg.init,
             "weight_average": cfg.ema or None,
+            "frozen": cfg.frozen or None,
             "command": cfg.command,
         }
         save_model(average.model() if average else model, output, cfg.name or output.stem, card)

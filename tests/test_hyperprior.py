@@ -184,3 +184,68 @@ def test_quality_reaches_past_the_trained_lambdas_on_a_log_linear_gain_line() ->
     np.testing.assert_allclose(above.numpy(), inside.numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ModelError, match="rate_range"):
         build("hyperprior", {"channels": 8, "rate_range": [2.0, 1.0]})
+
+
+def test_warm_start_keeps_the_init_stride_sets_the_rates_and_freezes_inherited_parts(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(photo_like(48, 64, seed=i)).save(data / f"img{i}.png")
+    torch.manual_seed(3)
+    base = build("factorized", {"channels": 8, "latent_channels": 100})
+    base.config.pop("downsamples")  # as older model files, which leave the default stride out
+    init = tmp_path / "base.pt"
+    save_model(base, init, "base", {"lambda": 0.004})
+    out = tmp_path / "low.pt"
+    common = ["--steps", "3", "--batch-size", "2", "--crop", "32", "--device", "cpu",
+              "--checkpoint-every", "1"]  # fmt: skip
+    frozen = ["g_a", "g_s", "log_gain", "log_igain"]
+    result = runner.invoke(
+        app,
+        ["train", str(data), "-o", str(out), "--arch", "hyperprior", "--init", str(init),
+         "--lambdas", "0.001,0.004,0.016", "--rate-range=-0.5,2.5", *common,
+         *(arg for prefix in frozen for arg in ("--freeze", prefix))],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = read_info(out)
+    assert info.config["downsamples"] == 4  # the init's stride, not the hyperprior's default of 8
+    assert info.config["lambdas"] == [0.001, 0.004, 0.016] and info.config["rate_range"] == [-0.5, 2.5]
+    assert info.card["frozen"] == frozen
+    start = load_state(init)
+    trained = load_state(out)
+    transforms = [n for n in start if n.startswith(("g_a", "g_s"))]
+    assert transforms
+    for name in transforms:  # the frozen transforms are the init's, bit for bit
+        assert torch.equal(trained[name], start[name]), name
+    expected = 0.5 * torch.log(torch.tensor([0.001, 0.004, 0.016]) / 0.004)
+    torch.testing.assert_close(trained["log_gain"], expected[:, None].expand(3, 100))
+    state = torch.load(str(out) + ".ckpt", map_location="cpu", weights_only=True)
+    hyper_tensors = [n for n in trained if n.startswith(("h_a", "h_s", "z_density"))]
+    assert len(state["optimizer"]["state"]) == len(hyper_tensors)  # only the new parts learn
+
+    joint = tmp_path / "joint.pt"  # then everything trains, from the fitted hyperprior
+    result = runner.invoke(
+        app, ["train", str(data), "-o", str(joint), "--arch", "hyperprior", "--init", str(out), *common]
+    )
+    assert result.exit_code == 0, result.output
+    after = load_state(joint)
+    assert read_info(joint).config == info.config
+    assert not torch.equal(after["g_a.0.weight"], trained["g_a.0.weight"])
+
+    for bad, message in (
+        (["--arch", "hyperprior", "--freeze", "nothing"], "names no parameters"),
+        (["--arch", "hyperprior", "--lambdas", "0.01,0.001"], "increasing"),
+        (["--arch", "hyperprior", "--rate-range", "a,b"], "numbers separated by commas"),
+        (["--lambdas", "0.001,0.01"], "apply to the hyperprior"),
+    ):
+        result = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "x.pt"), *common, *bad])
+        assert result.exit_code == 1 and message in result.output, result.output
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """A model file's weights as the network loads them (float32)."""
+    from aecompress.modelfile import load_model
+
+    return {k: v.detach().clone() for k, v in load_model(path)[0].state_dict().items()}
