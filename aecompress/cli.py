@@ -515,13 +515,13 @@ def train(
         float, typer.Option("--lr", help="Peak learning rate (warm-up, plateau, decays at 78% and 93%).")
     ] = 5e-4,
     arch: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--arch",
-            help="Architecture: factorized (default), hyperprior (variable rate, with side "
-            "information) or tutorial.",
+            help="Architecture: factorized, hyperprior (variable rate, with side information) or "
+            "tutorial. Default: the --init model's (fine-tuning keeps it), else factorized.",
         ),
-    ] = "factorized",
+    ] = None,
     channels: Annotated[
         int, typer.Option("--channels", help="Hidden channels of the factorized architecture.")
     ] = 128,
@@ -633,7 +633,7 @@ def train(
         import torch
 
         from aecompress.errors import TrainingError
-        from aecompress.modelfile import resolve
+        from aecompress.modelfile import read_info, resolve
         from aecompress.train import TrainConfig
         from aecompress.train import train as run_training
 
@@ -649,6 +649,8 @@ def train(
             raise TrainingError("give a folder of training images (or --dataset stl10 --data-root DIR)")
         if threads:
             torch.set_num_threads(threads)
+        if arch is None:
+            arch = read_info(resolve(init)).arch if init and not resume else "factorized"
         arch_config: dict[str, Any] = {}
         if arch in ("factorized", "hyperprior"):
             arch_config = {"channels": channels, "act": act}

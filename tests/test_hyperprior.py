@@ -225,13 +225,11 @@ def test_warm_start_keeps_the_init_stride_sets_the_rates_and_freezes_inherited_p
     hyper_tensors = [n for n in trained if n.startswith(("h_a", "h_s", "z_density"))]
     assert len(state["optimizer"]["state"]) == len(hyper_tensors)  # only the new parts learn
 
-    joint = tmp_path / "joint.pt"  # then everything trains, from the fitted hyperprior
-    result = runner.invoke(
-        app, ["train", str(data), "-o", str(joint), "--arch", "hyperprior", "--init", str(out), *common]
-    )
-    assert result.exit_code == 0, result.output
+    joint = tmp_path / "joint.pt"  # then everything trains, from the fitted hyperprior; without
+    result = runner.invoke(app, ["train", str(data), "-o", str(joint), "--init", str(out), *common])
+    assert result.exit_code == 0, result.output  # --arch, fine-tuning keeps the init's architecture
     after = load_state(joint)
-    assert read_info(joint).config == info.config
+    assert read_info(joint).arch == "hyperprior" and read_info(joint).config == info.config
     assert not torch.equal(after["g_a.0.weight"], trained["g_a.0.weight"])
 
     for bad, message in (
