@@ -38,7 +38,7 @@ wait
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_hyperprior.py 2>&1 | tail -3
 for name in "${names[@]}"; do
   cp "$RUN/$name.pt" "$RUN/$name.out" "$OUT"/ 2>/dev/null
-  # the compact checkpoint (about 24 MB) in parts under the device tool's 16 MiB a file:
+  # the compact checkpoint (about 15 MB) in parts under the device tool's 16 MiB a file:
   #   cat <files_at>/NAME.ckpt.part-* > models/next/NAME.ckpt
   python3 scripts/checkpoint.py compact "$RUN/$name.pt.ckpt" "$RUN/$name.ckpt" &&
     split -b 15m "$RUN/$name.ckpt" "$OUT/$name.ckpt.part-"

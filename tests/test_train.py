@@ -314,6 +314,25 @@ def test_checkpoint_script_compacts_expands_and_takes_out_the_averaged_model(
             name
         )
     assert compact.stat().st_size < Path(f"{out}.ckpt").stat().st_size
+    back = torch.load(expanded, map_location="cpu", weights_only=True)["optimizer"]["state"]
+    for key, entry in full["optimizer"]["state"].items():  # Adam's second moment as 8-bit log codes
+        packed = small["optimizer"]["state"][key]
+        assert set(packed) == {"step", "exp_avg_sq_log8"}
+        assert packed["exp_avg_sq_log8"]["codes"].dtype == torch.uint8
+        v, restored = entry["exp_avg_sq"], back[key]["exp_avg_sq"]
+        assert torch.equal(restored[v == 0], v[v == 0]) and torch.equal(back[key]["step"], entry["step"])
+        span = v[v > 0].log2().max() - v[v > 0].log2().min() if (v > 0).any() else torch.tensor(0.0)
+        bound = float(torch.exp2(span / 254 / 2)) - 1 + 1e-6  # half a code of the tensor's log range
+        assert ((restored[v > 0] / v[v > 0]) - 1).abs().max() <= bound, key
+        assert not back[key]["exp_avg"].any()  # the first moment restarts
+    old_form = tmp_path / "old.ckpt"  # the earlier compact form (both moments in bfloat16) expands
+    moments = {k: {n: t.to(torch.bfloat16) if n != "step" else t for n, t in e.items()}
+               for k, e in full["optimizer"]["state"].items()}  # fmt: skip
+    torch.save({**small, "optimizer": {**full["optimizer"], "state": moments}}, old_form)
+    subprocess.run([*script, "expand", str(old_form), str(tmp_path / "o.ckpt")], check=True, cwd=REPO)
+    again = torch.load(tmp_path / "o.ckpt", map_location="cpu", weights_only=True)["optimizer"]["state"]
+    for key, entry in moments.items():
+        assert torch.equal(again[key]["exp_avg"], entry["exp_avg"].float())
     model, _ = load_model(snapshot)
     for name, value in model.named_parameters():
         assert torch.equal(value.detach(), _as_stored(full["ema"][name])), name
