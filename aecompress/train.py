@@ -141,14 +141,19 @@ def rd_loss(
     return loss, {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach()}
 
 
+def _check_prefixes(model: torch.nn.Module, prefixes: list[str], option: str) -> None:
+    """A typo in a parameter-name prefix is an error, not an option that silently does nothing."""
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n, _ in model.named_parameters())]
+    if unknown:
+        raise TrainingError(f"{option} names no parameters of this model: {', '.join(unknown)}")
+
+
 def parameter_groups(model: torch.nn.Module, scales: dict[str, float]) -> list[dict[str, Any]]:
     """Adam's parameter groups: the parameters whose names start with a prefix in ``scales``
     learn at that multiple of the learning rate (new parts of a warm-started model can move
     faster than the parts it inherited); the rest at the learning rate itself. The groups come
     in a fixed order, so a resumed optimizer finds its state where it left it."""
-    unknown = [p for p in scales if not any(n.startswith(p) for n, _ in model.named_parameters())]
-    if unknown:
-        raise TrainingError(f"--lr-scale names no parameters of this model: {', '.join(unknown)}")
+    _check_prefixes(model, list(scales), "--lr-scale")
     groups: dict[str, list[torch.nn.Parameter]] = {prefix: [] for prefix in sorted(scales)}
     rest: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
@@ -214,9 +219,7 @@ def _make_model(cfg: TrainConfig) -> LatentCodec:
 def freeze(model: torch.nn.Module, prefixes: list[str]) -> int:
     """Leave the parameters whose names start with one of ``prefixes`` as they are (no gradients,
     not in the optimizer): new parts learn around inherited ones first. Returns how many."""
-    unknown = [p for p in prefixes if not any(n.startswith(p) for n, _ in model.named_parameters())]
-    if unknown:
-        raise TrainingError(f"--freeze names no parameters of this model: {', '.join(unknown)}")
+    _check_prefixes(model, prefixes, "--freeze")
     count = 0
     for name, param in model.named_parameters():
         if name.startswith(tuple(prefixes)):

@@ -32,17 +32,14 @@ from aecompress.modelfile import save_model, stored_form
 from aecompress.nn import build
 
 
-def _convert(value: Any, weights: torch.dtype, moments: torch.dtype) -> Any:
+def _convert(value: Any, weights: torch.dtype) -> Any:
+    """Every float tensor of a (nested) state in ``weights``: float16 as model files keep weights
+    (small tensors, where rounding hurts, in float32), or float32 to resume from."""
     if isinstance(value, dict):
-        return {
-            k: _convert(v, moments if k in ("exp_avg", "exp_avg_sq") else weights, moments)
-            for k, v in value.items()
-        }
+        return {k: _convert(v, weights) for k, v in value.items()}
     if isinstance(value, list):
-        return [_convert(v, weights, moments) for v in value]
+        return [_convert(v, weights) for v in value]
     if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1:
-        # weights for committing: as model files keep them (small tensors, where rounding hurts,
-        # in float32)
         return stored_form(value) if weights == torch.float16 else value.to(weights)
     return value
 
@@ -77,7 +74,7 @@ def _unpack_moments(entry: dict[str, Any]) -> dict[str, Any]:
     """The Adam state a run resumes from: a compact entry decoded (the first moment restarts at
     zero), or an entry of the earlier compact form in float32."""
     if "exp_avg_sq_log8" not in entry:
-        return _convert(entry, torch.float32, torch.float32)
+        return _convert(entry, torch.float32)
     packed = entry["exp_avg_sq_log8"]
     codes = packed["codes"].float()
     log = packed["lo"] + (codes - 1) / LOG_CODES * (packed["hi"] - packed["lo"])
@@ -97,9 +94,9 @@ def main(argv: list[str]) -> int:
     compact = argv[0] == "compact"
     weights = torch.float16 if compact else torch.float32
     moments = _pack_moments if compact else _unpack_moments
-    out = {**state, "model": _convert(state["model"], weights, weights)}
+    out = {**state, "model": _convert(state["model"], weights)}
     if "ema" in state:
-        out["ema"] = _convert(state["ema"], weights, weights)
+        out["ema"] = _convert(state["ema"], weights)
     out["optimizer"] = {
         **state["optimizer"],
         "state": {k: moments(v) for k, v in state["optimizer"]["state"].items()},
