@@ -617,6 +617,16 @@ def train(
             "steadier than the last step's weights. 0 (default) is off; can be switched on at --resume.",
         ),
     ] = 0.0,
+    ms_ssim_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--ms-ssim-weight",
+            min=0.0,
+            max=1.0,
+            help="Share of MS-SSIM in the distortion, 0 (MSE alone, default) to 1: a blend keeps fine "
+            "texture that MSE alone blurs. Can change at --resume.",
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
     ] = 1000,
@@ -674,7 +684,7 @@ def train(
             val=val, val_every=val_every,
             time_budget=time_budget, init=str(resolve(init)) if init else None, name=name, dataset=dataset,
             precision=precision, lr_scales=_lr_scales(lr_scale or []), ema=ema, frozen=list(freeze or []),
-            command="aecompress train " + " ".join(sys.argv[2:]),
+            ms_ssim_weight=ms_ssim_weight, command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
         stop_requested = False
 

@@ -1,7 +1,9 @@
 """The training loop: a codec fitted to a folder of images, resumable, on one device or many.
 
-Loss = lambda * 255^2 * MSE + bits per pixel, with additive uniform noise standing in for rounding
-(architectures without a rate term, like ``tutorial``, train on MSE alone). A checkpoint (weights,
+Loss = lambda * D + bits per pixel, with additive uniform noise standing in for rounding, where the
+distortion D is 255^2 * MSE, or with ``ms_ssim_weight`` w a blend (1 - w) * 255^2 * MSE +
+w * MS_SSIM_SCALE * (1 - MS-SSIM) (architectures without a rate term, like ``tutorial``, train on
+MSE alone). A checkpoint (weights,
 optimizer, step) is written every ``checkpoint_every`` steps and when stopping; since every
 sample and every noise draw is a function of (seed, step), a resumed run continues exactly as a
 straight one would. Under ``torchrun`` it runs DistributedDataParallel: each rank draws its own
@@ -35,12 +37,19 @@ from aecompress.device import select_device
 from aecompress.errors import TrainingError
 from aecompress.fileio import atomic_torch_save, atomic_write
 from aecompress.imageio import ImageData
-from aecompress.metrics import psnr
+from aecompress.metrics import ms_ssim_batch, psnr
 from aecompress.modelfile import load_model, save_model
 from aecompress.nn import LatentCodec, build
 from aecompress.nn.models import FactorizedCodec
 
 log = logging.getLogger("aecompress")
+
+# How many units of 255^2 * MSE one unit of 1 - MS-SSIM counts for in a blended distortion: about
+# the ratio in which the two fall along our codecs' rate-distortion curves (stage-12 hyperprior,
+# 0.1 to 0.6 bpp), so that a blend keeps lambda's rate roughly where pure MSE puts it.
+MS_SSIM_SCALE = 1700.0
+# The floor under each MS-SSIM scale term in training: the power's gradient is unbounded near 0.
+MS_SSIM_FLOOR = 1e-4
 
 # Config keys that fix the shapes of the image transforms: a warm start takes them from the init.
 TRANSFORM_KEYS = ("channels", "latent_channels", "act", "downsamples")
@@ -75,6 +84,7 @@ class TrainConfig:
     lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr factor
     ema: float = 0.0  # decay of the weight average that validation and the model file use; 0: off
     frozen: list[str] = field(default_factory=list)  # parameter-name prefixes that do not train
+    ms_ssim_weight: float | None = None  # share of MS-SSIM in the distortion; None: as saved, else 0
     command: str = ""
 
 
@@ -126,19 +136,38 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
 
 
 def rd_loss(
-    model: torch.nn.Module, batch: torch.Tensor, lmbda: float, rate: bool
+    model: torch.nn.Module, batch: torch.Tensor, lmbda: float, rate: bool, ms_ssim_weight: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Rate-distortion loss of a batch in [0, 1] (MSE alone when ``rate`` is False), with parts.
 
-    A variable-rate model says which lambda each sample was coded at; it weights that sample's MSE.
+    A variable-rate model says which lambda each sample was coded at; it weights that sample's
+    distortion. ``ms_ssim_weight`` blends MS-SSIM into the distortion: MSE alone blurs fine
+    texture that MS-SSIM (and the eye) miss more than the squared error says.
     """
     out = model(batch)
     mse_each = (out.x_hat - batch).square().mean(dim=(1, 2, 3))
     mse = mse_each.mean()
     bpp = out.bits / (batch.shape[0] * batch.shape[2] * batch.shape[3])
     weight = out.lmbda if out.lmbda is not None else lmbda
-    loss = (weight * 255.0**2 * mse_each).mean() + bpp if rate else mse
-    return loss, {"loss": loss.detach(), "bpp": bpp.detach(), "mse": mse.detach()}
+    parts = {"bpp": bpp.detach(), "mse": mse.detach()}
+    distortion = 255.0**2 * mse_each
+    if ms_ssim_weight:
+        with torch.autocast(batch.device.type, enabled=False):
+            similarity = ms_ssim_batch(out.x_hat.float() * 255.0, batch.float() * 255.0, MS_SSIM_FLOOR)
+        distortion = (1 - ms_ssim_weight) * distortion + ms_ssim_weight * MS_SSIM_SCALE * (1 - similarity)
+        parts["ms_ssim"] = similarity.mean().detach()
+    loss = (weight * distortion).mean() + bpp if rate else mse
+    return loss, {"loss": loss.detach(), **parts}
+
+
+def loss_formula(rate: bool, ms_ssim_weight: float) -> str:
+    """The training loss in words, for the model card."""
+    if not rate:
+        return "MSE"
+    if not ms_ssim_weight:
+        return "lambda * 255^2 * MSE + bpp"
+    mse_part = f"{1 - ms_ssim_weight:g} * 255^2 * MSE"
+    return f"lambda * ({mse_part} + {ms_ssim_weight:g} * {MS_SSIM_SCALE:g} * (1 - MS-SSIM)) + bpp"
 
 
 def _check_prefixes(model: torch.nn.Module, prefixes: list[str], option: str) -> None:
@@ -334,9 +363,14 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             "steps",
         }
         ema_given = cfg.ema
+        if cfg.ms_ssim_weight is not None:
+            keep.add("ms_ssim_weight")  # the distortion may change at a resume (a fine-tune's branch)
         cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in keep}})
         cfg.ema = ema_given or cfg.ema  # averaging can start on a resume, never silently stop
 
+    cfg.ms_ssim_weight = cfg.ms_ssim_weight or 0.0
+    if not 0.0 <= cfg.ms_ssim_weight <= 1.0:
+        raise TrainingError(f"--ms-ssim-weight must be in [0, 1], not {cfg.ms_ssim_weight}")
     torch.manual_seed(cfg.seed)
     model = build(cfg.arch, cfg.arch_config) if state else _make_model(cfg)
     cfg.arch, cfg.arch_config = model.arch, dict(model.config)
@@ -440,7 +474,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
         batch = batch_u8.to(device, non_blocking=True).float().div_(255.0)
         batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            loss, parts = rd_loss(net, batch, cfg.lmbda, model.rate_distortion)
+            loss, parts = rd_loss(net, batch, cfg.lmbda, model.rate_distortion, cfg.ms_ssim_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -492,7 +526,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             "arch": cfg.arch,
             "config": cfg.arch_config,
             "lambda": cfg.lmbda if model.rate_distortion else None,
-            "loss": "lambda * 255^2 * MSE + bpp" if model.rate_distortion else "MSE",
+            "loss": loss_formula(model.rate_distortion, cfg.ms_ssim_weight),
             "steps": step,
             "batch_size": cfg.batch_size * world,
             "crop": cfg.crop,

@@ -23,8 +23,9 @@ from aecompress.cli import app
 from aecompress.data import CropDataset, IndexRange, load_stl10, split_validation
 from aecompress.errors import TrainingError
 from aecompress.imageio import from_pil
+from aecompress.metrics import ms_ssim, ms_ssim_batch
 from aecompress.modelfile import FULL_PRECISION_UP_TO, load_model, read_info
-from aecompress.train import TrainConfig, TrainHooks, train
+from aecompress.train import MS_SSIM_SCALE, TrainConfig, TrainHooks, rd_loss, train
 from tests.conftest import REPO, photo_like
 
 
@@ -356,3 +357,59 @@ def test_model_files_keep_small_tensors_in_float32_and_large_ones_in_float16(tmp
             assert value.dtype == want
             sizes[value.dtype] += value.numel()
     assert sizes[torch.float16] > 10 * sizes[torch.float32]  # the bulk still takes two bytes a weight
+
+
+def test_ms_ssim_of_a_batch_matches_each_image_alone_and_trains_where_structure_inverts() -> None:
+    rng = np.random.default_rng(3)
+    a = np.stack([photo_like(64, 80, seed=s) for s in (1, 2)])
+    b = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
+    b[1] = 255 - a[1]  # inverted: negative structure terms
+    x = torch.from_numpy(a).permute(0, 3, 1, 2).float()
+    y = torch.from_numpy(b).permute(0, 3, 1, 2).float()
+    batch = ms_ssim_batch(x, y)
+    for i in range(2):
+        assert float(batch[i]) == pytest.approx(ms_ssim(a[i], b[i]), abs=1e-6)
+    assert 0.5 < float(batch[0]) < 1.0 and float(batch[1]) == 0.0
+    y.requires_grad_(True)
+    ms_ssim_batch(x, y, floor=1e-4).sum().backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all()
+    assert y.grad[0].abs().sum() > 0 and y.grad[1].abs().sum() == 0  # below the floor: no pull
+
+
+def test_ms_ssim_blend_is_the_stated_mix_of_the_two_distortions(data_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, _ = load_model(train(_config(data_dir, tmp_path / "m.pt", 1)))
+    model.train()
+    batch = torch.from_numpy(photo_like(64, 64, seed=4)).permute(2, 0, 1)[None].float() / 255
+    losses, parts = {}, {}
+    for weight in (0.0, 0.5, 1.0):
+        torch.manual_seed(1)  # the same noise draw for each
+        losses[weight], parts[weight] = rd_loss(model, batch, 0.01, True, weight)
+    bpp = float(parts[0.0]["bpp"])
+    mse_term = 0.01 * 255**2 * float(parts[0.0]["mse"])
+    ms_term = 0.01 * MS_SSIM_SCALE * (1 - float(parts[1.0]["ms_ssim"]))
+    assert float(losses[0.0]) == pytest.approx(mse_term + bpp, rel=1e-5)
+    assert float(losses[1.0]) == pytest.approx(ms_term + bpp, rel=1e-5)
+    assert float(losses[0.5]) == pytest.approx(0.5 * (mse_term + ms_term) + bpp, rel=1e-5)
+    assert mse_term != pytest.approx(ms_term, rel=1e-2)  # the two differ, so the mix is seen
+
+
+def test_train_cli_ms_ssim_weight_reaches_the_card_and_can_change_at_resume(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "blend.pt"
+    args = ["train", str(data_dir), "-o", str(out), "--crop", "32", "--batch-size", "2", "--channels", "8",
+            "--device", "cpu", "--seed", "5", "--log-every", "1"]  # fmt: skip
+    runner = CliRunner()
+    result = runner.invoke(app, [*args, "--steps", "2", "--ms-ssim-weight", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "0.3 * 1700 * (1 - MS-SSIM)" in read_info(out).card["loss"]
+    logged = [json.loads(line) for line in Path(f"{out}.log.jsonl").read_text().splitlines()]
+    assert all(0 < r["ms_ssim"] < 1 for r in logged if "validation" not in r)
+    assert runner.invoke(app, [*args, "--steps", "3", "--resume"]).exit_code == 0  # the saved blend
+    assert torch.load(f"{out}.ckpt", weights_only=True)["config"]["ms_ssim_weight"] == 0.3
+    assert runner.invoke(app, [*args, "--steps", "4", "--resume", "--ms-ssim-weight", "0"]).exit_code == 0
+    assert torch.load(f"{out}.ckpt", weights_only=True)["config"]["ms_ssim_weight"] == 0.0
+    assert read_info(out).card["loss"] == "lambda * 255^2 * MSE + bpp"
+    bad = runner.invoke(app, [*args, "--steps", "1", "--ms-ssim-weight", "1.5"])
+    assert bad.exit_code == 2 and "ms-ssim-weight" in bad.output
