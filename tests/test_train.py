@@ -403,7 +403,7 @@ def test_train_cli_ms_ssim_weight_reaches_the_card_and_can_change_at_resume(
     runner = CliRunner()
     result = runner.invoke(app, [*args, "--steps", "2", "--ms-ssim-weight", "0.3"])
     assert result.exit_code == 0, result.output
-    assert "0.3 * 1700 * (1 - MS-SSIM)" in read_info(out).card["loss"]
+    assert "0.3 * 2000 * (1 - MS-SSIM)" in read_info(out).card["loss"]
     logged = [json.loads(line) for line in Path(f"{out}.log.jsonl").read_text().splitlines()]
     assert all(0 < r["ms_ssim"] < 1 for r in logged if "validation" not in r)
     assert runner.invoke(app, [*args, "--steps", "3", "--resume"]).exit_code == 0  # the saved blend
