@@ -16,6 +16,7 @@ import zstandard
 
 from aecompress.coding import (
     MAX_STREAMS,
+    SCHEME_GROUPED_CLASSES,
     TENSOR_ENTRY_BYTES,
     CodedTensor,
     compress_payload,
@@ -27,9 +28,10 @@ from aecompress.coding import (
 from aecompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 SIGNATURE = b"\x89AEC\r\n\x1a\n"
-FORMAT_VERSION = 4  # the newest version read, and the one written
+FORMAT_VERSION = 5  # the newest version read (files are written in the oldest that holds them)
 PLANAR_VERSION = 3  # the version that introduced int16 latents as zigzag byte planes
 TENSOR_VERSION = 4  # the version that codes integer tensors as context-classed streams (TNSR)
+GROUPED_VERSION = 5  # the version that added scheme 3 (scale classes grouped into shared streams)
 MAX_TENSORS = 4
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 30
@@ -291,12 +293,15 @@ def pack(
     order: np.ndarray | None = None,
 ) -> bytes:
     """Serialize a header, coded integer tensors (``aecompress.coding``) and the optional chunks
-    into version 4 .aec bytes. ``order`` is the latent channels' stored order."""
+    into .aec bytes: version 5 when a tensor uses scheme 3, else version 4, so a file stays
+    readable by the releases that can read what it holds. ``order`` is the latent channels'
+    stored order."""
     latents = [t for t in tensors if t.role == 1]
     expected = (header.channels, header.latent_height, header.latent_width)
     if len(latents) != 1 or latents[0].shape != expected:
         raise FormatError(f"the coded latents do not match the header's shape {expected}")
-    out = _head(header, TENSOR_VERSION) + _order_chunk(header, order)
+    grouped = any(t.scheme == SCHEME_GROUPED_CLASSES for t in tensors)
+    out = _head(header, GROUPED_VERSION if grouped else TENSOR_VERSION) + _order_chunk(header, order)
     out.append(_chunk(b"TNSR", tensor_table(tensors)))
     return b"".join(out + _tail(header, alpha, icc, exif))
 
@@ -434,6 +439,10 @@ def unpack(data: bytes) -> AecFile:
         (header.channels, header.latent_height, header.latent_width)
     ]:
         raise FormatError("tensor table: the latents' shape disagrees with the header")
+    if header.version < GROUPED_VERSION and any(t.scheme == SCHEME_GROUPED_CLASSES for t in tensors):
+        raise FormatError(
+            f"coding scheme 3 needs format version {GROUPED_VERSION}, the file is version {header.version}"
+        )
     has_alpha = header.mode in ("LA", "RGBA")
     if has_alpha != (b"ALPH" in found):
         raise FormatError("alpha chunk presence disagrees with the colour mode")

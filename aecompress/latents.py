@@ -8,7 +8,7 @@ the decoder each latent's class. An architecture names its coder (``LatentCodec.
   classes come from the channels already decoded (scheme 1);
 - ``scale-classes`` (hyperprior): y scaled by the gain vector of the rate; hyper-latents z coded
   first; each latent's class is its predicted scale, computed from z by the model's exact integer
-  hyper synthesis (scheme 2).
+  hyper synthesis (scheme 3; files of scheme 2 still decode).
 
 The header's quantization step records the model's own -q for both: step = 2^((75 - q) / 25).
 """
@@ -102,7 +102,7 @@ class ScaleClassCoder:
         classes = hyper.scale_classes(z, y.shape[1:])
         tensors = [
             coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS, workers=torch.get_num_threads()),
-            coding.encode_classed(
+            coding.encode_grouped(
                 y,
                 classes,
                 hyper.scale_class_count,
@@ -126,7 +126,7 @@ class ScaleClassCoder:
             raise FormatError(f"hyper-latents of shape {z_tensor.shape}, the model needs {want}")
         z = coding.decode_tensor(z_tensor, np.dtype("<i2"))
         classes = hyper.scale_classes(z, (h.latent_height, h.latent_width))
-        y = coding.decode_classed(found[coding.ROLE_LATENTS], classes)
+        y = coding.decode_classed(found[coding.ROLE_LATENTS], classes, hyper.scale_class_count)
         info = np.iinfo(h.dtype)
         if y.size and (y.min() < info.min or y.max() > info.max):
             raise FormatError(f"a latent in the streams is outside the header's {h.dtype.name} range")

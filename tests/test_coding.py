@@ -195,6 +195,115 @@ def test_damaged_dictionary_set_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
         coding.dictionaries(77)
 
 
+# --- given classes (the hyperprior's scale classes): scheme 2, and scheme 3's groups ---------
+
+SCALE_K = 20
+
+
+def _scale_classes(shape: tuple[int, int, int]) -> np.ndarray:
+    """Fixed classes in 0..18 (class 19 stays empty), arithmetic so that any machine makes them."""
+    c, h, w = np.indices(shape)
+    return ((c * 7 + h * 3 + w * 5) % (SCALE_K - 1)).astype(np.int64)
+
+
+def _sparse_by_class(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latents as a hyperprior makes them at a low rate: spread rising with the class, most zero."""
+    classes = _scale_classes(shape)
+    rng = np.random.default_rng(seed)
+    q = np.round(rng.laplace(0, 1, size=shape) * 2.0 ** (classes / 4 - 3.5)).astype(np.int8)
+    return q, classes
+
+
+@pytest.mark.parametrize(
+    ("shape", "scale", "dtype"),
+    [
+        ((100, 9, 12), 0.3, "int8"),
+        ((100, 9, 12), 8.0, "int8"),
+        ((20, 6, 5), 2000.0, "<i2"),
+        ((1, 1, 1), 5.0, "int8"),
+    ],
+)
+def test_grouped_classes_round_trip_and_never_cost_more_than_a_stream_per_class(
+    shape: tuple[int, int, int], scale: float, dtype: str
+) -> None:
+    q = _latents(7, shape, scale, dtype)
+    classes = _scale_classes(shape)
+    grouped = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    alone = coding.encode_classed(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    for tensor in (grouped, alone):
+        np.testing.assert_array_equal(coding.decode_classed(tensor, classes, SCALE_K), q)
+        back = fmt._parse_tensors(fmt.tensor_table([tensor]))[0]  # through the file's table
+        np.testing.assert_array_equal(coding.decode_classed(back, classes, SCALE_K), q)
+    group_map = grouped.coded_bytes - sum(map(len, grouped.frames[1:])) + 2  # its bytes and sizes
+    assert grouped.coded_bytes + grouped.table_bytes <= alone.coded_bytes + alone.table_bytes + group_map
+
+
+def test_grouping_shrinks_sparse_latents_and_each_group_holds_its_classes_in_order() -> None:
+    q, classes = _sparse_by_class((100, 12, 16), seed=8)
+    grouped = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    alone = coding.encode_classed(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    assert grouped.coded_bytes + grouped.table_bytes < 0.9 * (alone.coded_bytes + alone.table_bytes)
+    flags = np.unpackbits(np.frombuffer(grouped.frames[0], np.uint8))[: 3 * SCALE_K].reshape(3, SCALE_K)
+    assert flags[:, 0].all() and flags.sum() < 3 * SCALE_K  # some classes share a stream
+    raw = coding.decompress_streams(
+        grouped.frames[1:-2], grouped.raw_sizes[1:-2], grouped.dictionaries,
+        dictionary_of=[kind * SCALE_K + int(k) for kind in range(3) for k in np.flatnonzero(flags[kind])],
+    )  # fmt: skip
+    mags = np.abs(q.astype(np.int64))
+    firsts = list(np.flatnonzero(flags[0]))
+    for stream, first, end in zip(raw, firsts, [*firsts[1:], SCALE_K], strict=False):
+        want = [mags[classes == k] > 0 for k in range(first, end)]  # class by class, flat order
+        assert stream == np.packbits(np.concatenate(want)).tobytes()
+
+
+def test_damaged_group_maps_and_streams_are_refused() -> None:
+    import dataclasses
+
+    q, classes = _sparse_by_class((100, 6, 8), seed=9)
+    good = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    group_map = bytearray(good.frames[0])
+
+    def with_map(data: bytes) -> coding.CodedTensor:
+        return dataclasses.replace(
+            good, frames=(data, *good.frames[1:]), raw_sizes=(len(data), *good.raw_sizes[1:])
+        )
+
+    no_first = bytearray(group_map)
+    no_first[0] &= 0x7F  # sig's first group must start at class 0
+    padded = bytearray(group_map)
+    padded[-1] |= 0x01  # a bit past the 60 that mean something
+    split = bytearray(group_map)
+    split[0] |= 0x40  # one more group than there are streams
+    for tensor, match in (
+        (with_map(bytes(no_first)), "group map"),
+        (with_map(bytes(padded)), "group map"),
+        (with_map(bytes(split)), "groups"),
+        (with_map(bytes(group_map[:-1])), "group map"),
+        (dataclasses.replace(good, frames=good.frames[:-1], raw_sizes=good.raw_sizes[:-1]), "groups"),
+        (dataclasses.replace(good, raw_sizes=(*good.raw_sizes[:1], 10**6, *good.raw_sizes[2:])), "more than"),
+        (dataclasses.replace(good, frames=(*good.frames[:-2], good.frames[-2] + b"x", good.frames[-1])), "."),
+    ):
+        with pytest.raises(FormatError, match=match):
+            coding.decode_classed(tensor, classes, SCALE_K)
+    with pytest.raises(FormatError, match="class the latents have no streams for"):
+        coding.decode_classed(good, np.full(q.shape, SCALE_K), SCALE_K)
+
+
+def test_scheme_3_is_written_as_version_5_and_refused_in_an_older_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    q, classes = _sparse_by_class((100, 3, 4), seed=10)
+    tensor = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    header = _header(q)
+    assert fmt.unpack(fmt.pack(header, [tensor])).header.version == 5
+    assert fmt.unpack(fmt.pack(header, [coding.encode_streams(q)])).header.version == 4
+    monkeypatch.setattr(fmt, "GROUPED_VERSION", 4)  # a writer that labels scheme 3 as version 4
+    mislabelled = fmt.pack(header, [tensor])
+    monkeypatch.undo()
+    with pytest.raises(FormatError, match="needs format version 5"):
+        fmt.unpack(mislabelled)
+
+
 # --- golden files of every version ------------------------------------------------------------
 
 
@@ -205,16 +314,37 @@ def _golden_files() -> dict[str, bytes]:
     order = np.argsort(q8.reshape(100, -1).std(axis=1), kind="stable")
     header = _header(q8)
     v4 = fmt.pack(header, [coding.encode_streams(q8[order])], order=order)
+    sparse, classes = _sparse_by_class((100, 3, 4), seed=13)
+    z = _latents(14, (8, 1, 1), 3.0, "<i2")
+    v5 = fmt.pack(
+        _header(sparse),
+        [
+            coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS),
+            coding.encode_grouped(sparse, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES),
+        ],
+    )
     return {
         "v1.aec": fmt.pack_legacy(header, q8, version=1),
         "v2.aec": fmt.pack_legacy(header, q8, order=order),
         "v3.aec": fmt.pack_legacy(_header(q16), q16, order=order),
         "v4.aec": v4,
+        "v5.aec": v5,
     }
 
 
 def _latent_hash(data: bytes) -> str:
-    q = coding.latents_of(fmt.unpack(data))
+    """The decoded integers' SHA-256; latents coded by scale classes are parsed with the fixed
+    classes they were written with (a hyperprior's decoder computes them from z)."""
+    aec = fmt.unpack(data)
+    latents = next((t for t in aec.tensors if t.role == coding.ROLE_LATENTS), None)
+    if latents is not None and latents.scheme == coding.SCHEME_GROUPED_CLASSES:
+        q = coding.decode_classed(latents, _scale_classes(latents.shape), SCALE_K).astype(aec.header.dtype)
+        z = coding.decode_tensor(
+            next(t for t in aec.tensors if t.role == coding.ROLE_HYPER_LATENTS), np.dtype("<i2")
+        )
+        q = np.concatenate([q.ravel().astype(np.int64), z.ravel().astype(np.int64)]).reshape(1, 1, -1)
+    else:
+        q = coding.latents_of(aec)
     return hashlib.sha256(q.astype("<i4").tobytes() + str(q.shape).encode()).hexdigest()
 
 

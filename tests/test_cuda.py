@@ -58,6 +58,6 @@ def test_hyperprior_files_parse_to_the_same_integers_on_cpu_and_cuda(tmp_path) -
     for device in ("cpu", "cuda"):
         net, _ = codec.model_on(path, torch.device(device))
         classes = net.scale_classes(z, (aec.header.latent_height, aec.header.latent_width))
-        parsed.append(coding.decode_classed(found[coding.ROLE_LATENTS], classes))
+        parsed.append(coding.decode_classed(found[coding.ROLE_LATENTS], classes, net.scale_class_count))
     assert np.array_equal(parsed[0], parsed[1])
     assert codec.decode(data, device="cpu", model=str(path)).rgb.shape == rgb.shape
