@@ -30,11 +30,25 @@ def make_model(path: Path, name: str, channels: int = 8, seed: int = 0) -> Path:
     return path
 
 
+def tiny_hyperprior(seed: int = 0) -> torch.nn.Module:
+    """A tiny hyperprior with seeded random weights, pushed so its scale classes spread out."""
+    torch.manual_seed(seed)
+    model = build("hyperprior", {"channels": 8, "hyper_channels": 8, "hyper_latent_channels": 8})
+    with torch.no_grad():  # a trained h_s spreads the scales; random weights need a push to
+        for p in model.h_s.parameters():
+            p.mul_(6.0)
+        steps = torch.linspace(0.0, 4.0, model.levels)[:, None]  # gains rise with the rate
+        model.log_gain.copy_(steps.expand_as(model.log_gain))
+        model.log_igain.copy_(-model.log_gain)
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     make_model(folder / "default.pt", "default")
     make_model(folder / "other.pt", "other", seed=1)
+    save_model(tiny_hyperprior(), folder / "hyper.pt", "hyper", {"note": "test model"})
     return folder
 
 

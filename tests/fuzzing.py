@@ -101,7 +101,9 @@ def check(kind: str, data: bytes, report: Report, target: Callable[[bytes], None
 
 
 def sample_files() -> list[bytes]:
-    """Real .aec files from the current default model: RGB, RGBA with ICC and EXIF, greyscale."""
+    """Real .aec files from the current default model: RGB, RGBA with ICC and EXIF, greyscale;
+    the same latents as version 4 streams; a hyperprior's (version 5, scheme 3 latents with
+    hyper-latents); and, last, the first file's latents as version 3."""
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     alpha = rng.integers(0, 256, (17, 3), dtype=np.uint8)
@@ -122,7 +124,8 @@ def sample_files() -> list[bytes]:
     # the same latents as channel-context streams (small files pick the single frame) and as version 2-3
     streams = aecformat.pack(first.header, [coding.encode_streams(stored)], order=first.order)
     legacy = aecformat.pack_legacy(first.header, q, order=first.order)
-    return [streams, *files, legacy]
+    hyper = codec.encode(images[0], model="hyper", quality=40, device="cpu").data  # scheme 3, with z
+    return [streams, *files, hyper, legacy]
 
 
 def header_end(data: bytes) -> int:

@@ -22,21 +22,13 @@ from aecompress.imageio import ImageData
 from aecompress.modelfile import read_info, save_model
 from aecompress.nn import build
 from aecompress.nn.integer import IntegerNet, reference
-from tests.conftest import REPO, photo_like
+from tests.conftest import REPO, photo_like, tiny_hyperprior
 
 runner = CliRunner()
 
 
 def _tiny(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build("hyperprior", {"channels": 8, "hyper_channels": 8, "hyper_latent_channels": 8})
-    with torch.no_grad():  # a trained h_s spreads the scales; random weights need a push to
-        for p in model.h_s.parameters():
-            p.mul_(6.0)
-        steps = torch.linspace(0.0, 4.0, model.levels)[:, None]  # gains rise with the rate
-        model.log_gain.copy_(steps.expand_as(model.log_gain))
-        model.log_igain.copy_(-model.log_gain)
-    return model.eval()
+    return tiny_hyperprior(seed)
 
 
 @pytest.fixture(scope="module")
