@@ -3,11 +3,10 @@
 Loss = lambda * D + bits per pixel, with additive uniform noise standing in for rounding, where the
 distortion D is 255^2 * MSE, or with ``ms_ssim_weight`` w a blend (1 - w) * 255^2 * MSE +
 w * MS_SSIM_SCALE * (1 - MS-SSIM) (architectures without a rate term, like ``tutorial``, train on
-MSE alone). A checkpoint (weights,
-optimizer, step) is written every ``checkpoint_every`` steps and when stopping; since every
-sample and every noise draw is a function of (seed, step), a resumed run continues exactly as a
-straight one would. Under ``torchrun`` it runs DistributedDataParallel: each rank draws its own
-samples, rank 0 alone writes files.
+MSE alone). A checkpoint (weights, optimizer, step) is written every ``checkpoint_every`` steps
+and when stopping; since every sample and every noise draw is a function of (seed, step), a
+resumed run continues exactly as a straight one would. Under ``torchrun`` it runs
+DistributedDataParallel: each rank draws its own samples, rank 0 alone writes files.
 """
 
 from __future__ import annotations
