@@ -714,12 +714,9 @@ def decode_classed(tensor: CodedTensor, classes: np.ndarray, num_classes: int) -
     if tensor.scheme != SCHEME_GROUPED_CLASSES:
         raise FormatError(f"latents coded with scheme {tensor.scheme}, not by classes")
     map_size = -(-KINDS * num_classes // 8)
-    if len(tensor.frames) < KINDS + 3 or tensor.raw_sizes[0] != map_size:
-        raise FormatError("latents coded with scheme 3 lack their group map")
-    (table,) = decompress_streams(
-        tensor.frames[:1], tensor.raw_sizes[:1], tensor.dictionaries, dictionary_of=[-1]
-    )
-    flags = np.unpackbits(np.frombuffer(table, dtype=np.uint8))
+    if len(tensor.frames) < KINDS + 3 or tensor.raw_sizes[0] != map_size or len(tensor.frames[0]) != map_size:
+        raise FormatError("latents coded with scheme 3 lack their group map (stored raw)")
+    flags = np.unpackbits(np.frombuffer(tensor.frames[0], dtype=np.uint8))
     starts = flags[: KINDS * num_classes].reshape(KINDS, num_classes)
     if not starts[:, 0].all() or flags[KINDS * num_classes :].any():
         raise FormatError(
