@@ -7,6 +7,7 @@ the kept part matches a whole-image pass; memory stays bounded by the tile size,
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from aecompress import format as aecformat
 from aecompress.device import autocast, select_device
 from aecompress.errors import AecError, FormatError
-from aecompress.family import find_family
+from aecompress.family import Family, find_family
 from aecompress.imageio import ImageData, check_pixels
 from aecompress.latents import DEFAULT_QUALITY, coder_for, quality_to_step
 from aecompress.limits import DEFAULT_MAX_PIXELS
@@ -177,12 +178,128 @@ def pack_latents(
 
 
 def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
-    """The model file and its own quality for a --model value and -q (a family picks a member)."""
+    """The model file and its own quality for a --model value and -q (a family picks a member).
+
+    Without an image at hand a family's size-matched hand-overs take their calibrated starts;
+    encoding places each image's own (``Placer``).
+    """
     family = find_family(model)
     if family is not None:
         return family.pick(quality)
     quality_to_step(quality)  # range check
     return resolve(model), quality
+
+
+MATCH_TOLERANCE = 0.015  # a matched start is searched until its file is this close to the goal
+MATCH_PACKS = 5  # at most this many packs to find one matched start
+MATCH_SLOPE = 0.04  # first guess of d log(file size) / d quality, for the search's first step
+
+
+class Placer:
+    """One image's files at any global -q, with each model's analysis run once.
+
+    A family that hands over by size (``Family.match``) starts each member after the first, for
+    this image, at the quality where its file is ``match`` times the previous member's top file:
+    found once per member, by packing the previous member's top and a few of its own qualities.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None,
+        image: ImageData,
+        device: torch.device,
+        tile: int | None = None,
+        family: Family | None = None,
+    ) -> None:
+        self.family = family if family is not None else find_family(model)
+        self.alone = None if self.family is not None else resolve(model)
+        self.image, self.device, self.tile = image, device, tile
+        self.latents: dict[Path, torch.Tensor] = {}
+        self.starts: dict[int, float] = {}
+
+    def needs(self, quality: float) -> list[Path]:
+        """The models whose analysis of the image placing ``quality`` takes."""
+        if self.family is None:
+            assert self.alone is not None
+            return [self.alone]
+        index, _ = self.family.slot(quality)
+        first = index - 1 if self.family.match is not None and index > 0 else index
+        return [self.family.model_path(m) for m in self.family.members[first : index + 1]]
+
+    def place(self, quality: float) -> tuple[Path, float]:
+        """The model file and its own quality serving a global quality for this image."""
+        if self.family is None:
+            assert self.alone is not None
+            quality_to_step(quality)  # range check
+            return self.alone, quality
+        index, t = self.family.slot(quality)
+        start = self.start(index) if self.family.match is not None and index > 0 else None
+        return self.family.model_path(self.family.members[index]), self.family.local(index, t, start)
+
+    def analysis(self, path: Path) -> torch.Tensor:
+        """The model's float latents of the image (computed on first use)."""
+        if path not in self.latents:
+            net, _ = model_on(path, self.device)
+            self.latents[path] = analyse(net, self.image.rgb, self.device, self.tile)
+        return self.latents[path]
+
+    def pack(self, quality: float) -> _Packed:
+        """The file at a global quality."""
+        return self.pack_own(*self.place(quality), quality)
+
+    def pack_own(self, path: Path, local: float, label: float) -> _Packed:
+        """The file a model makes at its own quality ``local``, recording ``label`` as the -q."""
+        net, info = model_on(path, self.device)
+        latents = self.analysis(path)
+        data, header = pack_latents(net, info.name, info.weights_hash, self.image, latents, local, label)
+        return _Packed(data, header, path, local)
+
+    def start(self, index: int) -> float:
+        """Member ``index``'s own quality where it takes over for this image (matched by size)."""
+        if index not in self.starts:
+            family = self.family
+            assert family is not None and family.match is not None and index > 0
+            before, member = family.members[index - 1], family.members[index]
+            top = self.pack_own(family.model_path(before), before.local_quality[1], before.local_quality[1])
+            goal = math.log(family.match * len(top.data))
+            path = family.model_path(member)
+
+            def log_size(q: float) -> float:
+                return math.log(len(self.pack_own(path, q, q).data))
+
+            self.starts[index] = _solve(log_size, goal, member.local_quality[0], member.local_quality[1])
+        return self.starts[index]
+
+
+def _solve(f: Callable[[float], float], goal: float, guess: float, top: float) -> float:
+    """A quality in [0, top] where the increasing ``f`` is near ``goal``: secant steps from
+    ``guess``, kept inside the bracket found so far (an end of the range is tried once when a
+    step passes it; otherwise the bracket is halved)."""
+    lo, hi = 0.0, top
+    tried: list[tuple[float, float]] = []
+    q = min(max(guess, lo), hi)
+    for _ in range(MATCH_PACKS):
+        value = f(q)
+        tried.append((q, value))
+        if abs(value - goal) <= math.log1p(MATCH_TOLERANCE):
+            break
+        if value < goal:
+            lo = q
+        else:
+            hi = q
+        if (value < goal and q >= top) or (value > goal and q <= 0.0):
+            break  # the goal is out of this member's reach: its nearest end it is
+        if len(tried) == 1:
+            step = (goal - value) / MATCH_SLOPE
+        else:
+            (q0, v0), (q1, v1) = tried[-2], tried[-1]
+            step = (goal - v1) * (q1 - q0) / (v1 - v0) if v1 != v0 else math.inf
+        q = q + step
+        if q >= hi:
+            q = top if hi == top and top not in (t for t, _ in tried) else (lo + hi) / 2
+        elif q <= lo:
+            q = 0.0 if lo == 0.0 and 0.0 not in (t for t, _ in tried) else (lo + hi) / 2
+    return min(tried, key=lambda qv: abs(qv[1] - goal))[0]
 
 
 def encode_to_size(
@@ -197,51 +314,32 @@ def encode_to_size(
 
     Each model runs its encoder once (a family may use more than one); only quantization and
     packing repeat, in a bisection over the continuous quality. When even quality 0 is larger,
-    that smallest file is returned. A family's members jump in size where one hands over to the
-    next, and a target inside that jump would land well under it: there both members are pushed
-    past their share of -q to the target, and the one that decodes to the higher PSNR is kept.
-    With ``effort``, the chosen quality is then refined, and kept unrefined if refinement would
-    cross the target.
+    that smallest file is returned. Where a family's members hand over at a fixed -q, the file
+    jumps in size, and a target inside that jump would land well under it: there both members
+    are pushed past their share of -q to the target, and the one that decodes to the higher
+    PSNR is kept. With ``effort``, the chosen quality is then refined, and kept unrefined if
+    refinement would cross the target.
     """
     dev = select_device(device)
-    latents: dict[Path, torch.Tensor] = {}
-
-    def pack_own(path: Path, local: float, label: float) -> _Packed:
-        net, info = model_on(path, dev)
-        if path not in latents:
-            latents[path] = analyse(net, image.rgb, dev, tile)
-        data, header = pack_latents(net, info.name, info.weights_hash, image, latents[path], local, label)
-        return _Packed(data, header, path, local)
-
-    family = find_family(model)  # read once, not at every step of the search
-    pick = family.pick if family is not None else _alone(resolve(model))
-
-    def pack(quality: float) -> _Packed:
-        return pack_own(*pick(quality), quality)
-
+    placer = Placer(model, image, dev, tile)
     budget = target_bpp * image.width * image.height / 8
-    lo, hi, best = _fit(pack, 0.0, 100.0, budget)
-    if family is not None and len(best.data) <= budget and hi > lo:
-        (low_path, low_local), (high_path, high_local) = family.pick(lo), family.pick(hi)
+    lo, hi, best = _fit(placer.pack, 0.0, 100.0, budget)
+    if placer.family is not None and len(best.data) <= budget and hi > lo:
+        (low_path, low_local), (high_path, high_local) = placer.place(lo), placer.place(hi)
         if low_path != high_path:
-            up = _fit(lambda q: pack_own(low_path, q, lo), low_local, 100.0, budget)[2]
-            down = _fit(lambda q: pack_own(high_path, q, lo), 0.0, high_local, budget)[2]
+            up = _fit(lambda q: placer.pack_own(low_path, q, lo), low_local, 100.0, budget)[2]
+            down = _fit(lambda q: placer.pack_own(high_path, q, lo), 0.0, high_local, budget)[2]
             fitting = [c for c in (best, up, down) if len(c.data) <= budget]
             best = max(fitting, key=lambda c: _psnr_of(c, image, dev))
     if effort > 0:
         net, info = model_on(best.path, dev)
-        better = refine(net, latents[best.path], image.rgb, quality_to_step(best.local), effort, dev)
+        better = refine(net, placer.analysis(best.path), image.rgb, quality_to_step(best.local), effort, dev)
         data, header = pack_latents(
             net, info.name, info.weights_hash, image, better, best.local, best.header.quality
         )
         if len(data) <= budget:
             return EncodeResult(data, header, dev)
     return EncodeResult(best.data, best.header, dev)
-
-
-def _alone(path: Path) -> Callable[[float], tuple[Path, float]]:
-    """A lone model picked like a family member: every -q is its own."""
-    return lambda quality: (path, quality)
 
 
 @dataclass
@@ -294,9 +392,11 @@ def encode(
     ``effort`` > 0 refines the latents with that many decoder passes (slower, better).
     """
     dev = select_device(device)
-    path, local = pick_model(model, quality)
+    placer = Placer(model, image, dev, tile)
+    path, local = placer.place(quality)
     net, info = model_on(path, dev)
-    data, header = encode_with(net, info.name, info.weights_hash, image, local, dev, tile, effort, quality)
+    latents = refine(net, placer.analysis(path), image.rgb, quality_to_step(local), effort, dev)
+    data, header = pack_latents(net, info.name, info.weights_hash, image, latents, local, quality)
     return EncodeResult(data, header, dev)
 
 
@@ -314,26 +414,30 @@ def encode_many(
     Batching pays on a GPU, where one image leaves most of the device idle. Images larger than
     one tile take the tiled path one by one. Results come back in the order of ``images``.
     """
+    quality_to_step(quality)  # range check, before any work
     dev = select_device(device)
-    path, local = pick_model(model, quality)
-    net, info = model_on(path, dev)
-    latents: list[torch.Tensor | None] = [None] * len(images)
-    groups: dict[tuple[int, int], list[int]] = {}
-    s, side = net.stride, tile_latents(net, tile)
-    for index, image in enumerate(images):
-        if -(-image.height // s) <= side and -(-image.width // s) <= side:
-            groups.setdefault((image.height, image.width), []).append(index)
-        else:
-            latents[index] = analyse(net, image.rgb, dev, tile)
-    for indices in groups.values():
-        for first in range(0, len(indices), batch):
-            chunk = indices[first : first + batch]
-            for index, y in zip(chunk, _analyse_stack(net, [images[i].rgb for i in chunk], dev), strict=True):
-                latents[index] = y
+    family = find_family(model)
+    placers = [Placer(model, image, dev, tile, family) for image in images]
+    if not placers:
+        return []
+    for path in placers[0].needs(quality):  # the same models for every image
+        net, _ = model_on(path, dev)
+        groups: dict[tuple[int, int], list[int]] = {}
+        s, side = net.stride, tile_latents(net, tile)
+        for index, image in enumerate(images):
+            if -(-image.height // s) <= side and -(-image.width // s) <= side:
+                groups.setdefault((image.height, image.width), []).append(index)
+        for indices in groups.values():
+            for first in range(0, len(indices), batch):
+                chunk = indices[first : first + batch]
+                stack = _analyse_stack(net, [images[i].rgb for i in chunk], dev)
+                for index, y in zip(chunk, stack, strict=True):
+                    placers[index].latents[path] = y
     results = []
-    for image, found in zip(images, latents, strict=True):
-        assert found is not None
-        y = refine(net, found, image.rgb, quality_to_step(local), effort, dev)
+    for image, placer in zip(images, placers, strict=True):
+        path, local = placer.place(quality)  # larger images are analysed here, one by one
+        net, info = model_on(path, dev)
+        y = refine(net, placer.analysis(path), image.rgb, quality_to_step(local), effort, dev)
         data, header = pack_latents(net, info.name, info.weights_hash, image, y, local, quality)
         results.append(EncodeResult(data, header, dev))
     return results

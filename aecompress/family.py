@@ -6,6 +6,13 @@ folder) lists members, each serving a slice of the global 0..100 scale mapped li
 slice of that member's own quality. ``build`` makes such a file from measured curves, so that
 the switch from one member to the next gains both bytes and PSNR.
 
+Members can also hand over by size (``match``): each member after the first then starts, for
+each image, at its own quality whose file is ``match`` times the previous member's file at that
+member's top. Two models spend bits differently, so a hand-over fixed in -q jumps by a factor
+that depends on the image (1.2-1.6 between the bundled members); matched per image, a step of
+-q across the hand-over grows the file about as much as any other step. The encoder finds the
+start (``codec``); the family file holds only the ratio and each member's calibrated mean start.
+
 Each .aec file names the member that made it, so decoding needs no family at all.
 """
 
@@ -44,18 +51,28 @@ class Family:
     members: tuple[Member, ...]
     folder: Path
     card: dict[str, Any]
+    match: float | None = None  # hand over by size: next member's first file / previous top file
 
     def pick(self, quality: float) -> tuple[Path, float]:
-        """The member model file and its own quality for a global quality."""
+        """The member model file and its own quality for a global quality (calibrated starts)."""
+        index, t = self.slot(quality)
+        return self.model_path(self.members[index]), self.local(index, t)
+
+    def slot(self, quality: float) -> tuple[int, float]:
+        """The member serving a global quality and how far along its global range it lies (0..1)."""
         if not 0 <= quality <= 100:
             raise ValueError(f"quality {quality} is outside 0..100")
-        for member in self.members:
+        for index, member in enumerate(self.members):
             lo, hi = member.quality
-            if quality < hi or member is self.members[-1]:
-                t = 0.0 if hi == lo else (quality - lo) / (hi - lo)
-                local = member.local_quality[0] + t * (member.local_quality[1] - member.local_quality[0])
-                return self.model_path(member), min(100.0, max(0.0, local))
+            if quality < hi or index == len(self.members) - 1:
+                return index, 0.0 if hi == lo else (quality - lo) / (hi - lo)
         raise AssertionError("unreachable: the last member takes the rest")
+
+    def local(self, index: int, t: float, start: float | None = None) -> float:
+        """A member's own quality at fraction ``t`` of its range, from ``start`` when matched."""
+        lo, hi = self.members[index].local_quality
+        lo = lo if start is None else start
+        return min(100.0, max(0.0, lo + t * (hi - lo)))
 
     def model_path(self, member: Member) -> Path:
         """A member's file: beside the family file first, then the usual model search."""
@@ -63,15 +80,18 @@ class Family:
         return beside if beside.is_file() else resolve(member.model)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "kind": FAMILY_KIND,
             "name": self.name,
             "members": [
                 {"model": m.model, "quality": list(m.quality), "local_quality": list(m.local_quality)}
                 for m in self.members
             ],
-            "card": self.card,
         }
+        if self.match is not None:
+            data["match"] = self.match
+        data["card"] = self.card
+        return data
 
 
 def load_family(path: Path) -> Family:
@@ -95,9 +115,12 @@ def load_family(path: Path) -> Family:
     if edges[0] != 0 or edges[-1] != 100 or starts[1:] != edges[1:-1] or edges != sorted(edges):
         raise ModelError(f"{path}: member quality ranges must tile 0..100 in order")
     card = data.get("card", {})
-    return Family(
-        str(data.get("name", Path(path).name[: -len(FAMILY_SUFFIX)])), members, Path(path).parent, card
-    )
+    match = data.get("match")
+    ratio = isinstance(match, (int, float)) and not isinstance(match, bool)
+    if match is not None and not (ratio and 1 <= match <= 2):
+        raise ModelError(f"{path}: match must be a ratio between 1 and 2")
+    name = str(data.get("name", Path(path).name[: -len(FAMILY_SUFFIX)]))
+    return Family(name, members, Path(path).parent, card, None if match is None else float(match))
 
 
 def _pair(value: Any) -> tuple[float, float]:
@@ -154,6 +177,7 @@ def build(
     folder: Path,
     card: dict[str, Any] | None = None,
     per_image: PerImage | None = None,
+    match: float | None = None,
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
@@ -169,6 +193,10 @@ def build(
     With ``per_image`` measurements, each switch is then moved to where it gains bytes and PSNR
     on as many calibration images as it can, not only on their mean (``_seam``): two members
     spend their bits differently, so an image can lose both at a switch the means say gains both.
+
+    With ``match`` (and ``per_image``), members hand over by size instead: each runs to its own
+    top, and the next one's calibrated start is the mean over the images of its quality whose
+    file is ``match`` times that top (``_matched_start``); the encoder finds it per image.
     """
     ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
@@ -189,17 +217,60 @@ def build(
             chosen.append((model, pts))
     if not chosen:
         raise ModelError("no measured points to build a family from")
-    chosen = _kept(chosen)
-    if per_image is not None:
-        for i in range(len(chosen) - 1):
-            chosen[i], chosen[i + 1] = _seam(chosen[i], chosen[i + 1], per_image, first=i == 0)
+    if match is not None and per_image is not None:
+        for i in range(1, len(chosen)):
+            start = _matched_start(chosen[i - 1], chosen[i][0], per_image, match)
+            chosen[i] = (chosen[i][0], _from(per_image_curve(per_image, chosen[i][0]), start))
+    else:
+        match = None
+        chosen = _kept(chosen)
+        if per_image is not None:
+            for i in range(len(chosen) - 1):
+                chosen[i], chosen[i + 1] = _seam(chosen[i], chosen[i + 1], per_image, first=i == 0)
     spans = [max(math.log(pts[-1][1]) - math.log(pts[0][1]), 1e-3) for _, pts in chosen]
     members, edge = [], 0.0
     for i, ((model, pts), span) in enumerate(zip(chosen, spans, strict=True)):
         top = 100.0 if i == len(chosen) - 1 else round(edge + 100 * span / sum(spans), 2)
         members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0])))
         edge = top
-    return Family(name, tuple(members), folder, card or {})
+    return Family(name, tuple(members), folder, card or {}, match)
+
+
+def per_image_curve(per_image: PerImage, model: str) -> list[Point]:
+    """A member's mean curve from its per-image measurements."""
+    return dict(mean_curves({model: per_image[model]}))[model]
+
+
+def _matched_start(low: tuple[str, list[Point]], high: str, per_image: PerImage, match: float) -> float:
+    """The mean over calibration images of ``high``'s quality whose rate is ``match`` times
+    ``low``'s at its top (log-rate interpolated between measured qualities)."""
+    low_name, low_pts = low
+    tops = per_image[low_name][low_pts[-1][0]]
+    table = sorted(per_image[high].items())
+    starts = []
+    for j, (top_bpp, _) in enumerate(tops):
+        goal = math.log(match * top_bpp)
+        curve = [(q, math.log(runs[j][0])) for q, runs in table]
+        start = curve[0][0] if goal <= curve[0][1] else curve[-1][0]
+        for (q0, r0), (q1, r1) in itertools.pairwise(curve):
+            if r0 <= goal <= r1:
+                start = q0 + (q1 - q0) * (goal - r0) / max(r1 - r0, 1e-12)
+                break
+        starts.append(start)
+    return sum(starts) / len(starts)
+
+
+def _from(points: Sequence[Point], start: float) -> list[Point]:
+    """A curve from quality ``start`` on, its first point interpolated there."""
+    pts = sorted(points)
+    after = [p for p in pts if p[0] > start]
+    before = [p for p in pts if p[0] <= start]
+    if not before or not after:
+        return after or [pts[-1]]
+    (q0, b0, p0), (q1, b1, p1) = before[-1], after[0]
+    t = (start - q0) / (q1 - q0)
+    first = (start, math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0))), p0 + t * (p1 - p0))
+    return [first, *after]
 
 
 def _seam(

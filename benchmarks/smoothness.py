@@ -4,7 +4,8 @@
         [--threads 2]
 
 A user who moves -q by one expects a small, same-direction change. For each image the encoder
-runs once per model (a family may have several), then every -q is quantized and packed. Prints,
+runs once per model (a family may have several), then every -q is placed as `aecompress encode`
+places it (a family's size-matched hand-over included), quantized and packed. Prints,
 over all images: the largest growth between neighbouring -q (issue 15 asks for at most 12%), the
 largest fall (at most 1%), where each happens, and how many steps grew more than 12% or fell.
 """
@@ -20,7 +21,6 @@ import torch
 from aecompress import codec
 from aecompress.evaluate import load_folder
 from aecompress.family import find_family
-from aecompress.modelfile import load_model, resolve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,17 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     worst_fall = (0.0, "", 0)
     big, falls = 0, 0
     for name, image in images:
-        latents: dict[Path, torch.Tensor] = {}
-        sizes = []
-        for quality in range(101):
-            path, local = family.pick(float(quality)) if family else (resolve(args.model), float(quality))
-            net, info = load_model(path)
-            if path not in latents:
-                latents[path] = codec.analyse(net, image.rgb, torch.device("cpu"))
-            data, _ = codec.pack_latents(
-                net, info.name, info.weights_hash, image, latents[path], local, quality
-            )
-            sizes.append(len(data))
+        placer = codec.Placer(args.model, image, torch.device("cpu"), family=family)
+        sizes = [len(placer.pack(float(quality)).data) for quality in range(101)]
         for quality in range(1, 101):
             ratio = sizes[quality] / sizes[quality - 1]
             if ratio > 1.12:

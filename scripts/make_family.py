@@ -8,7 +8,9 @@ member's measured curve and the resulting family. Every image's bytes and PSNR g
 NAME.calibration.json beside it: the builder puts each switch where it gains both on as many
 images as it can. Check the family with `python benchmarks/kodak.py` and the -q monotonicity test
 (`pytest tests/test_quality.py`) before committing it. `--remeasure no` rebuilds the family from
-the measurements already stored beside --out (after a change to the builder).
+the measurements already stored beside --out (after a change to the builder). `--match 1.03` makes
+members hand over by size, per image (see aecompress/family.py); check it with
+`python benchmarks/smoothness.py`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--remeasure", choices=["yes", "no"], default="yes")
+    parser.add_argument(
+        "--match",
+        type=float,
+        default=None,
+        help="hand over by size: each next member starts, per image, at this ratio to the last top file",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.remeasure == "no":
@@ -43,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         curves = [(name, [tuple(p) for p in points]) for name, points in old["curves"].items()]
         sidecar = _calibration_path(args.out)
         per_image = _per_image_from_json(json.loads(sidecar.read_text())) if sidecar.is_file() else None
-        family.save(family.build(args.name, curves, args.out.parent, old, per_image), args.out)
+        family.save(family.build(args.name, curves, args.out.parent, old, per_image, args.match), args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
     if not args.members or not args.calibration:
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
-    built = family.build(args.name, curves, args.out.parent, card, per_image)
+    built = family.build(args.name, curves, args.out.parent, card, per_image, args.match)
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0

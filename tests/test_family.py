@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from aecompress import codec, evaluate, family
@@ -15,7 +17,8 @@ from aecompress.cli import app
 from aecompress.errors import ModelError
 from aecompress.evaluate import measure_aec
 from aecompress.imageio import ImageData
-from tests.conftest import make_model, photo_like
+from aecompress.modelfile import save_model
+from tests.conftest import make_model, photo_like, tiny_hyperprior
 
 runner = CliRunner()
 
@@ -217,3 +220,95 @@ def test_build_moves_a_switch_to_where_every_image_gains(tmp_path: Path):
     assert [m.local_quality for m in seamed.members] == [(0, 70), (60, 100)]
     for (ba, pa), (bb, pb) in zip(low_img[70], high_img[60], strict=True):
         assert bb > ba and pb > pa
+
+
+def _matched_duo(folder: Path, match: object = 1.03) -> Path:
+    """Two tiny hyperpriors behind a family that hands over by size (-q 0-40: lo, 40-100: hi)."""
+    save_model(tiny_hyperprior(seed=0), folder / "hlo.pt", "hlo", {"note": "test model"})
+    save_model(tiny_hyperprior(seed=1), folder / "hhi.pt", "hhi", {"note": "test model"})
+    path = folder / f"matched{family.FAMILY_SUFFIX}"
+    members = [
+        {"model": "hlo", "quality": [0, 40], "local_quality": [0, 60]},
+        {"model": "hhi", "quality": [40, 100], "local_quality": [50, 100]},
+    ]
+    path.write_text(
+        json.dumps({"kind": family.FAMILY_KIND, "name": "matched", "members": members, "match": match})
+    )
+    return path
+
+
+@pytest.mark.parametrize("match", [0.9, 2.5, "1.03", True])
+def test_a_bad_match_ratio_is_refused(tmp_path: Path, match: object):
+    with pytest.raises(ModelError, match="match"):
+        family.load_family(_matched_duo(tmp_path, match))
+
+
+def test_build_with_match_runs_each_member_to_its_top_and_starts_the_next_at_the_matched_mean(
+    tmp_path: Path,
+):
+    per_image = {
+        "low": {0.0: [(0.10, 25.0), (0.20, 26.0)], 100.0: [(0.50, 30.0), (0.80, 31.0)]},
+        "high": {
+            0.0: [(0.30, 27.0), (0.40, 28.0)],
+            50.0: [(0.60, 31.0), (1.00, 32.0)],
+            100.0: [(1.20, 34.0), (2.00, 35.0)],
+        },
+    }
+    built = family.build("fam", family.mean_curves(per_image), tmp_path, per_image=per_image, match=1.03)
+    assert [m.model for m in built.members] == ["low", "high"] and built.match == 1.03
+    low, high = built.members
+    assert low.local_quality == (0, 100)
+    # each image's start: log-rate interpolation to 1.03 times its own "low" top, between -q 0 and 50
+    starts = [
+        50 * math.log(1.03 * top / at0) / math.log(at50 / at0)
+        for top, at0, at50 in [(0.5, 0.3, 0.6), (0.8, 0.4, 1.0)]
+    ]
+    assert high.local_quality == (pytest.approx(sum(starts) / 2), 100)
+    # each member's share of -q follows its mean log-rate span, the second from its start
+    first = family.per_image_curve(per_image, "high")
+    assert 0 < low.quality[1] == high.quality[0] < 100 and first[0][1] < 0.6
+    family.save(built, tmp_path / "fam.family.json")
+    again = family.load_family(tmp_path / "fam.family.json")
+    assert again.members == built.members and again.match == 1.03
+
+
+def test_solve_finds_the_quality_of_a_goal_or_the_nearest_end():
+    calls: list[float] = []
+
+    def f(q: float) -> float:
+        calls.append(q)
+        return 0.05 * q + 0.002 * q * q / 10
+
+    q = codec._solve(f, f(37.0), 50.0, 100.0)
+    assert abs(f(q) - f(37.0)) <= math.log1p(codec.MATCH_TOLERANCE)
+    calls.clear()
+    assert codec._solve(f, f(100.0) + 1, 50.0, 100.0) == 100.0
+    assert codec._solve(f, -1.0, 50.0, 100.0) == 0.0
+    assert len(calls) <= 2 * codec.MATCH_PACKS
+
+
+def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
+    path = _matched_duo(tmp_path)
+    fam = family.load_family(path)
+    lo, hi = tmp_path / "hlo.pt", tmp_path / "hhi.pt"
+    for seed in range(2):
+        image = ImageData(photo_like(160, 224, seed=seed), None, "RGB")
+        placer = codec.Placer(path, image, torch.device("cpu"))
+        top = placer.pack(39.99)
+        first = placer.pack(40.0)
+        assert (top.header.model_name, first.header.model_name) == ("hlo", "hhi")
+        assert top.local == pytest.approx(60 * 39.99 / 40)
+        goal = 1.03 * len(placer.pack_own(lo, 60, 40).data)
+        start = placer.start(1)
+        assert 0 < start < 100 and first.local == start
+        assert abs(math.log(len(first.data) / goal)) <= math.log1p(codec.MATCH_TOLERANCE)
+        # the rest of the upper member's range maps from that start to its top
+        assert placer.place(70.0) == (hi, pytest.approx(start + 0.5 * (100 - start)))
+        assert fam.pick(70.0) == (hi, pytest.approx(50 + 0.5 * 50))  # calibrated start, no image
+        # encode, batch encode and the placer agree byte for byte
+        alone = codec.encode(image, path, 70, "cpu")
+        many = codec.encode_many([image, image], path, 70, "cpu")
+        assert alone.data == many[0].data == many[1].data == placer.pack(70.0).data
+        assert codec.decode(alone.data, "cpu", path).width == 224
+        sized = codec.encode_to_size(image, 8 * len(first.data) / (160 * 224), path, "cpu")
+        assert len(first.data) * 0.97 <= len(sized.data) <= len(first.data)
