@@ -190,8 +190,8 @@ def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
     return resolve(model), quality
 
 
-MATCH_TOLERANCE = 0.015  # a matched start is searched until its file is this close to the goal
-MATCH_PACKS = 5  # at most this many packs to find one matched start
+MATCH_TOLERANCE = 0.005  # a matched start is searched until its estimate is this close to the goal
+MATCH_TRIES = 6  # at most this many estimates to find one matched start
 MATCH_SLOPE = 0.04  # first guess of d log(file size) / d quality, for the search's first step
 
 
@@ -199,8 +199,9 @@ class Placer:
     """One image's files at any global -q, with each model's analysis run once.
 
     A family that hands over by size (``Family.match``) starts each member after the first, for
-    this image, at the quality where its file is ``match`` times the previous member's top file:
-    found once per member, by packing the previous member's top and a few of its own qualities.
+    this image, at the quality where its coded latents are ``match`` times the previous member's
+    at its top: found once per member, from the coder's estimates (``LatentCoder.estimate``) at
+    the previous member's top and a few of its own qualities.
     """
 
     def __init__(
@@ -254,18 +255,23 @@ class Placer:
         data, header = pack_latents(net, info.name, info.weights_hash, self.image, latents, local, label)
         return _Packed(data, header, path, local)
 
+    def estimate(self, path: Path, local: float) -> float:
+        """About how many bytes the model's coded latents take at its own quality ``local``."""
+        net, _ = model_on(path, self.device)
+        return max(coder_for(net).estimate(net, self.analysis(path), local), 1.0)
+
     def start(self, index: int) -> float:
         """Member ``index``'s own quality where it takes over for this image (matched by size)."""
         if index not in self.starts:
             family = self.family
             assert family is not None and family.match is not None and index > 0
             before, member = family.members[index - 1], family.members[index]
-            top = self.pack_own(family.model_path(before), before.local_quality[1], before.local_quality[1])
-            goal = math.log(family.match * len(top.data))
+            top = self.estimate(family.model_path(before), before.local_quality[1])
+            goal = math.log(family.match * top)
             path = family.model_path(member)
 
             def log_size(q: float) -> float:
-                return math.log(len(self.pack_own(path, q, q).data))
+                return math.log(self.estimate(path, q))
 
             self.starts[index] = _solve(log_size, goal, member.local_quality[0], member.local_quality[1])
         return self.starts[index]
@@ -278,7 +284,7 @@ def _solve(f: Callable[[float], float], goal: float, guess: float, top: float) -
     lo, hi = 0.0, top
     tried: list[tuple[float, float]] = []
     q = min(max(guess, lo), hi)
-    for _ in range(MATCH_PACKS):
+    for _ in range(MATCH_TRIES):
         value = f(q)
         tried.append((q, value))
         if abs(value - goal) <= math.log1p(MATCH_TOLERANCE):

@@ -605,6 +605,22 @@ def _plan_groups(
         groups[at : at + 2] = [merged(groups[at], groups[at + 1])]
 
 
+def classed_entropy_bytes(values: np.ndarray, classes: np.ndarray, num_classes: int) -> float:
+    """The order-0 entropy of the integers in each class, summed, in bytes: what the streams of
+    ``encode_grouped`` cost, give or take their framing and binarization, without coding them."""
+    flat = values.ravel().astype(np.int64)
+    if not flat.size:
+        return 0.0
+    flat -= flat.min()
+    span = int(flat.max()) + 1
+    counts = np.bincount(classes.ravel().astype(np.int64) * span + flat, minlength=num_classes * span)
+    table = counts.reshape(-1, span).astype(np.float64)
+    totals = table.sum(axis=1, keepdims=True)
+    used = table > 0
+    bits = -(table[used] * np.log2(table[used] / np.broadcast_to(totals, table.shape)[used])).sum()
+    return float(bits) / 8
+
+
 def _group_map(starts: Sequence[Sequence[int]], num_classes: int) -> bytes:
     """Scheme 3's stream 0: for each kind, a bit per class, 1 where a group starts."""
     bits = np.zeros(KINDS * num_classes, dtype=bool)

@@ -381,3 +381,25 @@ def test_golden_v4_parses_identically_under_other_thread_settings() -> None:
             capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent, check=True,
         )  # fmt: skip
         assert out.stdout.strip() == here
+
+
+def test_classed_entropy_is_the_sum_of_each_class_order_0_entropy() -> None:
+    """Checked against a plain count per class; and the coded streams of the same integers are
+    never smaller than it by more than their framing can explain (zstd cannot beat order-0 on
+    independent symbols by much)."""
+    import collections
+    import math
+
+    rng = np.random.default_rng(5)
+    classes = rng.integers(0, 6, size=(4, 30, 40)).astype(np.uint8)
+    values = np.round(rng.laplace(0, 0.3 + classes, size=classes.shape)).astype(np.int8)
+    expected = 0.0
+    for k in range(6):
+        counts = collections.Counter(values[classes == k].tolist())
+        total = sum(counts.values())
+        expected -= sum(n * math.log2(n / total) for n in counts.values())
+    got = coding.classed_entropy_bytes(values, classes, 6)
+    assert got == pytest.approx(expected / 8, rel=1e-9)
+    coded = coding.encode_grouped(values, classes, 6).coded_bytes
+    assert 0.9 * got < coded < 1.5 * got
+    assert coding.classed_entropy_bytes(np.zeros((1, 0, 0), np.int8), np.zeros((1, 0, 0), np.uint8), 6) == 0.0

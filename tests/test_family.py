@@ -284,7 +284,7 @@ def test_solve_finds_the_quality_of_a_goal_or_the_nearest_end():
     calls.clear()
     assert codec._solve(f, f(100.0) + 1, 50.0, 100.0) == 100.0
     assert codec._solve(f, -1.0, 50.0, 100.0) == 0.0
-    assert len(calls) <= 2 * codec.MATCH_PACKS
+    assert len(calls) <= 2 * codec.MATCH_TRIES
 
 
 def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
@@ -298,10 +298,16 @@ def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
         first = placer.pack(40.0)
         assert (top.header.model_name, first.header.model_name) == ("hlo", "hhi")
         assert top.local == pytest.approx(60 * 39.99 / 40)
-        goal = 1.03 * len(placer.pack_own(lo, 60, 40).data)
         start = placer.start(1)
         assert 0 < start < 100 and first.local == start
-        assert abs(math.log(len(first.data) / goal)) <= math.log1p(codec.MATCH_TOLERANCE)
+        # matched on the coder's estimates of the two members' latents...
+        goal = 1.03 * placer.estimate(lo, 60)
+        assert abs(math.log(placer.estimate(hi, start) / goal)) <= math.log1p(codec.MATCH_TOLERANCE)
+        # ...which puts the real files near that ratio too (the calibrated start, -q 50, gives
+        # about half; these tiny random models' estimates run 10-15% low, the bundled members'
+        # within a few percent: benchmarks/smoothness.py)
+        ratio = len(first.data) / len(placer.pack_own(lo, 60, 40).data)
+        assert 0.9 < ratio < 1.25, ratio
         # the rest of the upper member's range maps from that start to its top
         assert placer.place(70.0) == (hi, pytest.approx(start + 0.5 * (100 - start)))
         assert fam.pick(70.0) == (hi, pytest.approx(50 + 0.5 * 50))  # calibrated start, no image

@@ -239,3 +239,17 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     from aecompress.modelfile import load_model
 
     return {k: v.detach().clone() for k, v in load_model(path)[0].state_dict().items()}
+
+
+def test_float_scale_classes_are_the_exact_ones_give_or_take_a_boundary() -> None:
+    """``exact=False`` (estimates only) runs h_s in floats: classes may differ by one where a
+    scale sits on a boundary, and hardly ever."""
+    model = tiny_hyperprior(seed=2)
+    rng = np.random.default_rng(0)
+    z = rng.integers(-6, 7, size=(8, 5, 6)).astype(np.int16)
+    exact = model.scale_classes(z, (20, 24))
+    rough = model.scale_classes(z, (20, 24), exact=False)
+    assert exact.shape == rough.shape == (model.latent_channels, 20, 24)
+    assert np.abs(exact.astype(int) - rough.astype(int)).max() <= 1
+    assert (exact == rough).mean() > 0.95
+    assert len(np.unique(exact)) > 3  # the classes spread, so the comparison means something

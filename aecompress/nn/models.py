@@ -270,9 +270,16 @@ class HyperpriorCodec(LatentCodec):
         lo, hi = self.rate_range
         return lo + quality / 100.0 * (hi - lo)
 
-    def scale_classes(self, z: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    def scale_classes(self, z: np.ndarray, shape: tuple[int, int], exact: bool = True) -> np.ndarray:
         """The scale class (0 .. SCALE_CLASSES - 1) of every latent, from the integer hyper-latents,
-        computed by the exact integer copy of h_s: identical on every machine."""
+        computed by the exact integer copy of h_s: identical on every machine. ``exact=False``
+        runs h_s in floats, a few times faster, for estimates only: a class may differ by one
+        where a scale lies on a boundary, so never for coding."""
+        if not exact:
+            with torch.inference_mode():
+                zf = torch.from_numpy(z.astype(np.float32))[None].to(self.log_gain.device)
+                log2 = self.hyper_scales(zf, shape)[0].cpu().numpy()
+            return np.clip(np.floor((log2 - LOG2_SCALE_MIN) * 2), 0, SCALE_CLASSES - 1).astype(np.uint8)
         acc = IntegerNet(self.h_s)(z)[:, : shape[0], : shape[1]]
         start = round(LOG2_SCALE_MIN * 2**WEIGHT_BITS * 2**ACT_BITS)
         width = 2 ** (WEIGHT_BITS + ACT_BITS - 1)  # half an octave at the accumulator's scale
