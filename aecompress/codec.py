@@ -201,7 +201,8 @@ class Placer:
     A family that hands over by size (``Family.match``) starts each member after the first, for
     this image, at the quality where its coded latents are ``match`` times the previous member's
     at its top: found once per member, from the coder's estimates (``LatentCoder.estimate``) at
-    the previous member's top and a few of its own qualities.
+    the previous member's top and a few of its own qualities. A member with a ``TopRule`` tops
+    out, for this image, where the estimated rate at its nominal top puts it.
     """
 
     def __init__(
@@ -217,6 +218,7 @@ class Placer:
         self.image, self.device, self.tile = image, device, tile
         self.latents: dict[Path, torch.Tensor] = {}
         self.starts: dict[int, float] = {}
+        self.tops: dict[int, float] = {}
 
     def needs(self, quality: float) -> list[Path]:
         """The models whose analysis of the image placing ``quality`` takes."""
@@ -235,7 +237,8 @@ class Placer:
             return self.alone, quality
         index, t = self.family.slot(quality)
         start = self.start(index) if self.family.match is not None and index > 0 else None
-        return self.family.model_path(self.family.members[index]), self.family.local(index, t, start)
+        local = self.family.local(index, t, start, self.top(index))
+        return self.family.model_path(self.family.members[index]), local
 
     def analysis(self, path: Path) -> torch.Tensor:
         """The model's float latents of the image (computed on first use)."""
@@ -260,13 +263,27 @@ class Placer:
         net, _ = model_on(path, self.device)
         return max(coder_for(net).estimate(net, self.analysis(path), local), 1.0)
 
+    def top(self, index: int) -> float:
+        """Member ``index``'s own top quality for this image (``TopRule``: from the estimated
+        rate at its nominal top)."""
+        assert self.family is not None
+        member = self.family.members[index]
+        nominal = member.local_quality[1]
+        if member.top_by_rate is None:
+            return nominal
+        if index not in self.tops:
+            size = self.estimate(self.family.model_path(member), nominal)
+            bpp = 8 * size / (self.image.width * self.image.height)
+            self.tops[index] = member.top_by_rate.top(nominal, bpp)
+        return self.tops[index]
+
     def start(self, index: int) -> float:
         """Member ``index``'s own quality where it takes over for this image (matched by size)."""
         if index not in self.starts:
             family = self.family
             assert family is not None and family.match is not None and index > 0
             before, member = family.members[index - 1], family.members[index]
-            top = self.estimate(family.model_path(before), before.local_quality[1])
+            top = self.estimate(family.model_path(before), self.top(index - 1))
             goal = math.log(family.match * top)
             path = family.model_path(member)
 
@@ -320,17 +337,18 @@ def encode_to_size(
 
     Each model runs its encoder once (a family may use more than one); only quantization and
     packing repeat, in a bisection over the continuous quality. When even quality 0 is larger,
-    that smallest file is returned. Where a family's members hand over at a fixed -q, the file
-    jumps in size, and a target inside that jump would land well under it: there both members
-    are pushed past their share of -q to the target, and the one that decodes to the higher
-    PSNR is kept. With ``effort``, the chosen quality is then refined, and kept unrefined if
-    refinement would cross the target.
+    that smallest file is returned. Where a family's members hand over at a fixed -q (not
+    matched by size), the file jumps in size, and a target inside that jump would land well
+    under it: there both members are pushed past their share of -q to the target, and the one
+    that decodes to the higher PSNR is kept. With ``effort``, the chosen quality is then
+    refined, and kept unrefined if refinement would cross the target.
     """
     dev = select_device(device)
     placer = Placer(model, image, dev, tile)
     budget = target_bpp * image.width * image.height / 8
     lo, hi, best = _fit(placer.pack, 0.0, 100.0, budget)
-    if placer.family is not None and len(best.data) <= budget and hi > lo:
+    jumps = placer.family is not None and placer.family.match is None  # hand-overs fixed in -q
+    if jumps and len(best.data) <= budget and hi > lo:
         (low_path, low_local), (high_path, high_local) = placer.place(lo), placer.place(hi)
         if low_path != high_path:
             up = _fit(lambda q: placer.pack_own(low_path, q, lo), low_local, 100.0, budget)[2]

@@ -18,6 +18,7 @@ Each .aec file names the member that made it, so decoding needs no family at all
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -41,6 +42,28 @@ class Member:
     model: str
     quality: tuple[float, float]  # global -q range served
     local_quality: tuple[float, float]  # the member's own -q at the ends of that range
+    top_by_rate: TopRule | None = None  # a lower top, per image, for images it codes at high rates
+
+
+@dataclass(frozen=True)
+class TopRule:
+    """Where a member stops for an image, from the rate it reaches at its nominal top.
+
+    A stride-16 member spends its last qualities poorly on detailed images (its curve flattens
+    where the stride-8 member's still climbs) and well on smooth ones. Measured per image on the
+    calibration set, the best hand-over quality falls with the rate of the member's top file;
+    this rule follows that: the top stays where it is up to ``bpp``, and comes down by
+    ``per_octave`` qualities for each doubling of the rate above it, to ``lowest`` at most.
+    """
+
+    bpp: float
+    per_octave: float
+    lowest: float
+
+    def top(self, nominal: float, bpp: float) -> float:
+        """The member's own top quality for an image whose file at ``nominal`` has ``bpp``."""
+        drop = self.per_octave * max(0.0, math.log2(max(bpp, 1e-9) / self.bpp))
+        return max(min(self.lowest, nominal), nominal - drop)
 
 
 @dataclass(frozen=True)
@@ -68,10 +91,12 @@ class Family:
                 return index, 0.0 if hi == lo else (quality - lo) / (hi - lo)
         raise AssertionError("unreachable: the last member takes the rest")
 
-    def local(self, index: int, t: float, start: float | None = None) -> float:
-        """A member's own quality at fraction ``t`` of its range, from ``start`` when matched."""
+    def local(self, index: int, t: float, start: float | None = None, top: float | None = None) -> float:
+        """A member's own quality at fraction ``t`` of its range, from ``start`` when matched, to
+        ``top`` when its top depends on the image (``TopRule``)."""
         lo, hi = self.members[index].local_quality
         lo = lo if start is None else start
+        hi = hi if top is None else top
         return min(100.0, max(0.0, lo + t * (hi - lo)))
 
     def model_path(self, member: Member) -> Path:
@@ -85,6 +110,7 @@ class Family:
             "name": self.name,
             "members": [
                 {"model": m.model, "quality": list(m.quality), "local_quality": list(m.local_quality)}
+                | ({"top_by_rate": dataclasses.asdict(m.top_by_rate)} if m.top_by_rate else {})
                 for m in self.members
             ],
         }
@@ -104,7 +130,10 @@ def load_family(path: Path) -> Family:
         raise ModelError(f"{path}: not an aecompress family file")
     try:
         members = tuple(
-            Member(str(m["model"]), _pair(m["quality"]), _pair(m["local_quality"])) for m in data["members"]
+            Member(
+                str(m["model"]), _pair(m["quality"]), _pair(m["local_quality"]), _rule(m.get("top_by_rate"))
+            )
+            for m in data["members"]
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{path}: bad member entry ({exc})") from exc
@@ -121,6 +150,15 @@ def load_family(path: Path) -> Family:
         raise ModelError(f"{path}: match must be a ratio between 1 and 2")
     name = str(data.get("name", Path(path).name[: -len(FAMILY_SUFFIX)]))
     return Family(name, members, Path(path).parent, card, None if match is None else float(match))
+
+
+def _rule(value: Any) -> TopRule | None:
+    if value is None:
+        return None
+    rule = TopRule(float(value["bpp"]), float(value["per_octave"]), float(value["lowest"]))
+    if not (rule.bpp > 0 and 0 <= rule.per_octave <= 100 and 0 <= rule.lowest <= 100):
+        raise ValueError("top_by_rate needs bpp > 0, per_octave and lowest in 0..100")
+    return rule
 
 
 def _pair(value: Any) -> tuple[float, float]:
@@ -178,6 +216,7 @@ def build(
     card: dict[str, Any] | None = None,
     per_image: PerImage | None = None,
     match: float | None = None,
+    top_rule: TopRule | None = None,
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
@@ -196,7 +235,8 @@ def build(
 
     With ``match`` (and ``per_image``), members hand over by size instead: each runs to its own
     top, and the next one's calibrated start is the mean over the images of its quality whose
-    file is ``match`` times that top (``_matched_start``); the encoder finds it per image.
+    file is ``match`` times that top (``_matched_start``); the encoder finds it per image. A
+    ``top_rule`` lowers the first member's top per image (``TopRule``).
     """
     ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
@@ -217,9 +257,12 @@ def build(
             chosen.append((model, pts))
     if not chosen:
         raise ModelError("no measured points to build a family from")
+    rules: list[TopRule | None] = [None] * len(chosen)
     if match is not None and per_image is not None:
+        rules[0] = top_rule if len(chosen) > 1 else None
         for i in range(1, len(chosen)):
-            start = _matched_start(chosen[i - 1], chosen[i][0], per_image, match)
+            tops = _tops(chosen[i - 1], per_image, rules[i - 1])
+            start = _matched_start(tops, chosen[i][0], per_image, match)
             chosen[i] = (chosen[i][0], _from(per_image_curve(per_image, chosen[i][0]), start))
     else:
         match = None
@@ -228,10 +271,15 @@ def build(
             for i in range(len(chosen) - 1):
                 chosen[i], chosen[i + 1] = _seam(chosen[i], chosen[i + 1], per_image, first=i == 0)
     spans = [max(math.log(pts[-1][1]) - math.log(pts[0][1]), 1e-3) for _, pts in chosen]
+    if rules[0] is not None and per_image is not None:  # the first member's span ends at each image's top
+        name, pts = chosen[0]
+        firsts = [b for b, _ in per_image[name][pts[0][0]]]
+        tops0 = _tops(chosen[0], per_image, rules[0])
+        spans[0] = max(sum(math.log(t / f) for t, f in zip(tops0, firsts, strict=True)) / len(firsts), 1e-3)
     members, edge = [], 0.0
     for i, ((model, pts), span) in enumerate(zip(chosen, spans, strict=True)):
         top = 100.0 if i == len(chosen) - 1 else round(edge + 100 * span / sum(spans), 2)
-        members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0])))
+        members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0]), rules[i]))
         edge = top
     return Family(name, tuple(members), folder, card or {}, match)
 
@@ -241,14 +289,36 @@ def per_image_curve(per_image: PerImage, model: str) -> list[Point]:
     return dict(mean_curves({model: per_image[model]}))[model]
 
 
-def _matched_start(low: tuple[str, list[Point]], high: str, per_image: PerImage, match: float) -> float:
-    """The mean over calibration images of ``high``'s quality whose rate is ``match`` times
-    ``low``'s at its top (log-rate interpolated between measured qualities)."""
-    low_name, low_pts = low
-    tops = per_image[low_name][low_pts[-1][0]]
+def _tops(low: tuple[str, list[Point]], per_image: PerImage, rule: TopRule | None) -> list[float]:
+    """Each calibration image's rate at the member's top: its last point, or where ``rule``
+    puts the top for that image (log-rate interpolated between measured qualities)."""
+    name, pts = low
+    nominal = pts[-1][0]
+    table = sorted(per_image[name].items())
+    rates = []
+    for j, (bpp, _) in enumerate(per_image[name][nominal]):
+        top = nominal if rule is None else rule.top(nominal, bpp)
+        curve = [(q, math.log(runs[j][0])) for q, runs in table]
+        rates.append(math.exp(_interpolate(curve, top)))
+    return rates
+
+
+def _interpolate(curve: Sequence[tuple[float, float]], x: float) -> float:
+    """y at x on a piecewise-linear (x, y) curve sorted by x, flat beyond its ends."""
+    if x <= curve[0][0]:
+        return curve[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / max(x1 - x0, 1e-12)
+    return curve[-1][1]
+
+
+def _matched_start(tops: Sequence[float], high: str, per_image: PerImage, match: float) -> float:
+    """The mean over calibration images of ``high``'s quality whose rate is ``match`` times the
+    previous member's at its top (``tops``, per image; log-rate interpolated)."""
     table = sorted(per_image[high].items())
     starts = []
-    for j, (top_bpp, _) in enumerate(tops):
+    for j, top_bpp in enumerate(tops):
         goal = math.log(match * top_bpp)
         curve = [(q, math.log(runs[j][0])) for q, runs in table]
         start = curve[0][0] if goal <= curve[0][1] else curve[-1][0]

@@ -44,14 +44,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="hand over by size: each next member starts, per image, at this ratio to the last top file",
     )
+    parser.add_argument(
+        "--top-rule",
+        default=None,
+        help="with --match: BPP,PER_OCTAVE,LOWEST, the first member's top per image (family.TopRule)",
+    )
     args = parser.parse_args(argv)
+    rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
     torch.set_num_threads(args.threads)
     if args.remeasure == "no":
         old = json.loads(args.out.read_text(encoding="utf-8"))["card"]
         curves = [(name, [tuple(p) for p in points]) for name, points in old["curves"].items()]
         sidecar = _calibration_path(args.out)
         per_image = _per_image_from_json(json.loads(sidecar.read_text())) if sidecar.is_file() else None
-        family.save(family.build(args.name, curves, args.out.parent, old, per_image, args.match), args.out)
+        rebuilt = family.build(args.name, curves, args.out.parent, old, per_image, args.match, rule)
+        family.save(rebuilt, args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
     if not args.members or not args.calibration:
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
-    built = family.build(args.name, curves, args.out.parent, card, per_image, args.match)
+    built = family.build(args.name, curves, args.out.parent, card, per_image, args.match, rule)
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0

@@ -318,3 +318,50 @@ def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
         assert codec.decode(alone.data, "cpu", path).width == 224
         sized = codec.encode_to_size(image, 8 * len(first.data) / (160 * 224), path, "cpu")
         assert len(first.data) * 0.97 <= len(sized.data) <= len(first.data)
+
+
+def test_top_rule_lowers_a_member_top_with_the_rate_it_reaches():
+    rule = family.TopRule(bpp=0.5, per_octave=20, lowest=60)
+    assert rule.top(100, 0.3) == 100  # below the rate: the nominal top
+    assert rule.top(100, 1.0) == pytest.approx(80)  # one octave above: 20 lower
+    assert rule.top(100, 2.0) == pytest.approx(60)
+    assert rule.top(100, 64.0) == 60  # never below ``lowest``
+    assert rule.top(50, 64.0) == 50  # nor above the nominal top
+
+
+def test_a_member_with_a_top_rule_maps_each_image_onto_its_own_top(tmp_path: Path):
+    path = _matched_duo(tmp_path)
+    data = json.loads(path.read_text())
+    data["members"][0]["top_by_rate"] = {"bpp": 0.05, "per_octave": 3, "lowest": 40}
+    path.write_text(json.dumps(data))
+    fam = family.load_family(path)
+    assert fam.members[0].top_by_rate == family.TopRule(0.05, 3, 40)
+    family.save(fam, tmp_path / "again.family.json")
+    assert family.load_family(tmp_path / "again.family.json").members == fam.members
+    image = ImageData(photo_like(160, 224, seed=0), None, "RGB")
+    placer = codec.Placer(path, image, torch.device("cpu"))
+    lo = tmp_path / "hlo.pt"
+    bpp = 8 * placer.estimate(lo, 60) / (160 * 224)
+    top = placer.top(0)
+    assert top == pytest.approx(fam.members[0].top_by_rate.top(60, bpp)) and 40 <= top < 60
+    assert placer.place(20.0) == (lo, pytest.approx(top / 2))
+    # the next member is matched to this image's top, not the nominal one (within 2%: this tiny
+    # model's estimate moves in steps there, and the search stops after MATCH_TRIES)
+    goal = 1.03 * placer.estimate(lo, top)
+    assert abs(math.log(placer.estimate(tmp_path / "hhi.pt", placer.start(1)) / goal)) <= 0.02
+    assert (
+        abs(
+            math.log(placer.estimate(tmp_path / "hhi.pt", placer.start(1)) / (1.03 * placer.estimate(lo, 60)))
+        )
+        > 0.1
+    )
+
+
+def test_bad_top_rules_are_refused(tmp_path: Path):
+    path = _matched_duo(tmp_path)
+    data = json.loads(path.read_text())
+    for bad in ({"bpp": 0, "per_octave": 10, "lowest": 30}, {"bpp": 0.5, "per_octave": 10}, "x"):
+        data["members"][0]["top_by_rate"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(ModelError):
+            family.load_family(path)
