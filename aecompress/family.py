@@ -272,8 +272,8 @@ def build(
                 chosen[i], chosen[i + 1] = _seam(chosen[i], chosen[i + 1], per_image, first=i == 0)
     spans = [max(math.log(pts[-1][1]) - math.log(pts[0][1]), 1e-3) for _, pts in chosen]
     if rules[0] is not None and per_image is not None:  # the first member's span ends at each image's top
-        name, pts = chosen[0]
-        firsts = [b for b, _ in per_image[name][pts[0][0]]]
+        first_model, first_pts = chosen[0]
+        firsts = [b for b, _ in per_image[first_model][first_pts[0][0]]]
         tops0 = _tops(chosen[0], per_image, rules[0])
         spans[0] = max(sum(math.log(t / f) for t, f in zip(tops0, firsts, strict=True)) / len(firsts), 1e-3)
     members, edge = [], 0.0

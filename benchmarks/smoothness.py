@@ -7,7 +7,8 @@ A user who moves -q by one expects a small, same-direction change. For each imag
 runs once per model (a family may have several), then every -q is placed as `aecompress encode`
 places it (a family's size-matched hand-over included), quantized and packed. Prints,
 over all images: the largest growth between neighbouring -q (issue 15 asks for at most 12%), the
-largest fall (at most 1%), where each happens, and how many steps grew more than 12% or fell.
+largest fall (at most 1%), where each happens, and how many steps grew more than 12% or fell;
+for a family, how the file size and PSNR change across each hand-over (-q just below and above).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from pathlib import Path
 import torch
 
 from aecompress import codec
+from aecompress import format as aecformat
 from aecompress.evaluate import load_folder
 from aecompress.family import find_family
+from aecompress.imageio import ImageData
+from aecompress.metrics import psnr
+from aecompress.modelfile import load_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,9 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     worst_growth = (0.0, "", 0)
     worst_fall = (0.0, "", 0)
     big, falls = 0, 0
+    seams: list[tuple[str, float, float, float]] = []  # image, edge, size ratio, PSNR change
+    edges = [m.quality[1] for m in family.members[:-1]] if family else []
     for name, image in images:
         placer = codec.Placer(args.model, image, torch.device("cpu"), family=family)
         sizes = [len(placer.pack(float(quality)).data) for quality in range(101)]
+        for edge in edges:
+            below, above = placer.pack(edge - 0.01), placer.pack(edge + 0.01)
+            change = _psnr(below, image) - _psnr(above, image)
+            seams.append((name, edge, len(above.data) / len(below.data), -change))
         for quality in range(1, 101):
             ratio = sizes[quality] / sizes[quality - 1]
             if ratio > 1.12:
@@ -58,7 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"largest growth {100 * worst_growth[0]:.1f}% ({worst_growth[1]} at -q {worst_growth[2]})")
     print(f"largest fall {100 * worst_fall[0]:.2f}% ({worst_fall[1]} at -q {worst_fall[2]})")
     print(f"steps growing more than 12%: {big}; steps that fall: {falls}")
+    for edge in edges:
+        at = [seam for seam in seams if seam[1] == edge]
+        losses = sorted((change, name) for name, _, _, change in at if change < 0)
+        print(
+            f"hand-over at -q {edge:g} (-0.01 -> +0.01): size x{min(r for _, _, r, _ in at):.3f}"
+            f"-x{max(r for _, _, r, _ in at):.3f}; PSNR rises on {len(at) - len(losses)} of {len(at)}"
+            + "".join(f", {change:+.2f} dB on {name}" for change, name in losses)
+        )
     return 0
+
+
+def _psnr(packed: codec._Packed, image: ImageData) -> float:
+    net, _ = load_model(packed.path)
+    return psnr(image.rgb, codec.decode_with(net, aecformat.unpack(packed.data)).rgb)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         curves = [(name, [tuple(p) for p in points]) for name, points in old["curves"].items()]
         sidecar = _calibration_path(args.out)
         per_image = _per_image_from_json(json.loads(sidecar.read_text())) if sidecar.is_file() else None
+        given = argv if argv is not None else sys.argv[1:]
+        old["rebuilt"] = "python scripts/make_family.py " + " ".join(given)
         rebuilt = family.build(args.name, curves, args.out.parent, old, per_image, args.match, rule)
         family.save(rebuilt, args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))

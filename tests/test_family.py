@@ -269,7 +269,20 @@ def test_build_with_match_runs_each_member_to_its_top_and_starts_the_next_at_the
     assert 0 < low.quality[1] == high.quality[0] < 100 and first[0][1] < 0.6
     family.save(built, tmp_path / "fam.family.json")
     again = family.load_family(tmp_path / "fam.family.json")
-    assert again.members == built.members and again.match == 1.03
+    assert again.members == built.members and again.match == 1.03 and again.name == "fam"
+    # with a top rule the first member keeps it, and the start follows each image's own top:
+    # image 0 (0.5 bpp at the top) keeps -q 100; image 1 (0.8 bpp) tops out 10 * log2(1.6) lower
+    rule = family.TopRule(bpp=0.5, per_octave=10, lowest=50)
+    ruled = family.build("fam", family.mean_curves(per_image), tmp_path, None, per_image, 1.03, rule)
+    assert ruled.name == "fam" and ruled.members[0].top_by_rate == rule
+    assert ruled.members[1].top_by_rate is None
+    t1 = 100 - 10 * math.log2(1.6)
+    top1 = math.exp(math.log(0.20) + t1 / 100 * (math.log(0.80) - math.log(0.20)))
+    starts = [
+        50 * math.log(1.03 * 0.5 / 0.3) / math.log(0.6 / 0.3),
+        50 * math.log(1.03 * top1 / 0.4) / math.log(1.0 / 0.4),
+    ]
+    assert ruled.members[1].local_quality == (pytest.approx(sum(starts) / 2), 100)
 
 
 def test_solve_finds_the_quality_of_a_goal_or_the_nearest_end():
