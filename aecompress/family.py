@@ -7,11 +7,12 @@ slice of that member's own quality. ``build`` makes such a file from measured cu
 the switch from one member to the next gains both bytes and PSNR.
 
 Members can also hand over by size (``match``): each member after the first then starts, for
-each image, at its own quality whose file is ``match`` times the previous member's file at that
-member's top. Two models spend bits differently, so a hand-over fixed in -q jumps by a factor
-that depends on the image (1.2-1.6 between the bundled members); matched per image, a step of
--q across the hand-over grows the file about as much as any other step. The encoder finds the
-start (``codec``); the family file holds only the ratio and each member's calibrated mean start.
+each image, at its own quality whose coded latents are, by the coder's estimate, ``match`` times
+the previous member's at that member's top. Two models spend bits differently, so a hand-over
+fixed in -q jumps by a factor that depends on the image (1.2-1.6 between the bundled members);
+matched per image, a step of -q across the hand-over grows the file about as much as any other.
+The encoder finds the start (``codec.Placer``); the family file holds only the ratio and each
+member's calibrated mean start.
 
 Each .aec file names the member that made it, so decoding needs no family at all.
 """
@@ -53,7 +54,7 @@ class TopRule:
     where the stride-8 member's still climbs) and well on smooth ones. Measured per image on the
     calibration set, the best hand-over quality falls with the rate of the member's top file;
     this rule follows that: the top stays where it is up to ``bpp``, and comes down by
-    ``per_octave`` qualities for each doubling of the rate above it, to ``lowest`` at most.
+    ``per_octave`` qualities for each doubling of the rate above it, but not below ``lowest``.
     """
 
     bpp: float
