@@ -320,14 +320,8 @@ def _matched_start(tops: Sequence[float], high: str, per_image: PerImage, match:
     table = sorted(per_image[high].items())
     starts = []
     for j, top_bpp in enumerate(tops):
-        goal = math.log(match * top_bpp)
-        curve = [(q, math.log(runs[j][0])) for q, runs in table]
-        start = curve[0][0] if goal <= curve[0][1] else curve[-1][0]
-        for (q0, r0), (q1, r1) in itertools.pairwise(curve):
-            if r0 <= goal <= r1:
-                start = q0 + (q1 - q0) * (goal - r0) / max(r1 - r0, 1e-12)
-                break
-        starts.append(start)
+        by_rate = [(math.log(runs[j][0]), q) for q, runs in table]  # rising with q
+        starts.append(_interpolate(by_rate, math.log(match * top_bpp)))
     return sum(starts) / len(starts)
 
 

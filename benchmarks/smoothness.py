@@ -20,12 +20,8 @@ from pathlib import Path
 import torch
 
 from aecompress import codec
-from aecompress import format as aecformat
 from aecompress.evaluate import load_folder
 from aecompress.family import find_family
-from aecompress.imageio import ImageData
-from aecompress.metrics import psnr
-from aecompress.modelfile import load_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [len(placer.pack(float(quality)).data) for quality in range(101)]
         for edge in edges:
             below, above = placer.pack(edge - 0.01), placer.pack(edge + 0.01)
-            change = _psnr(below, image) - _psnr(above, image)
+            cpu = torch.device("cpu")
+            change = codec._psnr_of(below, image, cpu) - codec._psnr_of(above, image, cpu)
             seams.append((name, edge, len(above.data) / len(below.data), -change))
         for quality in range(1, 101):
             ratio = sizes[quality] / sizes[quality - 1]
@@ -78,11 +75,6 @@ def main(argv: list[str] | None = None) -> int:
             + "".join(f", {change:+.2f} dB on {name}" for change, name in losses)
         )
     return 0
-
-
-def _psnr(packed: codec._Packed, image: ImageData) -> float:
-    net, _ = load_model(packed.path)
-    return psnr(image.rgb, codec.decode_with(net, aecformat.unpack(packed.data)).rgb)
 
 
 if __name__ == "__main__":
