@@ -82,7 +82,7 @@ def register(name: str) -> Callable[[type[LatentCodec]], type[LatentCodec]]:
 
 def build(arch: str, config: dict[str, Any]) -> LatentCodec:
     """Instantiate a registered architecture with its config, with a clear error when unknown."""
-    from aecompress.nn import models  # noqa: F401  (registers the architectures)
+    from aecompress.nn import context, models  # noqa: F401  (registers the architectures)
 
     cls = ARCHITECTURES.get(arch)
     if cls is None:
