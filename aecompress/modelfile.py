@@ -194,10 +194,16 @@ def user_models_dir() -> Path:
 
 
 def bundled_models_dirs() -> list[Path]:
-    """The models shipped with aecompress: the source tree's models/ or the installed copy."""
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / "models", Path(sys.prefix) / "share" / "aecompress" / "models"]
-    return [p for p in candidates if p.is_dir()]
+    """The models shipped with aecompress: the package's ``aecompress.models`` (the repository's
+    models/ folder, mapped into the package by pyproject.toml), found the same way in an editable
+    install and in a wheel."""
+    from importlib.resources import files
+
+    try:
+        folder = Path(str(files("aecompress.models")))
+    except ModuleNotFoundError:
+        return []
+    return [folder] if folder.is_dir() else []
 
 
 def search_dirs() -> list[Path]:
