@@ -537,7 +537,12 @@ def train(
         ),
     ] = None,
     init: Annotated[
-        str | None, typer.Option("--init", help="Start from this model (name or file): fine-tuning.")
+        str | None,
+        typer.Option(
+            "--init",
+            help="Start from this model (name or file): fine-tuning. A family starts from the member "
+            "that codes its default -q (--init default: the default codec's 'hyperprior').",
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt exactly where it stopped.")
@@ -642,8 +647,10 @@ def train(
     with _user_errors():
         import torch
 
+        from aecompress.codec import pick_model
         from aecompress.errors import TrainingError
-        from aecompress.modelfile import read_info, resolve
+        from aecompress.latents import DEFAULT_QUALITY
+        from aecompress.modelfile import read_info
         from aecompress.train import TrainConfig
         from aecompress.train import train as run_training
 
@@ -659,8 +666,10 @@ def train(
             raise TrainingError("give a folder of training images (or --dataset stl10 --data-root DIR)")
         if threads:
             torch.set_num_threads(threads)
+        # a family (--init default) starts from the member that codes its default -q
+        init_path = pick_model(init, DEFAULT_QUALITY)[0] if init and not resume else None
         if arch is None:
-            arch = read_info(resolve(init)).arch if init and not resume else "factorized"
+            arch = read_info(init_path).arch if init_path else "factorized"
         arch_config: dict[str, Any] = {}
         if arch in ("factorized", "hyperprior"):
             arch_config = {"channels": channels, "act": act}
@@ -682,7 +691,7 @@ def train(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, lmbda=lmbda, seed=seed, device=device,
             workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
             val=val, val_every=val_every,
-            time_budget=time_budget, init=str(resolve(init)) if init else None, name=name, dataset=dataset,
+            time_budget=time_budget, init=str(init_path) if init_path else None, name=name, dataset=dataset,
             precision=precision, lr_scales=_lr_scales(lr_scale or []), ema=ema, frozen=list(freeze or []),
             ms_ssim_weight=ms_ssim_weight, command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip

@@ -173,8 +173,8 @@ def find_family(spec: str | os.PathLike[str] | None) -> Family | None:
     """The family a --model value names, if it names one (None means the default name).
 
     Folders are searched in order (the user's first). Within a folder a family file comes before
-    a model file of the same name, so ``models/default.family.json`` can put more models behind
-    the bundled ``default.pt``; a user's own ``default.pt`` still wins over a bundled family.
+    a model file of the same name; a user's own ``default.pt`` still wins over the bundled
+    ``default.family.json``.
     """
     text = DEFAULT_MODEL if spec is None else os.fspath(spec)
     if text.endswith(FAMILY_SUFFIX):

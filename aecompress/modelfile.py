@@ -128,7 +128,7 @@ def _read(path: Path) -> tuple[ModelInfo, dict[str, Any]]:
 
 
 def _sidecar_card(path: Path) -> dict[str, Any]:
-    """The model card JSON beside a model file (models/default.json), when there is one."""
+    """The model card JSON beside a model file (models/hyperprior.json), when there is one."""
     card_path = Path(path).with_suffix(".json")
     if not card_path.is_file():
         return {}

@@ -1,6 +1,6 @@
 """How high can a model's quality go? PSNR at finer and finer quantization steps, and with none.
 
-    python benchmarks/ceiling.py --models models/default.pt [more.pt ...] [--images 6] [--threads 2]
+    python benchmarks/ceiling.py --models models/factorized.pt [more.pt ...] [--images 6] [--threads 2]
 
 A model trained at one rate-distortion trade-off tops out: below some step, finer quantization
 buys nothing, because the transforms themselves lose detail. The "none" column (latents not
@@ -43,7 +43,7 @@ def ceiling(model: Path, images: list[Path]) -> dict[float, float]:
 def main(argv: list[str] | None = None) -> int:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
-    parser.add_argument("--models", type=Path, nargs="+", default=[REPO / "models" / "default.pt"])
+    parser.add_argument("--models", type=Path, nargs="+", default=[REPO / "models" / "factorized.pt"])
     parser.add_argument("--folder", type=Path, default=REPO.parent / "shared" / "data" / "kodak")
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)

@@ -5,7 +5,7 @@
 #   BUDGET=450 bash scripts/gpu_train.sh
 # SPECS lists the runs as name:lambda:activation[:channels[:init model]]; the name is also the
 # model's name. To continue the default family (each member from its current weights):
-#   BUDGET=440 SPECS="default:0.01:gdn:128:models/default.pt default-top:0.13:gdn:128:models/default-top.pt" \
+#   BUDGET=440 SPECS="factorized:0.01:gdn:128:models/factorized.pt default-top:0.13:gdn:128:models/default-top.pt" \
 #     bash scripts/gpu_train.sh
 # When a few Kodak images are carried in .data/kodak, the GPU's encode/decode speed is measured
 # first (benchmarks/speed.py), before the trainings share the device.

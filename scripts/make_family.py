@@ -1,6 +1,6 @@
 """Measure member models on calibration images and write the family file that puts them behind -q.
 
-    python scripts/make_family.py --name default --members models/default.pt models/default-hi.pt \
+    python scripts/make_family.py --name default --members models/hyperprior-low.pt models/hyperprior.pt \
         --calibration ../shared/data/bsds500/val --images 24 --out models/default.family.json
 
 Calibrate on held-out training-set images, never on Kodak (the evaluation set). Prints each

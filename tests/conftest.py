@@ -13,7 +13,8 @@ from aecompress.nn import build
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
-BUNDLED = REPO / "models" / "default.pt"
+FACTORIZED = REPO / "models" / "factorized.pt"  # the first bundled codec (a factorized prior)
+DEFAULT_FAMILY = REPO / "models" / "default.family.json"  # the default codec
 FUZZ_REPORTS: list[str] = []  # filled by tests/test_hostile.py, printed in the session summary
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +19,9 @@ from aecompress import format as aecformat
 from aecompress.errors import ImageError, ModelError, ModelMismatchError
 from aecompress.imageio import encode_image_bytes, from_pil, read_image
 from aecompress.metrics import psnr
-from aecompress.modelfile import save_model
+from aecompress.modelfile import read_info, save_model
 from aecompress.nn import build
-from tests.conftest import make_model, photo_like
+from tests.conftest import FACTORIZED, make_model, photo_like
 
 
 def _round_trip(img: Image.Image, **kwargs: object) -> tuple[bytes, Image.Image]:
@@ -64,12 +67,12 @@ def test_every_mode_round_trips_to_the_mode_a_user_expects(mode: str, expected: 
         np.testing.assert_array_equal(np.asarray(out.getchannel("A")), alpha)
 
 
-class _no_warning:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+@contextlib.contextmanager
+def _no_warning() -> Iterator[None]:
+    """Any warning inside is an error: the modes without a reduction must warn of nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
 
 
 def test_palette_with_transparency_keeps_alpha() -> None:
@@ -166,6 +169,26 @@ def test_file_names_a_model_that_is_missing(tmp_path: Path, monkeypatch: pytest.
     own.unlink()
     with pytest.raises(ModelMismatchError, match="needs model 'mine'"):
         codec.decode(data, device="cpu")
+
+
+def test_files_of_the_renamed_first_codec_decode_by_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first bundled codec was called 'default' until the family took that name; it is
+    'factorized' now, and files that name 'default' find it by their weights hash."""
+    old_name = tmp_path / "old" / "default.pt"
+    old_name.parent.mkdir()
+    payload = torch.load(FACTORIZED, map_location="cpu", weights_only=True)
+    torch.save({**payload, "name": "default"}, old_name)  # the file as it was bundled
+    assert read_info(old_name).weights_hash == read_info(FACTORIZED).weights_hash
+    image = from_pil(Image.fromarray(photo_like(40, 56, seed=2)))
+    data = codec.encode(image, model=str(old_name), quality=60, device="cpu").data
+    assert aecformat.unpack(data).header.model_name == "default"
+    old_name.unlink()
+    monkeypatch.setenv("AECOMPRESS_MODELS", str(tmp_path / "old"))  # no user models at all
+    back = codec.decode(data, device="cpu")
+    expected = codec.decode(codec.encode(image, model=str(FACTORIZED), quality=60, device="cpu").data, "cpu")
+    np.testing.assert_array_equal(back.rgb, expected.rgb)
 
 
 def test_unknown_model_and_bad_input() -> None:

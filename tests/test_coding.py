@@ -21,7 +21,7 @@ from aecompress import codec, coding
 from aecompress import format as fmt
 from aecompress.errors import FormatError
 from aecompress.imageio import ImageData, read_image
-from tests.conftest import BUNDLED, REPO
+from tests.conftest import FACTORIZED, REPO
 
 SAMPLE = REPO / "samples" / "parrots.png"
 
@@ -134,7 +134,7 @@ def test_bundled_latents_of_a_photo_cost_less_than_in_one_frame(quality: float) 
     """The bundled model on the sample photo: the context streams take at least 8% fewer bytes
     than the single frame of version 3 (Kodak: 11-12%, benchmarks/entropy.py)."""
     image = read_image(SAMPLE)
-    aec = fmt.unpack(codec.encode(image, BUNDLED, quality, "cpu").data)
+    aec = fmt.unpack(codec.encode(image, FACTORIZED, quality, "cpu").data)
     q = coding.latents_of(aec)
     one_frame = len(coding.compress_payload(coding.plain_bytes(q[aec.order])))
     assert aec.tensors[0].scheme == coding.SCHEME_CHANNEL_CONTEXT
@@ -161,7 +161,7 @@ def test_nearly_empty_latents_fall_back_to_one_frame() -> None:
     """On a flat image nearly every latent is zero: the streams' framing would cost more than
     the contexts save, so the writer keeps the single frame (never larger than version 3)."""
     flat = ImageData(np.full((64, 96, 3), 128, np.uint8), None, "RGB")
-    aec = fmt.unpack(codec.encode(flat, BUNDLED, 30, "cpu").data)
+    aec = fmt.unpack(codec.encode(flat, FACTORIZED, 30, "cpu").data)
     q = coding.latents_of(aec)
     tensor = aec.tensors[0]
     assert tensor.scheme == coding.SCHEME_ONE_FRAME

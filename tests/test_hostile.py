@@ -34,7 +34,7 @@ from aecompress.errors import AecError, LimitError, ModelError
 from aecompress.imageio import ImageData, read_image
 from aecompress.modelfile import load_model, weights_hash
 from tests import conftest, fuzzing
-from tests.conftest import BUNDLED, make_model, photo_like
+from tests.conftest import FACTORIZED, make_model, photo_like
 
 runner = CliRunner()
 
@@ -432,7 +432,7 @@ def test_two_batch_runs_on_one_destination_leave_whole_files(tmp_path: Path, mod
 
 @pytest.mark.parametrize("model", ["tiny", "bundled"])
 def test_same_input_gives_identical_bytes_across_runs_and_thread_counts(model: str):
-    chosen = None if model == "tiny" else BUNDLED
+    chosen = None if model == "tiny" else FACTORIZED
     images = [ImageData(photo_like(120, 200, seed=s), None, "RGB") for s in range(2)]
     threads = torch.get_num_threads()
     try:

@@ -1,8 +1,10 @@
-"""The bundled default codec against JPEG on Kodak (where the data is present, as in CI)."""
+"""The bundled default codec (the hyperprior family) against JPEG on the bundled sample and on Kodak
+(where the data is present, as in CI); the single-model size search on the first bundled codec."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,38 +15,51 @@ from aecompress.evaluate import at_rate, load_folder, measure_aec, pillow_curve
 from aecompress.family import find_family
 from aecompress.imageio import read_image
 from aecompress.metrics import psnr
-from tests.conftest import BUNDLED, REPO, SHARED
+from tests.conftest import DEFAULT_FAMILY, FACTORIZED, REPO, SHARED
 
 KODAK = SHARED / "kodak"
-needs_model = pytest.mark.skipif(not BUNDLED.is_file(), reason="bundled model missing")
+needs_model = pytest.mark.skipif(not FACTORIZED.is_file(), reason="bundled model missing")
 needs_kodak = pytest.mark.skipif(not KODAK.is_dir(), reason="Kodak images not present (../shared)")
-FAMILY = REPO / "models" / "default.family.json"
+FAMILY = DEFAULT_FAMILY
 needs_family = pytest.mark.skipif(not FAMILY.is_file(), reason="bundled family missing")
 
 
-@needs_model
-def test_bundled_codec_compresses_the_bundled_sample_well() -> None:
+@needs_family
+def test_with_no_user_models_the_default_is_the_bundled_family(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AECOMPRESS_MODELS", str(tmp_path))  # no user 'default' shadowing it
+    family = find_family(None)
+    assert family is not None and family.folder.resolve() == FAMILY.parent.resolve()
+    assert family.name == "default"
+    assert codec.pick_model(None, codec.DEFAULT_QUALITY)[0] == REPO / "models" / "hyperprior.pt"
+
+
+@needs_family
+def test_default_codec_beats_jpeg_on_the_bundled_sample() -> None:
+    """The codec a user gets with no --model, at its default -q and at a low one."""
     image = read_image(REPO / "samples" / "parrots.png")
-    m = measure_aec("parrots", image, 75, BUNDLED, with_ms_ssim=False)
     curve = pillow_curve("parrots", image, qualities=range(5, 96, 5), with_ms_ssim=False)
-    assert 0.2 < m.bpp < 1.0
-    assert m.psnr > at_rate(curve, m.bpp)[0]
+    for quality in (30, codec.DEFAULT_QUALITY):
+        m = measure_aec("parrots", image, quality, FAMILY, with_ms_ssim=False)
+        assert m.psnr > at_rate(curve, m.bpp)[0] + 1.0, (quality, m)
 
 
 @pytest.mark.slow
-@needs_model
+@needs_family
 @needs_kodak
-def test_default_quality_beats_jpeg_at_equal_size_on_kodak() -> None:
-    wins, gains, rates = 0, [], []
+def test_default_codec_beats_jpeg_at_equal_size_on_every_kodak_image() -> None:
+    """The default family at its default -q (measured 2026-12-02: 1.139 bpp, 36.51 dB, +1.8 to
+    +4.0 dB over JPEG at the same size on all 24 images)."""
+    gains, rates = [], []
     for name, image in load_folder(KODAK):
-        m = measure_aec(name, image, codec.DEFAULT_QUALITY, BUNDLED, with_ms_ssim=False)
+        m = measure_aec(name, image, codec.DEFAULT_QUALITY, FAMILY, with_ms_ssim=False)
         jpeg = at_rate(pillow_curve(name, image, qualities=range(5, 96, 3), with_ms_ssim=False), m.bpp)[0]
-        wins += m.psnr > jpeg
         gains.append(m.psnr - jpeg)
         rates.append(m.bpp)
-    assert 0.35 < float(np.mean(rates)) < 0.7
-    assert float(np.mean(gains)) > 0.2
-    assert wins >= 20
+    assert 0.9 < float(np.mean(rates)) < 1.4
+    assert float(np.mean(gains)) > 1.5
+    assert min(gains) > 0.5, gains
 
 
 @pytest.mark.slow
@@ -113,7 +128,7 @@ def test_each_step_of_q_grows_the_file_by_at_most_12_percent_on_kodak() -> None:
 @pytest.mark.parametrize("target", [0.15, 0.25, 0.4])
 def test_target_bpp_lands_at_or_just_under_the_target(target: float) -> None:
     image = read_image(REPO / "samples" / "parrots.png")
-    result = codec.encode_to_size(image, target, BUNDLED, "cpu")
+    result = codec.encode_to_size(image, target, FACTORIZED, "cpu")
     bpp = 8 * len(result.data) / (image.width * image.height)
     assert target * 0.95 <= bpp <= target
 
@@ -121,8 +136,8 @@ def test_target_bpp_lands_at_or_just_under_the_target(target: float) -> None:
 @needs_model
 def test_target_bpp_out_of_reach_gives_the_nearest_file() -> None:
     image = read_image(REPO / "samples" / "parrots.png")
-    assert codec.encode_to_size(image, 50.0, BUNDLED, "cpu").header.quality == 100
-    assert codec.encode_to_size(image, 0.001, BUNDLED, "cpu").header.quality == 0
+    assert codec.encode_to_size(image, 50.0, FACTORIZED, "cpu").header.quality == 100
+    assert codec.encode_to_size(image, 0.001, FACTORIZED, "cpu").header.quality == 0
 
 
 @needs_family
@@ -135,9 +150,12 @@ def test_target_bpp_searches_across_the_members_of_the_default_family(target: fl
 
 
 @needs_family
-def test_target_bpp_inside_the_jump_at_a_member_switch_still_lands_within_5_percent() -> None:
-    """At a switch the file jumps up in one step; a target inside the jump used to land at the
-    bottom of it. Both members are now pushed to the target and the better decode is kept."""
+def test_target_bpp_at_a_member_switch_lands_within_5_percent_and_loses_at_most_0_15_db() -> None:
+    """At a switch fixed in -q the file jumped up in one step, and a target inside the jump landed
+    at the bottom of it. The default family now hands over by size, so the file grows through the
+    switch and the search lands near the target; the hand-over is placed by rate alone, so the
+    file there may decode a little worse than the largest of the lower member (Kodak: up to
+    0.13 dB; here 0.001 dB in float32)."""
     fam = find_family(FAMILY)
     assert fam is not None
     image = read_image(REPO / "samples" / "parrots.png")
@@ -151,4 +169,5 @@ def test_target_bpp_inside_the_jump_at_a_member_switch_still_lands_within_5_perc
         bpp = 8 * len(result.data) / pixels
         assert target * 0.95 <= bpp <= target, (edge, len(below.data), len(above.data), len(result.data))
         back = codec.decode(result.data, "cpu", FAMILY)
-        assert psnr(image.rgb, back.rgb) >= psnr(image.rgb, codec.decode(below.data, "cpu", FAMILY).rgb)
+        below_psnr = psnr(image.rgb, codec.decode(below.data, "cpu", FAMILY).rgb)
+        assert psnr(image.rgb, back.rgb) >= below_psnr - 0.15

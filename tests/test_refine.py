@@ -17,9 +17,9 @@ from aecompress.imageio import from_pil, read_image
 from aecompress.metrics import psnr
 from aecompress.modelfile import load_model
 from aecompress.refine import refine
-from tests.conftest import BUNDLED, REPO, photo_like
+from tests.conftest import FACTORIZED, REPO, photo_like
 
-needs_model = pytest.mark.skipif(not BUNDLED.is_file(), reason="bundled model missing")
+needs_model = pytest.mark.skipif(not FACTORIZED.is_file(), reason="bundled model missing")
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,10 @@ def crop() -> np.ndarray:
 def test_refinement_gains_psnr_at_about_the_same_size(crop: np.ndarray) -> None:
     torch.manual_seed(0)
     image = from_pil(Image.fromarray(crop))
-    plain = codec.encode(image, BUNDLED, 90, "cpu")
-    better = codec.encode(image, BUNDLED, 90, "cpu", effort=20)
-    gain = psnr(crop, codec.decode(better.data, "cpu", BUNDLED).rgb) - psnr(
-        crop, codec.decode(plain.data, "cpu", BUNDLED).rgb
+    plain = codec.encode(image, FACTORIZED, 90, "cpu")
+    better = codec.encode(image, FACTORIZED, 90, "cpu", effort=20)
+    gain = psnr(crop, codec.decode(better.data, "cpu", FACTORIZED).rgb) - psnr(
+        crop, codec.decode(plain.data, "cpu", FACTORIZED).rgb
     )
     assert gain > 0.15
     assert len(better.data) < 1.04 * len(plain.data)
@@ -43,7 +43,7 @@ def test_refinement_gains_psnr_at_about_the_same_size(crop: np.ndarray) -> None:
 
 @needs_model
 def test_tiled_refinement_moves_only_latents_and_never_loses(crop: np.ndarray) -> None:
-    net, _ = load_model(BUNDLED)
+    net, _ = load_model(FACTORIZED)
     device = torch.device("cpu")
     latents = codec.analyse(net, crop, device)
     step = codec.quality_to_step(60)
@@ -62,7 +62,7 @@ def test_tiled_refinement_moves_only_latents_and_never_loses(crop: np.ndarray) -
 @needs_model
 def test_target_bpp_with_effort_stays_under_the_target(crop: np.ndarray) -> None:
     image = from_pil(Image.fromarray(crop))
-    result = codec.encode_to_size(image, 0.5, BUNDLED, "cpu", effort=3)
+    result = codec.encode_to_size(image, 0.5, FACTORIZED, "cpu", effort=3)
     assert 0.45 <= 8 * len(result.data) / (image.width * image.height) <= 0.5
 
 
