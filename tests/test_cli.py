@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -14,9 +16,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import aecompress
 from aecompress import format as aecformat
 from aecompress.cli import app
-from tests.conftest import make_model, photo_like
+from tests.conftest import REPO, make_model, photo_like
 
 runner = CliRunner()
 
@@ -40,7 +43,11 @@ def test_help_and_version() -> None:
     for command in ("encode", "decode", "info", "train", "models"):
         assert command in result.stdout
     version = _invoke("--version")
-    assert version.exit_code == 0 and version.stdout.startswith("aecompress ")
+    assert version.exit_code == 0 and version.stdout.strip() == f"aecompress {aecompress.__version__}"
+    # the version is the newest release in the changelog, and pip sees the same one
+    newest = re.search(r"^## (\d+\.\d+\.\d+) ", (REPO / "CHANGELOG.md").read_text(encoding="utf-8"), re.M)
+    assert newest is not None and newest.group(1) == aecompress.__version__
+    assert importlib.metadata.version("aecompress") == aecompress.__version__
 
 
 def test_encode_decode_default_names_keep_inputs(tmp_path: Path) -> None:
@@ -171,6 +178,16 @@ def test_unwritable_output_folder_leaves_nothing(tmp_path: Path) -> None:
         result = _invoke("encode", str(src), "-o", str(locked / "out.aec"))
         assert result.exit_code == 1 and "not writable" in result.stderr
         assert list(locked.iterdir()) == []
+    else:  # root may write in any folder with write permission bits: use one the kernel refuses
+        sysfs = Path("/sys")
+        if not sysfs.is_dir():
+            pytest.skip("no /sys to refuse a write as root")
+        before = set(os.listdir(sysfs))
+        result = _invoke("encode", str(src), "-o", str(sysfs / "out.aec"))
+        assert result.exit_code == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot write in /sys" in lines[0], result.stderr
+        assert set(os.listdir(sysfs)) == before
 
 
 def _run(
@@ -206,18 +223,24 @@ def test_subprocess_errors_and_debug_traceback(tmp_path: Path, models_dir: Path)
 
 
 def test_help_and_info_do_not_import_torch(tmp_path: Path, models_dir: Path) -> None:
-    _invoke("encode", str(_png(tmp_path / "a.png")))
+    encoded = _invoke("encode", str(_png(tmp_path / "a.png")))
+    assert encoded.exit_code == 0, encoded.stderr
     probe = (
         "import sys\n"
         "from aecompress.cli import app\n"
-        "try:\n"
-        f"    app(['info', {str(tmp_path / 'a.png.aec')!r}])\n"
-        "except SystemExit:\n"
-        "    pass\n"
+        "for args in (['--help'], ['info', sys.argv[1]]):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as exc:\n"
+        "        print('EXIT', exc.code or 0)\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip().endswith("NO-TORCH"), out.stdout + out.stderr
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "a.png.aec")], capture_output=True, text=True, timeout=60
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines.count("EXIT 0") == 2 and "bpp" in out.stdout, out.stdout + out.stderr
+    assert lines[-1] == "NO-TORCH", out.stdout + out.stderr
     help_run = _run("--help")
     assert help_run.returncode == 0 and b"encode" in help_run.stdout
 
