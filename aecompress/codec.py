@@ -141,7 +141,7 @@ def encode_with(
     """
     dev = device or torch.device("cpu")
     latents = analyse(net, image.rgb, dev, tile)
-    latents = refine(net, latents, image.rgb, quality_to_step(quality), effort, dev)  # 0: unchanged
+    latents = refine(net, latents, image.rgb, coder_for(net).grid(net, quality), effort, dev)  # 0: unchanged
     return pack_latents(net, name, digest, image, latents, quality, label)
 
 
@@ -361,7 +361,9 @@ def encode_to_size(
             best = max(fitting, key=lambda c: _psnr_of(c, image, dev))
     if effort > 0:
         net, info = model_on(best.path, dev)
-        better = refine(net, placer.analysis(best.path), image.rgb, quality_to_step(best.local), effort, dev)
+        better = refine(
+            net, placer.analysis(best.path), image.rgb, coder_for(net).grid(net, best.local), effort, dev
+        )
         data, header = pack_latents(
             net, info.name, info.weights_hash, image, better, best.local, best.header.quality
         )
@@ -423,7 +425,7 @@ def encode(
     placer = Placer(model, image, dev, tile)
     path, local = placer.place(quality)
     net, info = model_on(path, dev)
-    latents = refine(net, placer.analysis(path), image.rgb, quality_to_step(local), effort, dev)
+    latents = refine(net, placer.analysis(path), image.rgb, coder_for(net).grid(net, local), effort, dev)
     data, header = pack_latents(net, info.name, info.weights_hash, image, latents, local, quality)
     return EncodeResult(data, header, dev)
 
@@ -465,7 +467,7 @@ def encode_many(
     for image, placer in zip(images, placers, strict=True):
         path, local = placer.place(quality)  # larger images are analysed here, one by one
         net, info = model_on(path, dev)
-        y = refine(net, placer.analysis(path), image.rgb, quality_to_step(local), effort, dev)
+        y = refine(net, placer.analysis(path), image.rgb, coder_for(net).grid(net, local), effort, dev)
         data, header = pack_latents(net, info.name, info.weights_hash, image, y, local, quality)
         results.append(EncodeResult(data, header, dev))
     return results

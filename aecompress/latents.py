@@ -79,6 +79,12 @@ class LatentCoder(Protocol):
         size-matched hand-over searches with it)."""
         ...
 
+    def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The quantization grid at the model's own -q, per channel (C, 1, 1): the coded integer
+        is round(y * scale) and the synthesis gets integer * recon (encoder-side refinement
+        searches on it)."""
+        ...
+
 
 class ChannelContextCoder:
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
@@ -94,6 +100,10 @@ class ChannelContextCoder:
 
     def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:
         return float(sum(t.coded_bytes for t in self.code(net, latents, quality).tensors))
+
+    def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        step = torch.full((net.latent_channels, 1, 1), quality_to_step(quality))
+        return 1.0 / step, step
 
 
 class ScaleClassCoder:
@@ -136,6 +146,14 @@ class ScaleClassCoder:
         z, y, classes = self._integers(net, latents, quality, exact=False)
         z_bytes = coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS).coded_bytes
         return z_bytes + coding.classed_entropy_bytes(y, classes, hyper.scale_class_count)
+
+    @torch.inference_mode()
+    def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        hyper: Any = net
+        device = next(hyper.parameters()).device
+        position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32, device=device)
+        gain, igain, _ = hyper.gains(position)
+        return gain[0].cpu()[:, None, None], igain[0].cpu()[:, None, None]
 
     @torch.inference_mode()
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:

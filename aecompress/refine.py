@@ -3,7 +3,7 @@
 The encoder network predicts latents in a single pass. It was trained to do well on average, so
 for a given image, decoder and quantization step there are better latents nearby. A few steps of
 gradient descent on the latents themselves, through the decoder and a straight-through rounding
-at the file's step, find them. Latents that round to zero stay zero: zeros are what make the
+onto the file's quantization grid, find them. Latents that round to zero stay zero: zeros are what make the
 file small, and letting them move costs more bytes than the quality it buys (measured: with
 zeros free, +4 to +20% bytes on some images; with them fixed, sizes stay within a few percent
 either way). The decoder and the file format are unchanged, so any decoder restores the result.
@@ -18,23 +18,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aecompress.errors import AecError
 from aecompress.nn import LatentCodec
 
 REFINE_TILE = 32  # latents per side of a refined tile: 512 pixels at stride 16
 LEARNING_RATE = 0.02  # Adam's step, in quantization steps: each latent moves about this far per pass
 
 
+Grid = tuple[
+    torch.Tensor, torch.Tensor
+]  # per channel (C, 1, 1): integer = round(y * scale), y^ = integer * recon
+
+
 def refine(
     net: LatentCodec,
     latents: torch.Tensor,
     rgb: np.ndarray,
-    step: float,
+    grid: Grid,
     iterations: int,
     device: torch.device,
     tile: int = REFINE_TILE,
 ) -> torch.Tensor:
-    """Latents (C, Lh, Lw) moved to lower the decoded image's error at this step; never worse.
+    """Latents (C, Lh, Lw) moved to lower the decoded image's error on this quantization grid
+    (the coder's ``grid``: a step for a factorized model, the gains of a rate for a hyperprior);
+    never worse.
 
     For each tile the latents with the lowest measured error over the iterations are kept (the
     first measurement is the encoder's own), so refinement cannot lose quality on the pixels it
@@ -42,15 +48,12 @@ def refine(
     """
     if iterations <= 0:
         return latents
-    if net.coding != "channel-context":
-        raise AecError(
-            f"--effort works with factorized models; a {net.arch} model quantizes through its gains"
-        )
     s, ctx = net.stride, net.decoder_context
     _, lh, lw = latents.shape
     h, w = rgb.shape[:2]
     padded = np.pad(rgb, ((0, lh * s - h), (0, lw * s - w), (0, 0)), mode="edge")
     with torch.inference_mode(False), torch.enable_grad():
+        scale, recon = (g.to(device=device, dtype=torch.float32).clone() for g in grid)
         out = latents.clone()
         for y0 in range(0, lh, tile):
             for x0 in range(0, lw, tile):
@@ -61,7 +64,7 @@ def refine(
                 target = torch.from_numpy(np.ascontiguousarray(padded[y0 * s : y1 * s, x0 * s : x1 * s]))
                 target = target.to(device).permute(2, 0, 1).float().div_(255.0)
                 window = out[:, ly0:ly1, lx0:lx1].to(device)
-                best = _refine_window(net, window, inner, target, step, iterations)
+                best = _refine_window(net, window, inner, target, (scale, recon), iterations)
                 out[:, y0:y1, x0:x1] = best.cpu()
     return out
 
@@ -71,25 +74,30 @@ def _refine_window(
     window: torch.Tensor,
     inner: tuple[slice, slice],
     target: torch.Tensor,
-    step: float,
+    grid: Grid,
     iterations: int,
 ) -> torch.Tensor:
-    """The refined inner part of one window of latents (the frame and the zeros stay fixed)."""
-    free = torch.zeros_like(window)
-    free[:, inner[0], inner[1]] = 1.0
-    free *= torch.round(window / step) != 0
-    var = window.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([var], lr=LEARNING_RATE * step)
+    """The refined inner part of one window of latents (the frame and the zeros stay fixed).
+
+    The variables are the latents in quantization steps (y * scale), so one learning rate serves
+    every channel whatever its gain."""
+    scale, recon = grid
+    steps = window * scale
+    free = torch.zeros_like(window, dtype=torch.bool)
+    free[:, inner[0], inner[1]] = True
+    free &= torch.round(steps) != 0
+    var = steps.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([var], lr=LEARNING_RATE)
     py = slice(inner[0].start * net.stride, inner[0].stop * net.stride)
     px = slice(inner[1].start * net.stride, inner[1].stop * net.stride)
-    best_error, best = float("inf"), window[:, inner[0], inner[1]].clone()
+    best_error, best = float("inf"), steps
     for i in range(iterations + 1):
-        rounded = var + (torch.round(var / step) * step - var).detach()
+        rounded = var * recon + ((torch.round(var) - var) * recon).detach()
         decoded = net.decode(rounded.unsqueeze(0).contiguous(memory_format=torch.channels_last))[0]
         error = torch.mean((decoded[:, py, px].clamp(0, 1) - target) ** 2)
         value = float(error.detach())
         if value < best_error:
-            best_error, best = value, var.detach()[:, inner[0], inner[1]].clone()
+            best_error, best = value, var.detach().clone()
         if i == iterations:
             break
         optimizer.zero_grad(set_to_none=True)
@@ -97,4 +105,5 @@ def _refine_window(
         assert var.grad is not None
         var.grad.mul_(free)
         optimizer.step()
-    return best
+    kept = torch.where(free, best / scale, window)  # fixed latents come back bit for bit
+    return kept[:, inner[0], inner[1]]

@@ -14,10 +14,11 @@ from aecompress import codec
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.imageio import from_pil, read_image
+from aecompress.latents import coder_for
 from aecompress.metrics import psnr
 from aecompress.modelfile import load_model
 from aecompress.refine import refine
-from tests.conftest import FACTORIZED, REPO, photo_like
+from tests.conftest import DEFAULT_FAMILY, FACTORIZED, REPO, photo_like
 
 needs_model = pytest.mark.skipif(not FACTORIZED.is_file(), reason="bundled model missing")
 
@@ -52,11 +53,12 @@ def test_tiled_refinement_moves_only_latents_and_never_loses(crop: np.ndarray) -
         decoded = codec.synthesize(net, torch.round(y / step) * step, crop.shape[:2], device)
         return float(np.mean((decoded.astype(float) - crop) ** 2))
 
-    whole = refine(net, latents, crop, step, 4, device)
-    tiled = refine(net, latents, crop, step, 4, device, tile=5)
+    grid = coder_for(net).grid(net, 60)
+    whole = refine(net, latents, crop, grid, 4, device)
+    tiled = refine(net, latents, crop, grid, 4, device, tile=5)
     assert whole.shape == tiled.shape == latents.shape
     assert error(whole) < error(latents) and error(tiled) < error(latents)
-    assert refine(net, latents, crop, step, 0, device) is latents
+    assert refine(net, latents, crop, grid, 0, device) is latents
 
 
 @needs_model
@@ -66,16 +68,43 @@ def test_target_bpp_with_effort_stays_under_the_target(crop: np.ndarray) -> None
     assert 0.45 <= 8 * len(result.data) / (image.width * image.height) <= 0.5
 
 
+@needs_model
 def test_cli_effort_writes_a_file_any_decoder_restores(tmp_path: Path) -> None:
     src = tmp_path / "img.png"
-    Image.fromarray(photo_like(40, 72, seed=2)).save(src)
+    rgb = photo_like(40, 72, seed=2)
+    Image.fromarray(rgb).save(src)
     runner = CliRunner()
-    result = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "a.aec"), "-e", "3"])
-    assert result.exit_code == 0, result.output
+    common = ["-m", str(FACTORIZED), "-q", "90"]  # a trained codec, so there is something to refine
+    plain = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "p.aec"), *common])
+    result = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "a.aec"), "-e", "3", *common])
+    assert plain.exit_code == 0 and result.exit_code == 0, result.output
     header = aecformat.unpack((tmp_path / "a.aec").read_bytes()).header
     assert (header.width, header.height) == (72, 40)
-    back = runner.invoke(app, ["decode", str(tmp_path / "a.aec"), "-o", str(tmp_path / "a.png")])
-    assert back.exit_code == 0, back.output
-    assert Image.open(tmp_path / "a.png").size == (72, 40)
+    # the option reached the encoder: other latents, decoded no worse than the single pass
+    assert (tmp_path / "a.aec").read_bytes() != (tmp_path / "p.aec").read_bytes()
+    for name in ("a", "p"):
+        back = runner.invoke(
+            app, ["decode", str(tmp_path / f"{name}.aec"), "-o", str(tmp_path / f"{name}.png")]
+        )
+        assert back.exit_code == 0, back.output
+    refined, single = (np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")) for n in ("a", "p"))
+    assert refined.shape == (40, 72, 3)
+    assert psnr(rgb, refined) >= psnr(rgb, single) - 1e-3
     bad = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "b.aec"), "--effort", "-1"])
     assert bad.exit_code == 2 and not (tmp_path / "b.aec").exists()
+
+
+@pytest.mark.skipif(not DEFAULT_FAMILY.is_file(), reason="bundled family missing")
+def test_effort_refines_the_default_codecs_hyperprior_members_on_their_gains(crop: np.ndarray) -> None:
+    """A hyperprior quantizes round(y * gain) and decodes integer * inverse gain: refinement
+    searches on that grid, so it serves the default codec at every -q."""
+    image = from_pil(Image.fromarray(crop))
+    for quality in (30, 85):  # one -q for each member
+        plain = codec.encode(image, DEFAULT_FAMILY, quality, "cpu")
+        better = codec.encode(image, DEFAULT_FAMILY, quality, "cpu", effort=8)
+        assert better.header.model_name == plain.header.model_name
+        gain = psnr(crop, codec.decode(better.data, "cpu", DEFAULT_FAMILY).rgb) - psnr(
+            crop, codec.decode(plain.data, "cpu", DEFAULT_FAMILY).rgb
+        )
+        assert gain > 0.02, (quality, gain)
+        assert len(better.data) < 1.06 * len(plain.data), (quality, len(better.data), len(plain.data))
