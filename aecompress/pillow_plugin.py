@@ -2,7 +2,9 @@
 
 Registered by ``import aecompress``. Opening reads the header only (size and mode, no torch);
 the pixels are decoded on ``load()``, as Pillow does for every format. Saving takes the options
-the CLI has: ``quality``, ``target_bpp``, ``model``, ``device``, ``effort``.
+the CLI has: ``quality``, ``target_bpp``, ``model``, ``device``, ``effort``, and Pillow's own
+``icc_profile`` and ``exif`` (as for PNG or JPEG: given, they replace the image's; empty, they drop
+it).
 """
 
 from __future__ import annotations
@@ -68,7 +70,15 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     options = im.encoderinfo
     known = {"quality", "target_bpp", "model", "device", "effort"}
     kwargs = {k: options[k] for k in known if k in options and options[k] is not None}
-    fp.write(compress(im, **kwargs))
+    source = im
+    if "icc_profile" in options or "exif" in options:
+        source = im.copy()  # the caller's image keeps its own metadata
+        if "icc_profile" in options:
+            source.info["icc_profile"] = options["icc_profile"] or None
+        if "exif" in options:
+            exif = options["exif"]
+            source.info["exif"] = (exif.tobytes() if isinstance(exif, Image.Exif) else exif) or None
+    fp.write(compress(source, **kwargs))
 
 
 def register() -> None:

@@ -111,6 +111,34 @@ def test_pillow_opens_lazily_saves_with_options_and_keeps_metadata(
     assert reopened.info["aec"]["model"] == read_info(member).name
 
 
+def test_pillow_save_honours_icc_profile_and_exif_as_png_and_jpeg_do(
+    photo: Image.Image, tmp_path: Path
+) -> None:
+    """Given, they replace the image's own; empty, they drop it; left out, the image's travel."""
+    own = Image.Exif()
+    own[0x010F] = "own maker"
+    source = photo.copy()
+    source.info["icc_profile"] = b"own profile"
+    source.info["exif"] = own.tobytes()
+    given = Image.Exif()
+    given[0x010F] = "given maker"
+
+    def saved(**options: object) -> Image.Image:
+        target = tmp_path / "m.aec"
+        source.save(target, quality=30, **options)
+        return Image.open(target)
+
+    kept = saved()
+    assert kept.info["icc_profile"] == b"own profile" and kept.getexif()[0x010F] == "own maker"
+    replaced = saved(icc_profile=b"given profile", exif=given)
+    assert replaced.info["icc_profile"] == b"given profile" and replaced.getexif()[0x010F] == "given maker"
+    as_bytes = saved(exif=given.tobytes())
+    assert as_bytes.getexif()[0x010F] == "given maker" and as_bytes.info["icc_profile"] == b"own profile"
+    dropped = saved(icc_profile=b"", exif=b"")
+    assert "icc_profile" not in dropped.info and 0x010F not in dropped.getexif()
+    assert source.info["icc_profile"] == b"own profile"  # the caller's image is left as it was
+
+
 def test_hostile_files_through_pillow_end_in_one_clear_error(tmp_path: Path, photo: Image.Image) -> None:
     data = aecompress.compress(photo)
     cases = {
