@@ -1,8 +1,10 @@
 """The coding layer: integers <-> context-classed zstd streams, exact on every machine.
 
-Golden files of every format version live in tests/assets/golden/ with the SHA-256 of their
-decoded latents pinned in expected.json; ``AECOMPRESS_REGEN_GOLDEN=1 pytest tests/test_coding.py``
-writes them again (only ever needed when a new format version is added).
+Golden files of every format version live in tests/assets/golden/: their decoded integers are
+compared with the integers they were made from (rebuilt from seeds) and with SHA-256 hashes pinned
+in expected.json, and one file written by a small real hyperprior (committed beside it) pins the
+classes its integer h_s computes. ``AECOMPRESS_REGEN_GOLDEN=1 pytest tests/test_coding.py`` writes
+the synthetic ones again (only ever needed when a new format version is added).
 """
 
 from __future__ import annotations
@@ -307,15 +309,25 @@ def test_scheme_3_is_written_as_version_5_and_refused_in_an_older_file(
 # --- golden files of every version ------------------------------------------------------------
 
 
-def _golden_files() -> dict[str, bytes]:
-    """One small file per format version, made from fixed integers."""
+def _golden_sources() -> dict[str, list[np.ndarray]]:
+    """The integers each golden file was made from, rebuilt from their seeds: what every decoder
+    must give back (the latents, then the hyper-latents where the file has them)."""
     q8 = _latents(11, (100, 3, 4), 1.5, "int8")
     q16 = _latents(12, (100, 3, 4), 150.0, "<i2")
+    sparse, _ = _sparse_by_class((100, 3, 4), seed=13)
+    z = _latents(14, (8, 1, 1), 3.0, "<i2")
+    return {"v1.aec": [q8], "v2.aec": [q8], "v3.aec": [q16], "v4.aec": [q8], "v5.aec": [sparse, z]}
+
+
+def _golden_files() -> dict[str, bytes]:
+    """One small file per format version, made from the fixed integers of ``_golden_sources``."""
+    sources = _golden_sources()
+    q8, q16 = sources["v1.aec"][0], sources["v3.aec"][0]
+    sparse, z = sources["v5.aec"]
     order = np.argsort(q8.reshape(100, -1).std(axis=1), kind="stable")
     header = _header(q8)
     v4 = fmt.pack(header, [coding.encode_streams(q8[order])], order=order)
-    sparse, classes = _sparse_by_class((100, 3, 4), seed=13)
-    z = _latents(14, (8, 1, 1), 3.0, "<i2")
+    classes = _scale_classes(sparse.shape)
     v5 = fmt.pack(
         _header(sparse),
         [
@@ -332,9 +344,10 @@ def _golden_files() -> dict[str, bytes]:
     }
 
 
-def _latent_hash(data: bytes) -> str:
-    """The decoded integers' SHA-256; latents coded by scale classes are parsed with the fixed
-    classes they were written with (a hyperprior's decoder computes them from z)."""
+def _decoded_integers(data: bytes) -> list[np.ndarray]:
+    """A golden file's integers as a decoder reads them; latents coded by scale classes are
+    parsed with the fixed classes they were written with (a hyperprior's decoder computes them
+    from z: ``test_golden_hyperprior_file_...`` covers that)."""
     aec = fmt.unpack(data)
     latents = next((t for t in aec.tensors if t.role == coding.ROLE_LATENTS), None)
     if latents is not None and latents.scheme == coding.SCHEME_GROUPED_CLASSES:
@@ -342,28 +355,66 @@ def _latent_hash(data: bytes) -> str:
         z = coding.decode_tensor(
             next(t for t in aec.tensors if t.role == coding.ROLE_HYPER_LATENTS), np.dtype("<i2")
         )
-        q = np.concatenate([q.ravel().astype(np.int64), z.ravel().astype(np.int64)]).reshape(1, 1, -1)
-    else:
-        q = coding.latents_of(aec)
-    return hashlib.sha256(q.astype("<i4").tobytes() + str(q.shape).encode()).hexdigest()
+        return [q, z]
+    return [coding.latents_of(aec)]
 
 
-def test_golden_files_of_every_version_decode_to_their_pinned_latents() -> None:
+def _latent_hash(data: bytes) -> str:
+    """The decoded integers' SHA-256 (pinned in expected.json)."""
+    parts = [q.astype("<i4") for q in _decoded_integers(data)]
+    flat = np.concatenate([q.ravel() for q in parts]).reshape(1, 1, -1) if len(parts) > 1 else parts[0]
+    return hashlib.sha256(flat.tobytes() + str(flat.shape).encode()).hexdigest()
+
+
+def test_golden_files_of_every_version_decode_to_the_integers_they_were_made_from() -> None:
+    """Against the source integers (rebuilt from their seeds) and against the hashes pinned when
+    the files were written; the files themselves are never rewritten by the test run."""
     expected_path = GOLDEN / "expected.json"
     if REGEN:
         GOLDEN.mkdir(parents=True, exist_ok=True)
         files = _golden_files()
         for name, data in files.items():
             (GOLDEN / name).write_bytes(data)
-        pinned = {name: {"version": fmt.unpack(d).header.version, "latents_sha256": _latent_hash(d)}
-                  for name, d in files.items()}  # fmt: skip
+        pinned = json.loads(expected_path.read_text()) if expected_path.is_file() else {}
+        pinned.update({name: {"version": fmt.unpack(d).header.version, "latents_sha256": _latent_hash(d)}
+                       for name, d in files.items()})  # fmt: skip
         expected_path.write_text(json.dumps(pinned, indent=2) + "\n")
     pinned = json.loads(expected_path.read_text())
-    assert sorted(v["version"] for v in pinned.values()) == list(range(1, fmt.FORMAT_VERSION + 1))
-    for name, want in pinned.items():
+    assert sorted({v["version"] for v in pinned.values()}) == list(range(1, fmt.FORMAT_VERSION + 1))
+    for name, source in _golden_sources().items():
         data = (GOLDEN / name).read_bytes()
-        assert fmt.unpack(data).header.version == want["version"]
-        assert _latent_hash(data) == want["latents_sha256"], name
+        assert fmt.unpack(data).header.version == pinned[name]["version"]
+        decoded = _decoded_integers(data)
+        assert len(decoded) == len(source), name
+        for got, want in zip(decoded, source, strict=True):
+            np.testing.assert_array_equal(got.astype(np.int64), want.astype(np.int64), err_msg=name)
+        assert _latent_hash(data) == pinned[name]["latents_sha256"], name
+
+
+def test_golden_hyperprior_file_parses_with_its_models_integer_h_s_to_the_pinned_integers() -> None:
+    """A file written by a real hyperprior (a small one, committed beside it): its classes come
+    from the model's exact integer h_s, so a change to ``scale_classes`` or the integer network
+    that would break old files fails here. Pixels may differ in the last bit between machines
+    (the synthesis runs in floats), the integers never."""
+    from aecompress.modelfile import load_model
+
+    pinned = json.loads((GOLDEN / "expected.json").read_text())["v5-hyperprior.aec"]
+    data = (GOLDEN / "v5-hyperprior.aec").read_bytes()
+    aec = fmt.unpack(data)
+    net, info = load_model(GOLDEN / "hyperprior-small.pt")
+    assert aec.header.model_hash == info.weights_hash and aec.header.version == pinned["version"]
+    z_tensor = next(t for t in aec.tensors if t.role == coding.ROLE_HYPER_LATENTS)
+    z = coding.decode_tensor(z_tensor, np.dtype("<i2"))
+    classes = net.scale_classes(z, (aec.header.latent_height, aec.header.latent_width))
+    assert hashlib.sha256(classes.astype(np.uint8).tobytes()).hexdigest() == pinned["classes_sha256"]
+    assert len(np.unique(classes)) >= 4  # classes that vary, as a trained h_s makes them
+    y = coding.decode_classed(
+        next(t for t in aec.tensors if t.role == coding.ROLE_LATENTS), classes, net.scale_class_count
+    )
+    assert hashlib.sha256(y.astype("<i4").tobytes()).hexdigest() == pinned["latents_sha256"]
+    back = codec.decode(data, "cpu", GOLDEN / "hyperprior-small.pt").rgb
+    reference = read_image(GOLDEN / "v5-hyperprior.png").rgb
+    assert np.abs(back.astype(int) - reference.astype(int)).max() <= 1
 
 
 def test_golden_v4_parses_identically_under_other_thread_settings() -> None:
