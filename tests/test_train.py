@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,17 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
 
 
-def test_resumed_training_equals_straight_training(data_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread (bit-for-bit resume comparisons), given back after the test."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_resumed_training_equals_straight_training(data_dir: Path, tmp_path: Path) -> None:
     straight = train(_config(data_dir, tmp_path / "straight.pt", 8))
     half = _config(data_dir, tmp_path / "halves.pt", 8)
     train(half, hooks=TrainHooks(stop=lambda step: step >= 4))
@@ -257,10 +267,10 @@ def test_lr_scales_give_named_parts_their_own_learning_rate_and_resume(
         train(_config(data_dir, tmp_path / "bad.pt", 1, lr_scales={"h_s": 2.0}))
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_weight_average_feeds_the_model_file_resumes_exactly_and_can_start_on_resume(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    torch.set_num_threads(1)
     straight = tmp_path / "avg.pt"
     train(_config(data_dir, straight, 6, ema=0.5, lr=1e-2))
     state = torch.load(f"{straight}.ckpt", map_location="cpu", weights_only=True)
