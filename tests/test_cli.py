@@ -12,6 +12,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -292,3 +293,26 @@ def test_a_custom_model_is_found_beside_the_file_without_flags(
     assert len(lines) == 1 and "mycodec.pt" in lines[0] and str(work) in lines[0], lines
     (tmp_path / "hidden.pt").rename(elsewhere / "mycodec.pt")  # the current folder is searched too
     assert runner.invoke(app, ["decode", str(work / "a.png.aec"), "-o", "c.png"]).exit_code == 0
+
+
+def test_precision_setting_reaches_the_networks_and_both_decode_a_file_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fp32 and bf16 each run when asked for (on any one CPU 'auto' picks only one of them), and
+    one file decodes under both to nearly the same pixels."""
+    monkeypatch.setenv("AECOMPRESS_PRECISION", "auto")  # the CLI sets it for the process: restore it
+    src = _png(tmp_path / "a.png", 32, 48, seed=3)
+    for setting, name in (("fp32", "float32"), ("bf16", "bfloat16")):
+        out = tmp_path / f"{setting}.aec"
+        result = _invoke("-v", "--precision", setting, "encode", str(src), "-o", str(out))
+        assert result.exit_code == 0, result.stderr
+        assert f"{name} (--precision {setting})" in result.stderr
+    decoded = {}
+    for setting in ("fp32", "bf16"):
+        png = tmp_path / f"back-{setting}.png"
+        result = _invoke("--precision", setting, "decode", str(tmp_path / "fp32.aec"), "-o", str(png))
+        assert result.exit_code == 0, result.stderr
+        decoded[setting] = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    assert np.abs(decoded["fp32"] - decoded["bf16"]).mean() < 2.0
+    bad = _invoke("--precision", "fp16", "info", str(tmp_path / "fp32.aec"))
+    assert bad.exit_code == 2
