@@ -309,7 +309,7 @@ def test_checkpoint_script_compacts_expands_and_takes_out_the_averaged_model(
 ) -> None:
     out = tmp_path / "run.pt"
     train(_config(data_dir, out, 3, ema=0.5, lr=1e-2))
-    script = [sys.executable, str(REPO / "scripts" / "checkpoint.py")]
+    script = [sys.executable, str(REPO / "scripts/checkpoint.py")]
     compact, expanded, snapshot = tmp_path / "c.ckpt", tmp_path / "e.ckpt", tmp_path / "snap.pt"
     for args in (
         ["compact", f"{out}.ckpt", compact],

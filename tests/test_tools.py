@@ -1,0 +1,125 @@
+"""Every benchmark and script runs, on tiny inputs (two small images, tiny models), so that a
+format or API change that breaks one fails here rather than on the day someone needs its figures.
+They print tables; what is checked is that they run to the end and print the rows they promise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from aecompress.modelfile import save_model
+from tests.conftest import REPO, photo_like, tiny_hyperprior
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, Path]:
+    """Two small photos (and a third for validation), the tiny models and a family of two."""
+    root = tmp_path_factory.mktemp("tools")
+    data = root / "images"
+    data.mkdir()
+    for i, (h, w) in enumerate([(64, 96), (80, 64)]):
+        Image.fromarray(photo_like(h, w, seed=30 + i)).save(data / f"img{i}.png")
+    low = root / "hyper-low.pt"
+    save_model(tiny_hyperprior(seed=1), low, "hyper-low", {"note": "test model"})
+    return {"data": data, "root": root, "models": models_dir, "low": low, "high": models_dir / "hyper.pt"}
+
+
+def _run(tiny: dict[str, Path], *args: str, timeout: int = 600) -> str:
+    env = {**os.environ, "AECOMPRESS_MODELS": str(tiny["models"]), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=tiny["root"], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, f"{args}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def _table_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("|") and "---" not in line]
+
+
+def test_entropy_reports_the_gap_for_both_coding_schemes(tiny: dict[str, Path]) -> None:
+    for model in ("default", str(tiny["high"])):  # channel-context (scheme 1) and scale classes (3)
+        out = _run(tiny, str(REPO / "benchmarks/entropy.py"), "--data", str(tiny["data"]), "--model", model,
+                   "-q", "30", "90", "--threads", "1", "--streams")  # fmt: skip
+        rows = _table_rows(out)
+        assert len(rows) == 3, out  # the header and one row per -q
+        assert all(cell.strip() for cell in rows[1].split("|")[1:-1]), out
+        assert rows[1].rstrip(" |").endswith("%")
+
+
+def test_kodak_speed_precision_effort_smoothness_and_zstd_settings_run(tiny: dict[str, Path]) -> None:
+    data = str(tiny["data"])
+    card = tiny["root"] / "card.json"
+    card.write_text("{}")
+    out = _run(tiny, str(REPO / "benchmarks/kodak.py"), "--data", data, "-q", "40", "80", "--threads", "1",
+               "--card", str(card))  # fmt: skip
+    assert len(_table_rows(out)) >= 3 and "kodak" in json.loads(card.read_text())
+    out = _run(tiny, str(REPO / "benchmarks/speed.py"), "--data", data, "--threads", "1", "--batch", "2")
+    assert _table_rows(out)
+    out = _run(tiny, str(REPO / "benchmarks/precision.py"), "--data", data, "-q", "50", "--threads", "1")
+    assert _table_rows(out)
+    out = _run(tiny, str(REPO / "benchmarks/effort.py"), "--data", data, "--every", "1", "-q", "60",
+               "--efforts", "0", "2", "--model", str(tiny["high"]), "--threads", "1")  # fmt: skip
+    assert _table_rows(out)
+    out = _run(tiny, str(REPO / "benchmarks/smoothness.py"), "--data", data, "--threads", "1")
+    assert out.strip()
+    out = _run(tiny, str(REPO / "benchmarks/zstd_settings.py"), "--data", data, "-q", "40", "60", "20",
+               "--every", "1", "--levels", "3")  # fmt: skip
+    assert out.strip()
+    out = _run(tiny, str(REPO / "benchmarks/ceiling.py"), "--models", str(tiny["models"] / "default.pt"),
+               "--folder", data, "--images", "2", "--threads", "1")  # fmt: skip
+    assert out.strip()
+
+
+def test_batch_dataloading_startup_and_large_image_run(tiny: dict[str, Path]) -> None:
+    data = str(tiny["data"])
+    out = _run(tiny, str(REPO / "benchmarks/batch.py"), "--kodak", data, "--bsds", data, "--count", "4",
+               "--loop-files", "2", "--jobs", "1")  # fmt: skip
+    assert out.strip()
+    out = _run(tiny, str(REPO / "benchmarks/dataloading.py"), "--data", data, "--workers", "0",
+               "--batch", "2", "--rounds", "1")  # fmt: skip
+    assert out.strip()
+    out = _run(tiny, str(REPO / "benchmarks/startup.py"), "--image", str(tiny["data"] / "img0.png"),
+               "--runs", "1", "--threads", "1")  # fmt: skip
+    assert _table_rows(out)
+    out = _run(tiny, str(REPO / "benchmarks/large_image.py"), "--width", "200", "--height", "150",
+               "--threads", "1")  # fmt: skip
+    assert _table_rows(out)
+
+
+def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, Path]) -> None:
+    family = tiny["root"] / "tiny.family.json"
+    _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "tiny", "--members", str(tiny["low"]),
+         str(tiny["high"]), "--calibration", str(tiny["data"]), "--images", "2", "--qualities", "0,50,100",
+         "--threads", "1", "--out", str(family))  # fmt: skip
+    built = json.loads(family.read_text())
+    assert built["kind"] == "aecompress-family" and len(built["members"]) >= 1
+    dictionaries = tiny["root"] / "set.zdict"
+    _run(tiny, str(REPO / "scripts/train_dictionaries.py"), "--data", str(tiny["data"]), "--every", "1",
+         "--model", str(tiny["high"]), "--size", "256", "--out", str(dictionaries))  # fmt: skip
+    assert dictionaries.is_file() and dictionaries.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_fine_tuning_benchmark_runs_a_few_steps(tiny: dict[str, Path]) -> None:
+    out = _run(tiny, str(REPO / "benchmarks/finetune_domain.py"), "--steps", "2", "--threads", "1",
+               "--work", str(tiny["root"] / "finetune"),
+               "--model", str(tiny["models"] / "default.pt"))  # fmt: skip
+    assert "BD" in out or _table_rows(out)
+
+
+def test_every_benchmark_and_script_is_run_by_a_test() -> None:
+    """A new tool must come with its tiny run: each Python file of benchmarks/ and scripts/ is named
+    by a test (checkpoint.py by tests/test_train.py); the GPU shell scripts at least parse."""
+    tests_text = "".join(p.read_text(encoding="utf-8") for p in (REPO / "tests").glob("test_*.py"))
+    for tool in sorted([*(REPO / "benchmarks").glob("*.py"), *(REPO / "scripts").glob("*.py")]):
+        assert f"{tool.parent.name}/{tool.name}" in tests_text, f"{tool} is run by no test"
+    for shell in sorted((REPO / "scripts").glob("*.sh")):
+        subprocess.run(["bash", "-n", str(shell)], check=True)
