@@ -16,15 +16,15 @@ import numpy as np
 from PIL import Image
 
 from aecompress import format as aecformat
+from aecompress.defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 from aecompress.errors import ImageError
+from aecompress.format import MODES
 from aecompress.imageio import ImageData, from_pil, read_image
-from aecompress.limits import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     import torch
 
 ImageLike = Image.Image | np.ndarray | str | Path
-DEFAULT_QUALITY = 75
 
 
 def _image_data(image: ImageLike, max_pixels: int | None) -> ImageData:
@@ -36,12 +36,11 @@ def _image_data(image: ImageLike, max_pixels: int | None) -> ImageData:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ImageError(f"arrays must be uint8, not {image.dtype}")
-        modes = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
         if image.ndim == 2:
             return from_pil(Image.fromarray(image, "L"))
-        if image.ndim == 3 and image.shape[2] in modes:
+        if image.ndim == 3 and image.shape[2] in MODES:
             array = image[..., 0] if image.shape[2] == 1 else image
-            return from_pil(Image.fromarray(np.ascontiguousarray(array), modes[image.shape[2]]))
+            return from_pil(Image.fromarray(np.ascontiguousarray(array), MODES[image.shape[2]]))
         raise ImageError(f"an image array is H x W or H x W x 1/2/3/4, not {image.shape}")
     raise ImageError(f"cannot compress a {type(image).__name__} (a PIL image, a uint8 array or a path)")
 
@@ -62,9 +61,7 @@ def compress(
     from aecompress import codec
 
     data = _image_data(image, max_pixels)
-    if target_bpp is not None:
-        return codec.encode_to_size(data, target_bpp, model, device, effort=effort).data
-    return codec.encode(data, model, quality, device, effort=effort).data
+    return codec.encode(data, model, quality, device, effort=effort, target_bpp=target_bpp).data
 
 
 def compress_many(

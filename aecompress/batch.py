@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aecompress import precision
+from aecompress.defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 from aecompress.errors import AecError, OutputError
 from aecompress.imageio import IMAGE_SUFFIXES, decoded_name
-from aecompress.limits import DEFAULT_MAX_PIXELS
 
 AEC_SUFFIX = ".aec"
 GPU_BATCH = 16
@@ -90,7 +91,7 @@ class Options:
     """How each file is processed; mirrors the options of encode/decode."""
 
     decode: bool = False
-    quality: float = 75.0
+    quality: float = DEFAULT_QUALITY
     target_bpp: float | None = None
     model: str | None = None
     device: str = "auto"
@@ -99,6 +100,7 @@ class Options:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     batched: bool | None = None  # same-sized images through the networks together; None: on a GPU
     effort: int = 0  # refinement iterations per image (codec.encode's effort)
+    precision: str = "auto"  # the networks' precision in each worker (aecompress.precision)
 
 
 @dataclass
@@ -327,12 +329,14 @@ def _encode_one(job: Job, options: Options) -> tuple[bytes, int, float | None]:
     from aecompress.imageio import read_image
 
     image = read_image(job.source, options.max_pixels)
-    if options.target_bpp is not None:
-        result = codec.encode_to_size(
-            image, options.target_bpp, options.model, options.device, effort=options.effort
-        )
-    else:
-        result = codec.encode(image, options.model, options.quality, options.device, effort=options.effort)
+    result = codec.encode(
+        image,
+        options.model,
+        options.quality,
+        options.device,
+        effort=options.effort,
+        target_bpp=options.target_bpp,
+    )
     psnr = _verify(result.data, image, options) if options.verify else None
     return result.data, image.width * image.height, psnr
 
@@ -368,6 +372,7 @@ def _init_worker(options: Options) -> None:
 
     global _worker_options
     _worker_options = options
+    precision.set(options.precision)
     torch.set_num_threads(max(1, options.threads))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_term)

@@ -21,8 +21,9 @@ from typing import Annotated, Any
 import typer
 
 from aecompress import __version__
+from aecompress import precision as precision_lib
+from aecompress.defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 from aecompress.errors import AecError, ImageError, OutputError
-from aecompress.limits import DEFAULT_MAX_PIXELS
 
 app = typer.Typer(
     name="aecompress",
@@ -68,9 +69,9 @@ def main_options(
     ] = "auto",
 ) -> None:
     """A learned image codec: compress images into .aec files and restore them."""
-    if precision not in ("auto", "bf16", "fp32"):
+    if precision not in precision_lib.PRECISIONS:
         raise typer.BadParameter(f"{precision!r} is not one of auto, bf16, fp32", param_hint="--precision")
-    os.environ["AECOMPRESS_PRECISION"] = precision
+    precision_lib.set(precision)
     _state.update(verbose=verbose and not quiet, quiet=quiet, debug=debug)
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="aecompress: %(message)s", stream=sys.stderr)
@@ -198,7 +199,7 @@ def encode(
         typer.Option(
             "-q", "--quality", min=0, max=100, help="Quality 0-100 (fractions allowed), higher is better."
         ),
-    ] = 75,
+    ] = DEFAULT_QUALITY,
     target_bpp: Annotated[
         float | None,
         typer.Option(
@@ -231,10 +232,7 @@ def encode(
         for name, target in zip(images, targets, strict=True):
             try:
                 image = read_image(_read_input(name) if name == "-" else Path(name), max_pixels)
-                if target_bpp is not None:
-                    result = codec.encode_to_size(image, target_bpp, model, device, effort=effort)
-                else:
-                    result = codec.encode(image, model, quality, device, effort=effort)
+                result = codec.encode(image, model, quality, device, effort=effort, target_bpp=target_bpp)
                 _write_output(target, result.data, force)
             except AecError as exc:
                 if len(images) == 1:
@@ -316,7 +314,7 @@ def batch(
     ] = False,
     quality: Annotated[
         float, typer.Option("-q", "--quality", min=0, max=100, help="Quality 0-100, as for encode.")
-    ] = 75,
+    ] = DEFAULT_QUALITY,
     target_bpp: Annotated[
         float | None, typer.Option("--target-bpp", min=0.0, help="Per image, as for encode.")
     ] = None,
@@ -367,7 +365,16 @@ def batch(
         workers = max(1, min(workers, len(plan.todo)))
         threads = max(1, (threads or batch_lib.cpu_count()) // workers)
         options = batch_lib.Options(
-            decode, quality, target_bpp, model, device, verify, threads, max_pixels, effort=effort
+            decode,
+            quality,
+            target_bpp,
+            model,
+            device,
+            verify,
+            threads,
+            max_pixels,
+            effort=effort,
+            precision=precision_lib.current(),
         )
         if not plan.todo and not plan.up_to_date and not _state["quiet"]:
             _say(f"aecompress: no {'.aec files' if decode else 'images'} found under {src}")
@@ -647,10 +654,9 @@ def train(
     with _user_errors():
         import torch
 
-        from aecompress.codec import pick_model
         from aecompress.errors import TrainingError
-        from aecompress.latents import DEFAULT_QUALITY
         from aecompress.modelfile import read_info
+        from aecompress.placement import pick_model
         from aecompress.train import TrainConfig
         from aecompress.train import train as run_training
 

@@ -31,15 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
 
 import numpy as np
 import zstandard
 
 from aecompress.errors import ChecksumError, FormatError
-
-if TYPE_CHECKING:
-    from aecompress.format import AecFile
 
 SCHEME_ONE_FRAME = 0
 SCHEME_CHANNEL_CONTEXT = 1
@@ -824,21 +820,3 @@ def decode_tensor(tensor: CodedTensor, dtype: np.dtype) -> np.ndarray:
         return flat.reshape(tensor.shape)
     raw_streams = decompress_streams(tensor.frames, tensor.raw_sizes, tensor.dictionaries)
     return unbinarize(raw_streams, tensor.shape)
-
-
-def latents_of(aec: AecFile) -> np.ndarray:
-    """The quantized latents of a parsed file, (C, H, W) in natural channel order, whatever
-    its format version; values outside the header's dtype are an error."""
-    if not aec.tensors:
-        return aec.latent_array()
-    h = aec.header
-    stored = decode_tensor(next(t for t in aec.tensors if t.role == ROLE_LATENTS), h.dtype)
-    info = np.iinfo(h.dtype)
-    if stored.size and (stored.min() < info.min or stored.max() > info.max):
-        raise FormatError(f"a latent in the streams is outside the header's {h.dtype.name} range")
-    stored = stored.astype(h.dtype)
-    if aec.order is None:
-        return stored
-    latents = np.empty_like(stored)
-    latents[aec.order] = stored
-    return latents

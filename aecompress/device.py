@@ -1,15 +1,16 @@
-"""Choosing the torch device (--device) and the precision the networks run in (--precision)."""
+"""Choosing the torch device (--device), and what the precision setting (``aecompress.precision``)
+means on it: the dtype and autocast the networks run under."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 import torch
 
+from aecompress import precision
 from aecompress.errors import DeviceError
 
 
@@ -33,27 +34,6 @@ def select_device(spec: str = "auto") -> torch.device:
     raise DeviceError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)")
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
-PRECISION_ENV = "AECOMPRESS_PRECISION"  # how the CLI's --precision reaches batch workers too
-
-
-def set_precision(precision: str) -> None:
-    """The process's network precision: 'bf16', 'fp32', or 'auto' (bfloat16 on CPUs that run it
-    natively, float32 elsewhere). Only the networks change; the integers a file holds are parsed
-    exactly whatever this says."""
-    if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
-    os.environ[PRECISION_ENV] = precision
-
-
-def precision() -> str:
-    """The precision setting in force ('auto' unless set)."""
-    value = os.environ.get(PRECISION_ENV, "auto")
-    if value not in PRECISIONS:
-        raise DeviceError(f"{PRECISION_ENV}={value!r} is not one of {', '.join(PRECISIONS)}")
-    return value
-
-
 @cache
 def native_bf16() -> bool:
     """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX): there autocast halves the
@@ -67,7 +47,7 @@ def native_bf16() -> bool:
 
 def compute_dtype(device: torch.device) -> torch.dtype:
     """The dtype the networks run in on ``device`` under the process's precision setting."""
-    setting = precision()
+    setting = precision.current()
     if setting == "bf16" or (setting == "auto" and device.type == "cpu" and native_bf16()):
         return torch.bfloat16
     return torch.float32
@@ -77,7 +57,7 @@ def describe_precision(device: torch.device) -> str:
     """For -v: what the networks run in, and why."""
     dtype = compute_dtype(device)
     name = "bfloat16" if dtype == torch.bfloat16 else "float32"
-    setting = precision()
+    setting = precision.current()
     why = (
         f"--precision {setting}"
         if setting != "auto"

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from aecompress import codec
-from aecompress.family import PerImage
 from aecompress.imageio import IMAGE_SUFFIXES, ImageData, read_image
 from aecompress.metrics import ms_ssim, psnr
 
@@ -134,29 +131,3 @@ def bd_rate(reference: list[tuple[float, float]], test: list[tuple[float, float]
     r_avg = (np.polyval(r_int, hi) - np.polyval(r_int, lo)) / (hi - lo)
     t_avg = (np.polyval(t_int, hi) - np.polyval(t_int, lo)) / (hi - lo)
     return float((np.exp(t_avg - r_avg) - 1) * 100)
-
-
-def measure_per_image(
-    models: Sequence[Path], images: Sequence[Any], qualities: Sequence[float], device: str = "cpu"
-) -> PerImage:
-    """Each model's (bpp, PSNR) on each calibration image (never Kodak) at each of its own qualities.
-
-    The encoder runs once per image and model; each quality only quantizes, packs and decodes.
-    """
-    from aecompress.device import select_device
-    from aecompress.format import unpack
-
-    dev = select_device(device)
-    out: PerImage = {}
-    for path in models:
-        net, info = codec.model_on(Path(path), dev)
-        table: dict[float, list[tuple[float, float]]] = {float(q): [] for q in qualities}
-        for _, image in images:
-            latents = codec.analyse(net, image.rgb, dev)
-            for q in qualities:
-                data, _ = codec.pack_latents(net, info.name, info.weights_hash, image, latents, float(q))
-                back = codec.decode_with(net, unpack(data), dev)
-                bpp = 8 * len(data) / (image.width * image.height)
-                table[float(q)].append((bpp, psnr(image.rgb, back.rgb)))
-        out[info.name] = table
-    return out

@@ -20,7 +20,6 @@ from aecompress.coding import (
     TENSOR_ENTRY_BYTES,
     CodedTensor,
     compress_payload,
-    from_planes,
     plain_bytes,
     read_varint,
     varint,
@@ -90,7 +89,7 @@ class AecFile:
     """A parsed .aec file: header, quantized latents and the optional chunks."""
 
     header: AecHeader
-    latents: bytes  # versions 1-3: the LATN zstd frame; version 4 codes them in ``tensors``
+    latents: bytes  # versions 1-3: the LATN zstd frame (read by ``aecompress.latents``); 4-5: ``tensors``
     order: np.ndarray | None = None
     tensors: tuple[CodedTensor, ...] = ()
     alpha: bytes | None = None
@@ -99,21 +98,6 @@ class AecFile:
     chunk_sizes: dict[str, int] = field(default_factory=dict)
     file_size: int = 0
 
-    def latent_array(self) -> np.ndarray:
-        """The latents of a version 1-3 file as a (C, H, W) integer array, decompressed and
-        size-checked (version 4 latents are decoded by ``aecompress.coding.latents_of``)."""
-        h = self.header
-        raw = _inflate(self.latents, h.latent_bytes, "latents")
-        if h.dtype == np.int16 and h.planar:
-            stored = from_planes(raw).reshape(h.channels, h.latent_height, h.latent_width)
-        else:
-            stored = np.frombuffer(raw, dtype=h.dtype).reshape(h.channels, h.latent_height, h.latent_width)
-        if self.order is None:
-            return stored
-        latents = np.empty_like(stored)
-        latents[self.order] = stored
-        return latents
-
     def alpha_array(self) -> np.ndarray | None:
         """The lossless alpha plane as an (H, W) uint8 array, or None."""
         if self.alpha is None:
@@ -121,7 +105,7 @@ class AecFile:
         h = self.header
         if len(self.alpha) < 1 or self.alpha[0] != 1:
             raise FormatError("alpha chunk uses an unknown filter")
-        raw = _inflate(self.alpha[1:], h.width * h.height, "alpha plane")
+        raw = inflate(self.alpha[1:], h.width * h.height, "alpha plane")
         diff = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
         return np.cumsum(diff, axis=1, dtype=np.uint8)
 
@@ -153,7 +137,8 @@ def _name_bytes(text: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
-def _inflate(frame: bytes, expected: int, what: str) -> bytes:
+def inflate(frame: bytes, expected: int, what: str) -> bytes:
+    """One zstd frame of a known size, checked before and after (a lying frame is refused)."""
     try:
         size = zstandard.frame_content_size(frame)
     except zstandard.ZstdError as exc:

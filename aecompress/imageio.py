@@ -19,8 +19,8 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from aecompress.defaults import DEFAULT_MAX_PIXELS
 from aecompress.errors import ImageError, LimitError
-from aecompress.limits import DEFAULT_MAX_PIXELS
 
 OUTPUT_FORMATS = {
     ".png": "PNG",

@@ -16,18 +16,19 @@ The header's quantization step records the model's own -q for both: step = 2^((7
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from aecompress import coding
+from aecompress import format as aecformat
+from aecompress.defaults import DEFAULT_QUALITY
 from aecompress.errors import FormatError
 from aecompress.format import AecFile
 from aecompress.nn import LatentCodec
-
-DEFAULT_QUALITY = 75
 
 
 def quality_to_step(quality: float) -> float:
@@ -48,6 +49,33 @@ def quantize(latents: torch.Tensor, step: float) -> np.ndarray:
     if q.size == 0 or (q.min() >= -128 and q.max() <= 127):
         return q.astype(np.int8)
     return q.astype("<i2")
+
+
+def stored_integers(aec: AecFile) -> np.ndarray:
+    """The quantized latents of a file coded by channel (factorized models, format versions 1-4),
+    (C, H, W) in natural channel order; values outside the header's dtype are an error."""
+    h = aec.header
+    if aec.tensors:
+        stored = coding.decode_tensor(next(t for t in aec.tensors if t.role == coding.ROLE_LATENTS), h.dtype)
+    else:  # versions 1-3: one frame of the container's LATN chunk
+        raw = aecformat.inflate(aec.latents, h.latent_bytes, "latents")
+        planar = h.dtype == np.int16 and h.planar
+        flat = coding.from_planes(raw) if planar else np.frombuffer(raw, dtype=h.dtype)
+        stored = flat.reshape(h.channels, h.latent_height, h.latent_width)
+    stored = in_range(stored, h.dtype)
+    if aec.order is None:
+        return stored
+    latents = np.empty_like(stored)
+    latents[aec.order] = stored
+    return latents
+
+
+def in_range(q: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Decoded integers as the header's dtype, refused when one lies outside it (a hostile file)."""
+    info = np.iinfo(dtype)
+    if q.size and (q.min() < info.min or q.max() > info.max):
+        raise FormatError(f"a latent in the streams is outside the header's {np.dtype(dtype).name} range")
+    return q.astype(dtype, copy=False)
 
 
 def channel_order(q: np.ndarray) -> np.ndarray:
@@ -96,7 +124,7 @@ class ChannelContextCoder:
         )
 
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
-        return torch.from_numpy(coding.latents_of(aec).astype(np.float32)) * aec.header.step
+        return torch.from_numpy(stored_integers(aec).astype(np.float32)) * aec.header.step
 
     def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:
         return float(sum(t.coded_bytes for t in self.code(net, latents, quality).tensors))
@@ -106,6 +134,33 @@ class ChannelContextCoder:
         return 1.0 / step, step
 
 
+@runtime_checkable
+class SideInformation(Protocol):
+    """What a model with side information offers its coder: the variable-rate gains, the
+    hyper-analysis that makes the hyper-latents z, and the exact scale classes computed from z.
+    A new architecture with side information implements this and names its coder."""
+
+    hyper_stride: int  # latent positions per hyper-latent position
+    hyper_latent_channels: int
+    scale_class_count: int
+    h_a: torch.nn.Module
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+    def rate_position(self, quality: float) -> float: ...
+
+    def gains(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def scale_classes(self, z: np.ndarray, shape: tuple[int, int], exact: bool = True) -> np.ndarray: ...
+
+
+def side_information(net: LatentCodec) -> SideInformation:
+    """The model as its side-information interface (a model file naming the wrong coder is refused)."""
+    if not isinstance(net, SideInformation):
+        raise FormatError(f"a {net.arch} model has no side information for this coder")
+    return net
+
+
 class ScaleClassCoder:
     @torch.inference_mode()
     def _integers(
@@ -113,7 +168,7 @@ class ScaleClassCoder:
     ) -> tuple[np.ndarray, ...]:
         """The hyper-latents z, the latents y and y's scale classes at the model's own -q
         (``exact=False``: classes from the float h_s, for estimates)."""
-        hyper: Any = net
+        hyper = side_information(net)
         device = next(hyper.parameters()).device  # the model may sit on a GPU; the latents on the CPU
         position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32, device=device)
         gain = hyper.gains(position)[0][0].to(latents.device)
@@ -124,7 +179,7 @@ class ScaleClassCoder:
         return z, y, hyper.scale_classes(z, y.shape[1:], exact)
 
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
-        hyper: Any = net
+        hyper = side_information(net)
         z, y, classes = self._integers(net, latents, quality)
         tensors = [
             coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS, workers=torch.get_num_threads()),
@@ -142,14 +197,14 @@ class ScaleClassCoder:
         """z coded as the file codes it, y at the order-0 entropy of each scale class (classes
         from the float h_s): the ratio of two members' files of about the same size comes out
         within 3% of the coded one (BSDS500, the bundled members), at a quarter of the cost."""
-        hyper: Any = net
+        hyper = side_information(net)
         z, y, classes = self._integers(net, latents, quality, exact=False)
         z_bytes = coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS).coded_bytes
         return z_bytes + coding.classed_entropy_bytes(y, classes, hyper.scale_class_count)
 
     @torch.inference_mode()
     def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        hyper: Any = net
+        hyper = side_information(net)
         device = next(hyper.parameters()).device
         position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32, device=device)
         gain, igain, _ = hyper.gains(position)
@@ -157,22 +212,21 @@ class ScaleClassCoder:
 
     @torch.inference_mode()
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
-        hyper: Any = net
+        hyper = side_information(net)
         h = aec.header
         found = {t.role: t for t in aec.tensors}
         if set(found) != {coding.ROLE_LATENTS, coding.ROLE_HYPER_LATENTS}:
             raise FormatError("a hyperprior file needs its latents and hyper-latents")
         z_tensor = found[coding.ROLE_HYPER_LATENTS]
         s = hyper.hyper_stride
-        want = (hyper.config["hyper_latent_channels"], -(-h.latent_height // s), -(-h.latent_width // s))
+        want = (hyper.hyper_latent_channels, -(-h.latent_height // s), -(-h.latent_width // s))
         if z_tensor.shape != want:
             raise FormatError(f"hyper-latents of shape {z_tensor.shape}, the model needs {want}")
         z = coding.decode_tensor(z_tensor, np.dtype("<i2"))
         classes = hyper.scale_classes(z, (h.latent_height, h.latent_width))
-        y = coding.decode_classed(found[coding.ROLE_LATENTS], classes, hyper.scale_class_count)
-        info = np.iinfo(h.dtype)
-        if y.size and (y.min() < info.min or y.max() > info.max):
-            raise FormatError(f"a latent in the streams is outside the header's {h.dtype.name} range")
+        y = in_range(
+            coding.decode_classed(found[coding.ROLE_LATENTS], classes, hyper.scale_class_count), h.dtype
+        )
         device = next(hyper.parameters()).device
         position = torch.tensor(
             [hyper.rate_position(step_to_quality(h.step))], dtype=torch.float32, device=device

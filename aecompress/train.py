@@ -29,9 +29,9 @@ import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from aecompress import codec
 from aecompress import data as train_data
 from aecompress import format as aecformat
+from aecompress import pack
 from aecompress.device import select_device
 from aecompress.errors import TrainingError
 from aecompress.fileio import atomic_torch_save, atomic_write
@@ -307,10 +307,10 @@ def validate(
     bottoms: list[np.ndarray] = []
     for rgb in images:
         rgb = rgb[:768, :768]
-        data, _ = codec.encode_with(
+        data, _ = pack.encode_with(
             model, "validation", bytes(16), ImageData(np.ascontiguousarray(rgb), None, "RGB"), device=device
         )
-        back = codec.decode_with(model, aecformat.unpack(data), device).rgb
+        back = pack.decode_with(model, aecformat.unpack(data), device).rgb
         bpps.append(8 * len(data) / (rgb.shape[0] * rgb.shape[1]))
         psnrs.append(psnr(rgb, back))
         if len(tops) < 4:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecompress import codec
+from aecompress import passes
 from aecompress.imageio import read_image
 from aecompress.metrics import psnr
 from aecompress.modelfile import load_model
@@ -32,10 +32,10 @@ def ceiling(model: Path, images: list[Path]) -> dict[float, float]:
     scores: dict[float, list[float]] = {step: [] for step in STEPS}
     for path in images:
         image = read_image(path)
-        latents = codec.analyse(net, image.rgb, cpu)
+        latents = passes.analyse(net, image.rgb, cpu)
         for step in STEPS:
             rounded = latents if step == 0 else torch.round(latents / step) * step
-            restored = codec.synthesize(net, rounded, (image.height, image.width), cpu)
+            restored = passes.synthesize(net, rounded, (image.height, image.width), cpu)
             scores[step].append(psnr(image.rgb, restored))
     return {step: float(np.mean(values)) for step, values in scores.items()}
 

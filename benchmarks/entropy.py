@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecompress import codec, coding
+from aecompress import coding, pack, passes, placement
 from aecompress import format as aecformat
 from aecompress.evaluate import load_folder
 from aecompress.latents import ScaleClassCoder, channel_order, quality_to_step, quantize
@@ -124,15 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "|".join("---:" for _ in columns) + "|")
     per_stream: dict[float, dict[str, list[float]]] = {}
     for quality in args.qualities:
-        path, local = codec.pick_model(args.model, quality)
+        path, local = placement.pick_model(args.model, quality)
         net, info = load_model(path)
         sums: dict[str, float] = defaultdict(float)
         streams: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for index, (_, image) in enumerate(images):
             if (path, index) not in latents:
-                latents[(path, index)] = codec.analyse(net, image.rgb, torch.device("cpu"))
+                latents[(path, index)] = passes.analyse(net, image.rgb, torch.device("cpu"))
             y = latents[(path, index)]
-            data, header = codec.pack_latents(net, info.name, info.weights_hash, image, y, local)
+            data, header = pack.pack_latents(net, info.name, info.weights_hash, image, y, local)
             sums["file"] += 8 * len(data)
             if net.coding == "scale-classes":
                 _scale_classes(net, y, local, sums)

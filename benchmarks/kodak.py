@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     for target in args.target_bpp:
         rates = [
-            8 * len(codec.encode_to_size(img, target, args.model, "cpu").data) / (img.width * img.height)
+            8
+            * len(codec.encode(img, args.model, device="cpu", target_bpp=target).data)
+            / (img.width * img.height)
             for _, img in images
         ]
         hits = sum(target * 0.95 <= r <= target for r in rates)

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from aecompress import codec
-from aecompress.device import native_bf16, set_precision
+from aecompress import precision as precision_lib
+from aecompress.device import native_bf16
 from aecompress.evaluate import load_folder
 from aecompress.metrics import psnr
 
@@ -48,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             pixels = image.width * image.height
             out = {}
             for precision in ("fp32", "bf16"):
-                set_precision(precision)
+                precision_lib.set(precision)
                 data = codec.encode(image, args.model, quality, "cpu").data
                 out[precision] = (
                     8 * len(data) / pixels,
                     psnr(image.rgb, codec.decode(data, "cpu").rgb),
                     data,
                 )
-            set_precision("fp32")
+            precision_lib.set("fp32")
             cross = psnr(image.rgb, codec.decode(out["bf16"][2], "cpu").rgb)
             rows.append((out["fp32"][0], out["bf16"][0], out["fp32"][1], out["bf16"][1], cross))
         n = len(rows)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from aecompress import codec
+from aecompress import placement
 from aecompress.evaluate import load_folder
 from aecompress.family import find_family
 
@@ -44,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     seams: list[tuple[str, float, float, float]] = []  # image, edge, size ratio, PSNR change
     edges = [m.quality[1] for m in family.members[:-1]] if family else []
     for name, image in images:
-        placer = codec.Placer(args.model, image, torch.device("cpu"), family=family)
+        placer = placement.Placer(args.model, image, torch.device("cpu"), family=family)
         sizes = [len(placer.pack(float(quality)).data) for quality in range(101)]
         for edge in edges:
             below, above = placer.pack(edge - 0.01), placer.pack(edge + 0.01)
             cpu = torch.device("cpu")
-            change = codec._psnr_of(below, image, cpu) - codec._psnr_of(above, image, cpu)
+            change = placement._psnr_of(below, image, cpu) - placement._psnr_of(above, image, cpu)
             seams.append((name, edge, len(above.data) / len(below.data), -change))
         for quality in range(1, 101):
             ratio = sizes[quality] / sizes[quality - 1]

@@ -31,18 +31,18 @@ import torch
 torch.set_num_threads(int(sys.argv[4]))
 t.append(time.perf_counter())
 from pathlib import Path
-from aecompress import codec, format as aecformat
+from aecompress import codec, pack, passes, placement, format as aecformat
 from aecompress.imageio import encode_image_bytes, read_image
 from aecompress.latents import coder_for
 t.append(time.perf_counter())
-path, local = codec.pick_model("default", float(sys.argv[2]))
-net, info = codec.model_on(path, torch.device("cpu"))
+path, local = placement.pick_model("default", float(sys.argv[2]))
+net, info = passes.model_on(path, torch.device("cpu"))
 t.append(time.perf_counter())
 image = read_image(Path(sys.argv[1]))
 t.append(time.perf_counter())
-y = codec.analyse(net, image.rgb, torch.device("cpu"))
+y = passes.analyse(net, image.rgb, torch.device("cpu"))
 t.append(time.perf_counter())
-data, header = codec.pack_latents(net, info.name, info.weights_hash, image, y, local)
+data, header = pack.pack_latents(net, info.name, info.weights_hash, image, y, local)
 t.append(time.perf_counter())
 Path(sys.argv[3]).write_bytes(data)
 t.append(time.perf_counter())
@@ -50,9 +50,9 @@ aec = aecformat.unpack(Path(sys.argv[3]).read_bytes())
 t.append(time.perf_counter())
 latents = coder_for(net).restore(net, aec)
 t.append(time.perf_counter())
-rgb = codec.synthesize(net, latents, (aec.header.height, aec.header.width), torch.device("cpu"))
+rgb = passes.synthesize(net, latents, (aec.header.height, aec.header.width), torch.device("cpu"))
 t.append(time.perf_counter())
-Path(sys.argv[3] + ".png").write_bytes(encode_image_bytes(codec.decode_with(net, aec), "PNG"))
+Path(sys.argv[3] + ".png").write_bytes(encode_image_bytes(pack.decode_with(net, aec), "PNG"))
 t.append(time.perf_counter())
 print(json.dumps([b - a for a, b in zip(t, t[1:])]))
 """

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import zstandard
 
-from aecompress import codec, coding
+from aecompress import codec, coding, passes
 from aecompress import latents as latents_lib
 from aecompress.evaluate import load_folder
 from aecompress.modelfile import load_model, resolve
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {name: np.zeros((len(images), len(qualities))) for name in settings}
     seconds = dict.fromkeys(settings, 0.0)
     for i, (_, image) in enumerate(images):
-        latents = codec.analyse(net, image.rgb, torch.device("cpu"))
+        latents = passes.analyse(net, image.rgb, torch.device("cpu"))
         for j, quality in enumerate(qualities):
             q = latents_lib.quantize(latents, codec.quality_to_step(float(quality)))
             raw = coding.plain_bytes(q[latents_lib.channel_order(q)])

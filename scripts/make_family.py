@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from aecompress import evaluate, family
+from aecompress import calibration, family
 from aecompress.imageio import IMAGE_SUFFIXES, read_image
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         per_image = _per_image_from_json(json.loads(sidecar.read_text())) if sidecar.is_file() else None
         given = argv if argv is not None else sys.argv[1:]
         old["rebuilt"] = "python scripts/make_family.py " + " ".join(given)
-        rebuilt = family.build(args.name, curves, args.out.parent, old, per_image, args.match, rule)
+        rebuilt = calibration.build(args.name, curves, args.out.parent, old, per_image, args.match, rule)
         family.save(rebuilt, args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     images = [(p.name, read_image(p)) for p in paths]
     qualities = [float(q) for q in args.qualities.split(",")]
-    per_image = evaluate.measure_per_image(args.members, images, qualities)
-    curves = family.mean_curves(per_image)
+    per_image = calibration.measure_per_image(args.members, images, qualities)
+    curves = calibration.mean_curves(per_image)
     for name, points in curves:
         print(name)
         for q, bpp, psnr in points:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
-    built = family.build(args.name, curves, args.out.parent, card, per_image, args.match, rule)
+    built = calibration.build(args.name, curves, args.out.parent, card, per_image, args.match, rule)
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0
@@ -98,7 +98,7 @@ def _calibration_path(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(family.FAMILY_SUFFIX) + ".calibration.json")
 
 
-def _per_image_from_json(data: dict) -> family.PerImage:
+def _per_image_from_json(data: dict) -> calibration.PerImage:
     """The per-image table back into numbers (JSON keys are strings)."""
     return {
         name: {float(q): [(float(b), float(p)) for b, p in runs] for q, runs in table.items()}

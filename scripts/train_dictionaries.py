@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import zstandard
 
-from aecompress import codec, coding
+from aecompress import codec, coding, passes
 from aecompress import latents as latents_lib
 from aecompress.evaluate import load_folder
 from aecompress.family import find_family
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         net, _ = load_model(path)
         for index, (_, image) in enumerate(images):
             if (path, index) not in latents:
-                latents[(path, index)] = codec.analyse(net, image.rgb, torch.device("cpu"))
+                latents[(path, index)] = passes.analyse(net, image.rgb, torch.device("cpu"))
             for i, raw in enumerate(_streams(net, latents[(path, index)], local)):
                 if len(raw) >= 16:
                     samples[i].append(raw)

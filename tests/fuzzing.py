@@ -34,6 +34,7 @@ from aecompress import codec, coding
 from aecompress import format as aecformat
 from aecompress.errors import AecError
 from aecompress.imageio import ImageData
+from aecompress.latents import stored_integers
 
 SIG = len(aecformat.SIGNATURE)
 HEADER_START = SIG + 5  # signature, version (u8), body length (u32)
@@ -119,7 +120,7 @@ def sample_files() -> list[bytes]:
         for image, q in zip(images, (75, 20, 95), strict=True)
     ]
     first = aecformat.unpack(files[0])
-    q = coding.latents_of(first)
+    q = stored_integers(first)
     stored = q if first.order is None else q[first.order]
     # the same latents as channel-context streams (small files pick the single frame) and as version 2-3
     streams = aecformat.pack(first.header, [coding.encode_streams(stored)], order=first.order)

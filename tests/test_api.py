@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import aecompress
-from aecompress import codec
+from aecompress import placement
 from aecompress.metrics import psnr
 from aecompress.modelfile import read_info
 from tests.conftest import REPO, photo_like
@@ -107,7 +107,7 @@ def test_pillow_opens_lazily_saves_with_options_and_keeps_metadata(
     tagged.save(target, quality=40, model="default")
     reopened = Image.open(target)
     assert reopened.info["icc_profile"] == b"an icc profile"
-    member, _ = codec.pick_model("default", 40)  # the family member that codes -q 40
+    member, _ = placement.pick_model("default", 40)  # the family member that codes -q 40
     assert reopened.info["aec"]["model"] == read_info(member).name
 
 

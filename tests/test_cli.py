@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import aecompress
 from aecompress import format as aecformat
+from aecompress import precision
 from aecompress.cli import app
 from tests.conftest import REPO, make_model, photo_like
 
@@ -300,7 +301,7 @@ def test_precision_setting_reaches_the_networks_and_both_decode_a_file_alike(
 ) -> None:
     """fp32 and bf16 each run when asked for (on any one CPU 'auto' picks only one of them), and
     one file decodes under both to nearly the same pixels."""
-    monkeypatch.setenv("AECOMPRESS_PRECISION", "auto")  # the CLI sets it for the process: restore it
+    monkeypatch.setattr(precision, "_setting", precision._setting)  # the CLI sets it: restore it after
     src = _png(tmp_path / "a.png", 32, 48, seed=3)
     for setting, name in (("fp32", "float32"), ("bf16", "bfloat16")):
         out = tmp_path / f"{setting}.aec"

@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from aecompress import codec, coding
+from aecompress import codec
 from aecompress import format as aecformat
 from aecompress.errors import ImageError, ModelError, ModelMismatchError
 from aecompress.imageio import encode_image_bytes, from_pil, read_image
+from aecompress.latents import stored_integers
 from aecompress.metrics import psnr
 from aecompress.modelfile import read_info, save_model
 from aecompress.nn import build
@@ -137,8 +138,8 @@ def test_tiled_coding_matches_whole_image_coding() -> None:
     a = codec.decode(whole, device="cpu", tile=64).rgb
     b = codec.decode(tiled, device="cpu", tile=3).rgb
     assert abs(psnr(rgb, a) - psnr(rgb, b)) < 0.05
-    qa = coding.latents_of(aecformat.unpack(whole)).astype(int)
-    qb = coding.latents_of(aecformat.unpack(tiled)).astype(int)
+    qa = stored_integers(aecformat.unpack(whole)).astype(int)
+    qb = stored_integers(aecformat.unpack(tiled)).astype(int)
     assert np.mean(qa != qb) < 0.001
 
 
@@ -241,8 +242,8 @@ def test_stride_eight_model_codes_any_size_and_tiles_seamlessly(tmp_path: Path) 
     tiled = codec.encode(image, str(path), 75, device="cpu", tile=3).data
     header = aecformat.unpack(whole).header
     assert (header.stride, header.latent_height, header.latent_width) == (8, 10, 17)
-    qa = coding.latents_of(aecformat.unpack(whole)).astype(int)
-    qb = coding.latents_of(aecformat.unpack(tiled)).astype(int)
+    qa = stored_integers(aecformat.unpack(whole)).astype(int)
+    qb = stored_integers(aecformat.unpack(tiled)).astype(int)
     assert np.mean(qa != qb) < 0.001
     a = codec.decode(whole, device="cpu", model=str(path), tile=64).rgb
     b = codec.decode(whole, device="cpu", model=str(path), tile=2).rgb

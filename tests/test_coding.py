@@ -23,6 +23,7 @@ from aecompress import codec, coding
 from aecompress import format as fmt
 from aecompress.errors import FormatError
 from aecompress.imageio import ImageData, read_image
+from aecompress.latents import stored_integers
 from tests.conftest import FACTORIZED, REPO
 
 SAMPLE = REPO / "samples" / "parrots.png"
@@ -137,7 +138,7 @@ def test_bundled_latents_of_a_photo_cost_less_than_in_one_frame(quality: float) 
     than the single frame of version 3 (Kodak: 11-12%, benchmarks/entropy.py)."""
     image = read_image(SAMPLE)
     aec = fmt.unpack(codec.encode(image, FACTORIZED, quality, "cpu").data)
-    q = coding.latents_of(aec)
+    q = stored_integers(aec)
     one_frame = len(coding.compress_payload(coding.plain_bytes(q[aec.order])))
     assert aec.tensors[0].scheme == coding.SCHEME_CHANNEL_CONTEXT
     assert aec.tensors[0].coded_bytes < 0.92 * one_frame
@@ -164,7 +165,7 @@ def test_nearly_empty_latents_fall_back_to_one_frame() -> None:
     the contexts save, so the writer keeps the single frame (never larger than version 3)."""
     flat = ImageData(np.full((64, 96, 3), 128, np.uint8), None, "RGB")
     aec = fmt.unpack(codec.encode(flat, FACTORIZED, 30, "cpu").data)
-    q = coding.latents_of(aec)
+    q = stored_integers(aec)
     tensor = aec.tensors[0]
     assert tensor.scheme == coding.SCHEME_ONE_FRAME
     assert tensor.frames[0] == coding.compress_payload(coding.plain_bytes(q[aec.order]))
@@ -356,7 +357,7 @@ def _decoded_integers(data: bytes) -> list[np.ndarray]:
             next(t for t in aec.tensors if t.role == coding.ROLE_HYPER_LATENTS), np.dtype("<i2")
         )
         return [q, z]
-    return [coding.latents_of(aec)]
+    return [stored_integers(aec)]
 
 
 def _latent_hash(data: bytes) -> str:

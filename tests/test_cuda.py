@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aecompress import codec
+from aecompress import codec, passes
 from aecompress.imageio import ImageData
 from tests.conftest import photo_like
 
@@ -56,7 +56,7 @@ def test_hyperprior_files_parse_to_the_same_integers_on_cpu_and_cuda(tmp_path) -
     z = coding.decode_tensor(found[coding.ROLE_HYPER_LATENTS], np.dtype("<i2"))
     parsed = []
     for device in ("cpu", "cuda"):
-        net, _ = codec.model_on(path, torch.device(device))
+        net, _ = passes.model_on(path, torch.device(device))
         classes = net.scale_classes(z, (aec.header.latent_height, aec.header.latent_width))
         parsed.append(coding.decode_classed(found[coding.ROLE_LATENTS], classes, net.scale_class_count))
     assert np.array_equal(parsed[0], parsed[1])

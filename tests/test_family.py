@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from aecompress import codec, evaluate, family
+from aecompress import calibration, codec, family, placement
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.errors import ModelError
@@ -89,7 +89,7 @@ def test_encode_uses_the_member_for_the_quality_and_decodes_without_the_family(d
     for result in (low, high):
         assert codec.decode(result.data, "cpu").width == 64
         assert codec.decode(result.data, "cpu", "duo").width == 64
-    sized = codec.encode_to_size(image, 8 * len(high.data) / (48 * 64), "duo", "cpu")
+    sized = codec.encode(image, "duo", device="cpu", target_bpp=8 * len(high.data) / (48 * 64))
     assert len(sized.data) <= len(high.data)
     assert aecformat.unpack(sized.data).header.model_name in ("lo", "hi")
 
@@ -126,7 +126,7 @@ def test_build_hands_over_where_the_next_member_is_better(tmp_path: Path):
     low = ("low", [(0, 0.10, 25.0), (50, 0.30, 28.0), (75, 0.45, 29.0), (100, 0.60, 29.3)])
     high = ("high", [(0, 0.35, 27.5), (50, 0.50, 30.0), (75, 0.80, 32.0), (100, 1.20, 33.5)])
     useless = ("useless", [(0, 0.9, 20.0), (100, 2.0, 21.0)])
-    built = family.build("fam", [high, useless, low], tmp_path)
+    built = calibration.build("fam", [high, useless, low], tmp_path)
     assert [m.model for m in built.members] == ["low", "high"]
     lo, hi = built.members
     # high first beats low at its -q 50 (0.50 bpp, 30.0 dB vs low's 29.2 dB there); low keeps
@@ -146,7 +146,7 @@ def test_build_compares_each_member_with_the_whole_family_so_far(tmp_path: Path)
     low = ("low", [(0, 0.07, 22.0), (40, 0.29, 26.3), (80, 0.76, 30.2), (90, 0.90, 30.7), (100, 1.05, 31.0)])
     mid = ("mid", [(0, 0.19, 24.0), (40, 0.63, 29.0), (50, 0.77, 30.3), (60, 0.92, 31.0), (100, 1.8, 32.1)])
     top = ("top", [(0, 0.37, 26.7), (30, 0.76, 30.2), (40, 0.91, 31.1), (70, 1.38, 32.1), (100, 2.3, 32.4)])
-    built = family.build("fam", [top, mid, low], tmp_path)
+    built = calibration.build("fam", [top, mid, low], tmp_path)
     assert [m.model for m in built.members] == ["low", "top"]
     assert built.members[0].local_quality == (0, 90) and built.members[1].local_quality == (40, 100)
     curves = dict([low, top])
@@ -168,7 +168,7 @@ def test_build_orders_members_by_the_quality_they_reach_not_their_lowest_rate(tm
         "fine",
         [(0, 0.24, 24.2), (40, 0.91, 30.6), (50, 1.17, 32.3), (60, 1.49, 33.9), (100, 2.98, 38.0)],
     )
-    built = family.build("fam", [fine, coarse, low], tmp_path)
+    built = calibration.build("fam", [fine, coarse, low], tmp_path)
     assert [m.model for m in built.members] == ["low", "coarse", "fine"]
     assert built.members[-1].local_quality == (50, 100)
     chain = [
@@ -182,11 +182,11 @@ def test_build_orders_members_by_the_quality_they_reach_not_their_lowest_rate(tm
 
 def test_measure_curves_gives_rising_rates(duo: Path):
     images = [(f"{i}", ImageData(photo_like(64, 96, seed=i), None, "RGB")) for i in range(2)]
-    per_image = evaluate.measure_per_image([duo / "lo.pt"], images, [10, 90])
+    per_image = calibration.measure_per_image([duo / "lo.pt"], images, [10, 90])
     assert list(per_image) == ["lo"] and sorted(per_image["lo"]) == [10.0, 90.0]
     for (b10, _), (b90, _) in zip(per_image["lo"][10.0], per_image["lo"][90.0], strict=True):
         assert b10 <= b90
-    ((name, points),) = family.mean_curves(per_image)
+    ((name, points),) = calibration.mean_curves(per_image)
     assert name == "lo" and [q for q, _, _ in points] == [10, 90]
     assert points[0][1] == pytest.approx(sum(b for b, _ in per_image["lo"][10.0]) / 2)
     # the same numbers as a full encode and decode of the file
@@ -212,10 +212,10 @@ def test_build_moves_a_switch_to_where_every_image_gains(tmp_path: Path):
         100: [(1.20, 33.5), (1.20, 33.5)],
     }
     per_image = {"low": low_img, "high": high_img}
-    curves = family.mean_curves(per_image)
-    on_means = family.build("fam", curves, tmp_path)
+    curves = calibration.mean_curves(per_image)
+    on_means = calibration.build("fam", curves, tmp_path)
     assert [m.local_quality for m in on_means.members] == [(0, 70), (50, 100)]
-    seamed = family.build("fam", curves, tmp_path, per_image=per_image)
+    seamed = calibration.build("fam", curves, tmp_path, per_image=per_image)
     assert [m.model for m in seamed.members] == ["low", "high"]
     assert [m.local_quality for m in seamed.members] == [(0, 70), (60, 100)]
     for (ba, pa), (bb, pb) in zip(low_img[70], high_img[60], strict=True):
@@ -254,7 +254,9 @@ def test_build_with_match_runs_each_member_to_its_top_and_starts_the_next_at_the
             100.0: [(1.20, 34.0), (2.00, 35.0)],
         },
     }
-    built = family.build("fam", family.mean_curves(per_image), tmp_path, per_image=per_image, match=1.03)
+    built = calibration.build(
+        "fam", calibration.mean_curves(per_image), tmp_path, per_image=per_image, match=1.03
+    )
     assert [m.model for m in built.members] == ["low", "high"] and built.match == 1.03
     low, high = built.members
     assert low.local_quality == (0, 100)
@@ -265,7 +267,7 @@ def test_build_with_match_runs_each_member_to_its_top_and_starts_the_next_at_the
     ]
     assert high.local_quality == (pytest.approx(sum(starts) / 2), 100)
     # each member's share of -q follows its mean log-rate span, the second from its start
-    first = family.per_image_curve(per_image, "high")
+    first = calibration.per_image_curve(per_image, "high")
     assert 0 < low.quality[1] == high.quality[0] < 100 and first[0][1] < 0.6
     family.save(built, tmp_path / "fam.family.json")
     again = family.load_family(tmp_path / "fam.family.json")
@@ -273,7 +275,9 @@ def test_build_with_match_runs_each_member_to_its_top_and_starts_the_next_at_the
     # with a top rule the first member keeps it, and the start follows each image's own top:
     # image 0 (0.5 bpp at the top) keeps -q 100; image 1 (0.8 bpp) tops out 10 * log2(1.6) lower
     rule = family.TopRule(bpp=0.5, per_octave=10, lowest=50)
-    ruled = family.build("fam", family.mean_curves(per_image), tmp_path, None, per_image, 1.03, rule)
+    ruled = calibration.build(
+        "fam", calibration.mean_curves(per_image), tmp_path, None, per_image, 1.03, rule
+    )
     assert ruled.name == "fam" and ruled.members[0].top_by_rate == rule
     assert ruled.members[1].top_by_rate is None
     t1 = 100 - 10 * math.log2(1.6)
@@ -292,12 +296,12 @@ def test_solve_finds_the_quality_of_a_goal_or_the_nearest_end():
         calls.append(q)
         return 0.05 * q + 0.002 * q * q / 10
 
-    q = codec._solve(f, f(37.0), 50.0, 100.0)
-    assert abs(f(q) - f(37.0)) <= math.log1p(codec.MATCH_TOLERANCE)
+    q = placement._solve(f, f(37.0), 50.0, 100.0)
+    assert abs(f(q) - f(37.0)) <= math.log1p(placement.MATCH_TOLERANCE)
     calls.clear()
-    assert codec._solve(f, f(100.0) + 1, 50.0, 100.0) == 100.0
-    assert codec._solve(f, -1.0, 50.0, 100.0) == 0.0
-    assert len(calls) <= 2 * codec.MATCH_TRIES
+    assert placement._solve(f, f(100.0) + 1, 50.0, 100.0) == 100.0
+    assert placement._solve(f, -1.0, 50.0, 100.0) == 0.0
+    assert len(calls) <= 2 * placement.MATCH_TRIES
 
 
 def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
@@ -306,7 +310,7 @@ def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
     lo, hi = tmp_path / "hlo.pt", tmp_path / "hhi.pt"
     for seed in range(2):
         image = ImageData(photo_like(160, 224, seed=seed), None, "RGB")
-        placer = codec.Placer(path, image, torch.device("cpu"))
+        placer = placement.Placer(path, image, torch.device("cpu"))
         top = placer.pack(39.99)
         first = placer.pack(40.0)
         assert (top.header.model_name, first.header.model_name) == ("hlo", "hhi")
@@ -315,7 +319,7 @@ def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
         assert 0 < start < 100 and first.local == start
         # matched on the coder's estimates of the two members' latents...
         goal = 1.03 * placer.estimate(lo, 60)
-        assert abs(math.log(placer.estimate(hi, start) / goal)) <= math.log1p(codec.MATCH_TOLERANCE)
+        assert abs(math.log(placer.estimate(hi, start) / goal)) <= math.log1p(placement.MATCH_TOLERANCE)
         # ...which puts the real files near that ratio too (the calibrated start, -q 50, gives
         # about half; these tiny random models' estimates run 10-15% low, the bundled members'
         # within a few percent: benchmarks/smoothness.py)
@@ -329,7 +333,7 @@ def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
         many = codec.encode_many([image, image], path, 70, "cpu")
         assert alone.data == many[0].data == many[1].data == placer.pack(70.0).data
         assert codec.decode(alone.data, "cpu", path).width == 224
-        sized = codec.encode_to_size(image, 8 * len(first.data) / (160 * 224), path, "cpu")
+        sized = codec.encode(image, path, device="cpu", target_bpp=8 * len(first.data) / (160 * 224))
         assert len(first.data) * 0.97 <= len(sized.data) <= len(first.data)
 
 
@@ -352,7 +356,7 @@ def test_a_member_with_a_top_rule_maps_each_image_onto_its_own_top(tmp_path: Pat
     family.save(fam, tmp_path / "again.family.json")
     assert family.load_family(tmp_path / "again.family.json").members == fam.members
     image = ImageData(photo_like(160, 224, seed=0), None, "RGB")
-    placer = codec.Placer(path, image, torch.device("cpu"))
+    placer = placement.Placer(path, image, torch.device("cpu"))
     lo = tmp_path / "hlo.pt"
     bpp = 8 * placer.estimate(lo, 60) / (160 * 224)
     top = placer.top(0)

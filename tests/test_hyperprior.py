@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from aecompress import codec, coding
+from aecompress import codec, coding, passes
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.errors import ModelError
@@ -99,19 +99,19 @@ def test_decoded_integers_are_the_encoders(hyper_model: Path) -> None:
     file = Path(str(hyper_model) + ".sample.aec")
     file.write_bytes(data)
     script = (
-        "import sys, hashlib, torch; from aecompress import codec, format as f; "
+        "import sys, hashlib, torch; from aecompress import codec, passes, format as f; "
         "from aecompress.latents import coder_for; "
-        "net, _ = codec.model_on(codec.resolve(sys.argv[2]), torch.device('cpu')); "
+        "net, _ = passes.model_on(codec.resolve(sys.argv[2]), torch.device('cpu')); "
         "y = coder_for(net).restore(net, f.unpack(open(sys.argv[1], 'rb').read())); "
         "print(hashlib.sha256(y.numpy().tobytes()).hexdigest())"
     )
-    net, _ = codec.model_on(hyper_model, torch.device("cpu"))
+    net, _ = passes.model_on(hyper_model, torch.device("cpu"))
     parsed = aecformat.unpack(data)
     roles = {t.role: t for t in parsed.tensors}
     assert roles[coding.ROLE_LATENTS].dictionaries == coding.SCALE_CLASS_DICTIONARIES
     assert len(coding.dictionaries(coding.SCALE_CLASS_DICTIONARIES)) <= 3 * net.scale_class_count + 2
     here = coder_for(net).restore(net, parsed).numpy()
-    latents = codec.analyse(net, image.rgb, torch.device("cpu"), None)
+    latents = passes.analyse(net, image.rgb, torch.device("cpu"), None)
     _, y, _ = ScaleClassCoder()._integers(net, latents, 60.0)
     igain = net.gains(torch.tensor([net.rate_position(60.0)]))[1][0]
     encoders = (torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]).numpy()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from aecompress import codec
+from aecompress import codec, placement
 from aecompress.evaluate import at_rate, load_folder, measure_aec, pillow_curve
 from aecompress.family import find_family
 from aecompress.imageio import read_image
@@ -32,7 +32,7 @@ def test_with_no_user_models_the_default_is_the_bundled_family(
     family = find_family(None)
     assert family is not None and family.folder.resolve() == FAMILY.parent.resolve()
     assert family.name == "default"
-    assert codec.pick_model(None, codec.DEFAULT_QUALITY)[0] == REPO / "models" / "hyperprior.pt"
+    assert placement.pick_model(None, codec.DEFAULT_QUALITY)[0] == REPO / "models" / "hyperprior.pt"
 
 
 @needs_family
@@ -104,7 +104,7 @@ def test_file_size_rises_with_quality_in_fine_steps() -> None:
     falls here, up to 1.4%, and the family's old top switch fell 13%); the writer's settings leave
     at most a dip of 0.5%."""
     image = read_image(REPO / "samples" / "parrots.png")
-    placer = codec.Placer(FAMILY, image, torch.device("cpu"))
+    placer = placement.Placer(FAMILY, image, torch.device("cpu"))
     sizes = [len(placer.pack(float(q)).data) for q in np.arange(0, 100.01, 0.5)]
     falls = [(0.5 * i, a, b) for i, (a, b) in enumerate(itertools.pairwise(sizes)) if b < a]
     assert len(falls) <= 2 and all(b > 0.99 * a for _, a, b in falls), falls
@@ -118,7 +118,7 @@ def test_each_step_of_q_grows_the_file_by_at_most_12_percent_on_kodak() -> None:
     between neighbouring integer -q the file never grows more than 12% nor shrinks more than 1%.
     A hand-over fixed in -q jumped by up to 63% here; the default family hands over by size."""
     for name, image in load_folder(KODAK)[::4]:
-        placer = codec.Placer(FAMILY, image, torch.device("cpu"))
+        placer = placement.Placer(FAMILY, image, torch.device("cpu"))
         sizes = [len(placer.pack(float(q)).data) for q in range(101)]
         steps = [b / a for a, b in itertools.pairwise(sizes)]
         assert min(steps) >= 0.99 and max(steps) <= 1.12, (name, min(steps), max(steps))
@@ -128,7 +128,7 @@ def test_each_step_of_q_grows_the_file_by_at_most_12_percent_on_kodak() -> None:
 @pytest.mark.parametrize("target", [0.15, 0.25, 0.4])
 def test_target_bpp_lands_at_or_just_under_the_target(target: float) -> None:
     image = read_image(REPO / "samples" / "parrots.png")
-    result = codec.encode_to_size(image, target, FACTORIZED, "cpu")
+    result = codec.encode(image, FACTORIZED, device="cpu", target_bpp=target)
     bpp = 8 * len(result.data) / (image.width * image.height)
     assert target * 0.95 <= bpp <= target
 
@@ -136,15 +136,15 @@ def test_target_bpp_lands_at_or_just_under_the_target(target: float) -> None:
 @needs_model
 def test_target_bpp_out_of_reach_gives_the_nearest_file() -> None:
     image = read_image(REPO / "samples" / "parrots.png")
-    assert codec.encode_to_size(image, 50.0, FACTORIZED, "cpu").header.quality == 100
-    assert codec.encode_to_size(image, 0.001, FACTORIZED, "cpu").header.quality == 0
+    assert codec.encode(image, FACTORIZED, device="cpu", target_bpp=50.0).header.quality == 100
+    assert codec.encode(image, FACTORIZED, device="cpu", target_bpp=0.001).header.quality == 0
 
 
 @needs_family
 @pytest.mark.parametrize("target", [0.3, 1.0])
 def test_target_bpp_searches_across_the_members_of_the_default_family(target: float) -> None:
     image = read_image(REPO / "samples" / "parrots.png")
-    result = codec.encode_to_size(image, target, FAMILY, "cpu")
+    result = codec.encode(image, FAMILY, device="cpu", target_bpp=target)
     bpp = 8 * len(result.data) / (image.width * image.height)
     assert target * 0.95 <= bpp <= target
 
@@ -165,7 +165,7 @@ def test_target_bpp_at_a_member_switch_lands_within_5_percent_and_loses_at_most_
         below = codec.encode(image, FAMILY, edge - 0.01, "cpu")
         above = codec.encode(image, FAMILY, edge + 0.01, "cpu")
         target = 8 * (len(below.data) + len(above.data)) / 2 / pixels  # in the middle of the jump
-        result = codec.encode_to_size(image, target, FAMILY, "cpu")
+        result = codec.encode(image, FAMILY, device="cpu", target_bpp=target)
         bpp = 8 * len(result.data) / pixels
         assert target * 0.95 <= bpp <= target, (edge, len(below.data), len(above.data), len(result.data))
         back = codec.decode(result.data, "cpu", FAMILY)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from aecompress import codec
+from aecompress import codec, passes
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.imageio import from_pil, read_image
@@ -46,11 +46,11 @@ def test_refinement_gains_psnr_at_about_the_same_size(crop: np.ndarray) -> None:
 def test_tiled_refinement_moves_only_latents_and_never_loses(crop: np.ndarray) -> None:
     net, _ = load_model(FACTORIZED)
     device = torch.device("cpu")
-    latents = codec.analyse(net, crop, device)
+    latents = passes.analyse(net, crop, device)
     step = codec.quality_to_step(60)
 
     def error(y: torch.Tensor) -> float:
-        decoded = codec.synthesize(net, torch.round(y / step) * step, crop.shape[:2], device)
+        decoded = passes.synthesize(net, torch.round(y / step) * step, crop.shape[:2], device)
         return float(np.mean((decoded.astype(float) - crop) ** 2))
 
     grid = coder_for(net).grid(net, 60)
@@ -64,7 +64,7 @@ def test_tiled_refinement_moves_only_latents_and_never_loses(crop: np.ndarray) -
 @needs_model
 def test_target_bpp_with_effort_stays_under_the_target(crop: np.ndarray) -> None:
     image = from_pil(Image.fromarray(crop))
-    result = codec.encode_to_size(image, 0.5, FACTORIZED, "cpu", effort=3)
+    result = codec.encode(image, FACTORIZED, device="cpu", effort=3, target_bpp=0.5)
     assert 0.45 <= 8 * len(result.data) / (image.width * image.height) <= 0.5
 
 

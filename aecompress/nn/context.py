@@ -22,9 +22,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from aecompress.nn.base import LatentCodec, TrainOutput
 from aecompress.nn.entropy import gaussian_bits
 from aecompress.nn.models import LOG2_SCALE_MAX, LOG2_SCALE_MIN, HyperpriorCodec, _up
-from aecompress.nn.registry import LatentCodec, TrainOutput, register
+from aecompress.nn.registry import register
 
 CONTEXT_LAMBDAS = (0.0018, 0.0048, 0.013, 0.035, 0.093, 0.25, 0.6)
 CONTEXT_RATE_RANGE = (-1.5, 6.5)

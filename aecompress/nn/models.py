@@ -8,10 +8,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from aecompress.nn.base import LatentCodec, TrainOutput
 from aecompress.nn.entropy import FactorizedDensity, gaussian_bits
 from aecompress.nn.integer import ACT_BITS, WEIGHT_BITS, IntegerNet
 from aecompress.nn.layers import activation
-from aecompress.nn.registry import LatentCodec, TrainOutput, register
+from aecompress.nn.registry import register
 
 
 def _down(cin: int, cout: int, stride: int = 2) -> nn.Conv2d:
@@ -222,6 +223,7 @@ class HyperpriorCodec(LatentCodec):
             rate_range=rate_range,
         )  # fmt: skip
         self.rate_range = (rate_range[0], rate_range[1])
+        self.hyper_latent_channels = hyper_latent_channels
         n, m, h, zc = channels, latent_channels, hyper_channels, hyper_latent_channels
         self.latent_channels = m
         self.stride = 2**downsamples

@@ -1,0 +1,137 @@
+"""One network's float latents <-> .aec bytes: the coder's tensors under a header, and back to
+pixels. Callers bring the network (``passes.model_on``) and the model's own -q; which model and
+which -q serve an image is ``placement``'s business.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aecompress import format as aecformat
+from aecompress.defaults import DEFAULT_QUALITY
+from aecompress.errors import FormatError
+from aecompress.imageio import ImageData
+from aecompress.latents import coder_for
+from aecompress.nn import LatentCodec
+from aecompress.passes import analyse, model_on, synthesize, synthesize_stack
+from aecompress.refine import refine
+
+
+def encode_with(
+    net: LatentCodec,
+    name: str,
+    digest: bytes,
+    image: ImageData,
+    quality: float = DEFAULT_QUALITY,
+    device: torch.device | None = None,
+    tile: int | None = None,
+    effort: int = 0,
+    label: float | None = None,
+) -> tuple[bytes, aecformat.AecHeader]:
+    """Compress an image with a network in hand (also used by training's validation).
+
+    ``quality`` is this network's own -q; ``label`` is the -q the user asked for, which the
+    header records (they differ when a family member serves the request). ``effort`` is the
+    number of refinement iterations (``aecompress.refine``); 0 is the encoder's single pass.
+    """
+    dev = device or torch.device("cpu")
+    latents = analyse(net, image.rgb, dev, tile)
+    return refine_and_pack(net, name, digest, image, latents, quality, label, effort, dev)
+
+
+def pack_file(
+    path: Path,
+    image: ImageData,
+    latents: torch.Tensor,
+    quality: float,
+    label: float,
+    effort: int,
+    device: torch.device,
+) -> tuple[bytes, aecformat.AecHeader]:
+    """The file a model file makes of an image's latents at its own ``quality`` (refined first
+    with ``effort`` > 0), recording ``label`` as the -q."""
+    net, info = model_on(path, device)
+    return refine_and_pack(net, info.name, info.weights_hash, image, latents, quality, label, effort, device)
+
+
+def refine_and_pack(
+    net: LatentCodec,
+    name: str,
+    digest: bytes,
+    image: ImageData,
+    latents: torch.Tensor,
+    quality: float,
+    label: float | None,
+    effort: int,
+    device: torch.device,
+) -> tuple[bytes, aecformat.AecHeader]:
+    """``effort`` refinement passes on the coder's grid (none at 0), then ``pack_latents``."""
+    latents = refine(net, latents, image.rgb, coder_for(net).grid(net, quality), effort, device)
+    return pack_latents(net, name, digest, image, latents, quality, label)
+
+
+def pack_latents(
+    net: LatentCodec,
+    name: str,
+    digest: bytes,
+    image: ImageData,
+    latents: torch.Tensor,
+    quality: float,
+    label: float | None = None,
+) -> tuple[bytes, aecformat.AecHeader]:
+    """Quantize at the network's own ``quality`` and pack, recording ``label`` (the asked -q)."""
+    coded = coder_for(net).code(net, latents, quality)
+    c, lh, lw = latents.shape
+    header = aecformat.AecHeader(
+        width=image.width,
+        height=image.height,
+        mode=image.mode,
+        source_mode=image.source_mode or image.mode,
+        source_bits=image.source_bits,
+        quality=round(quality if label is None else label),
+        model_name=name,
+        model_hash=digest,
+        stride=net.stride,
+        channels=c,
+        latent_height=lh,
+        latent_width=lw,
+        dtype=coded.dtype,
+        step=coded.step,
+    )
+    data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order)
+    return data, header
+
+
+def decode_with(
+    net: LatentCodec, aec: aecformat.AecFile, device: torch.device | None = None, tile: int | None = None
+) -> ImageData:
+    """Restore an image from a parsed .aec file with a network in hand."""
+    h = aec.header
+    _check_layout(net, h)
+    latents = coder_for(net).restore(net, aec)
+    alpha = aec.alpha_array()
+    rgb = synthesize(net, latents, (h.height, h.width), device or torch.device("cpu"), tile)
+    return ImageData(rgb, alpha, h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
+
+
+def decode_stack(net: LatentCodec, files: list[aecformat.AecFile], device: torch.device) -> list[ImageData]:
+    """Files whose latents share one shape, through the decoder in one pass."""
+    for aec in files:
+        _check_layout(net, aec.header)
+    pixels = synthesize_stack(net, [coder_for(net).restore(net, a) for a in files], device)
+    images = []
+    for aec, rgb in zip(files, pixels, strict=True):
+        h = aec.header
+        crop = np.ascontiguousarray(rgb[: h.height, : h.width])
+        images.append(
+            ImageData(crop, aec.alpha_array(), h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
+        )
+    return images
+
+
+def _check_layout(net: LatentCodec, h: aecformat.AecHeader) -> None:
+    if net.stride != h.stride or net.latent_channels != h.channels:
+        raise FormatError(f"latent layout {h.channels}x/{h.stride} does not match model {h.model_name!r}")
