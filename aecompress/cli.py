@@ -525,7 +525,8 @@ def train(
         str | None,
         typer.Option(
             "--arch",
-            help="Architecture: factorized, hyperprior (variable rate, with side information) or "
+            help="Architecture: factorized, hyperprior (variable rate, with side information), context "
+            "(a hyperprior with means and channel-slice context) or "
             "tutorial. Default: the --init model's (fine-tuning keeps it), else factorized.",
         ),
     ] = None,
@@ -654,51 +655,23 @@ def train(
     with _user_errors():
         import torch
 
-        from aecompress.errors import TrainingError
-        from aecompress.modelfile import read_info
         from aecompress.placement import pick_model
-        from aecompress.train import TrainConfig
+        from aecompress.train import make_config
         from aecompress.train import train as run_training
 
-        if not output:
-            raise TrainingError("-o/--output MODEL is required")
-        if dataset == "stl10":
-            if not data_root:
-                raise TrainingError("--dataset stl10 needs --data-root DIR")
-            sources = [data_root]
-        elif data:
-            sources = list(data)
-        else:
-            raise TrainingError("give a folder of training images (or --dataset stl10 --data-root DIR)")
         if threads:
             torch.set_num_threads(threads)
         # a family (--init default) starts from the member that codes its default -q
         init_path = pick_model(init, DEFAULT_QUALITY)[0] if init and not resume else None
-        if arch is None:
-            arch = read_info(init_path).arch if init_path else "factorized"
-        arch_config: dict[str, Any] = {}
-        if arch in ("factorized", "hyperprior"):
-            arch_config = {"channels": channels, "act": act}
-            if stride is not None:
-                if stride not in (2, 4, 8, 16):
-                    raise TrainingError(f"--stride must be 2, 4, 8 or 16, not {stride}")
-                arch_config["downsamples"] = stride.bit_length() - 1
-        elif stride is not None:
-            raise TrainingError(f"--stride applies to the factorized architecture, not {arch!r}")
-        if lambdas is not None or rate_range is not None:
-            if arch != "hyperprior":
-                raise TrainingError(f"--lambdas and --rate-range apply to the hyperprior, not {arch!r}")
-            if lambdas is not None:
-                arch_config["lambdas"] = _floats(lambdas, "--lambdas")
-            if rate_range is not None:
-                arch_config["rate_range"] = _floats(rate_range, "--rate-range")
-        cfg = TrainConfig(
-            data=sources, output=output, arch=arch, arch_config=arch_config,
+        cfg = make_config(
+            data=data, output=output, dataset=dataset, data_root=data_root, arch=arch, init=init_path,
+            channels=channels, act=act, stride=stride,
+            lambdas=_floats(lambdas, "--lambdas") if lambdas is not None else None,
+            rate_range=_floats(rate_range, "--rate-range") if rate_range is not None else None,
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, lmbda=lmbda, seed=seed, device=device,
-            workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
-            val=val, val_every=val_every,
-            time_budget=time_budget, init=str(init_path) if init_path else None, name=name, dataset=dataset,
-            precision=precision, lr_scales=_lr_scales(lr_scale or []), ema=ema, frozen=list(freeze or []),
+            workers=workers, checkpoint_every=checkpoint_every, log_every=log_every, val=val,
+            val_every=val_every, time_budget=time_budget, name=name, precision=precision,
+            lr_scales=_lr_scales(lr_scale or []), ema=ema, frozen=list(freeze or []),
             ms_ssim_weight=ms_ssim_weight, command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
         stop_requested = False

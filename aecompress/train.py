@@ -37,7 +37,7 @@ from aecompress.errors import TrainingError
 from aecompress.fileio import atomic_torch_save, atomic_write
 from aecompress.imageio import ImageData
 from aecompress.metrics import ms_ssim_batch, psnr
-from aecompress.modelfile import load_model, save_model
+from aecompress.modelfile import load_model, read_info, save_model
 from aecompress.nn import LatentCodec, build
 from aecompress.nn.models import FactorizedCodec
 
@@ -61,7 +61,7 @@ class TrainConfig:
     output: str
     arch: str = "factorized"
     arch_config: dict[str, Any] = field(default_factory=dict)
-    steps: int = 100_000
+    steps: int = 20_000
     batch_size: int = 8
     crop: int | None = None
     lr: float = 5e-4
@@ -86,6 +86,64 @@ class TrainConfig:
     frozen: list[str] = field(default_factory=list)  # parameter-name prefixes that do not train
     ms_ssim_weight: float | None = None  # share of MS-SSIM in the distortion; None: as saved, else 0
     command: str = ""
+
+
+ARCHS_WITH_TRANSFORMS = ("factorized", "hyperprior", "context")  # --channels, --act, --stride apply
+VARIABLE_RATE = ("hyperprior", "context")  # --lambdas, --rate-range apply
+
+
+def make_config(
+    *,
+    data: list[str] | None,
+    output: str,
+    dataset: str = "folder",
+    data_root: str | None = None,
+    arch: str | None = None,
+    init: Path | None = None,
+    channels: int = 128,
+    act: str = "gdn",
+    stride: int | None = None,
+    lambdas: list[float] | None = None,
+    rate_range: list[float] | None = None,
+    **settings: Any,
+) -> TrainConfig:
+    """The training rules, from what a user asked for: a config or one clear TrainingError.
+
+    ``init`` is a model file (a family's member already chosen); the architecture defaults to
+    its own (fine-tuning keeps it), else factorized. ``settings`` are TrainConfig's other fields.
+    """
+    if not output:
+        raise TrainingError("-o/--output MODEL is required")
+    if dataset == "stl10":
+        if not data_root:
+            raise TrainingError("--dataset stl10 needs --data-root DIR")
+        sources = [data_root]
+    elif data:
+        sources = list(data)
+    else:
+        raise TrainingError("give a folder of training images (or --dataset stl10 --data-root DIR)")
+    if arch is None:
+        arch = read_info(init).arch if init else "factorized"
+    arch_config: dict[str, Any] = {}
+    if arch in ARCHS_WITH_TRANSFORMS:
+        arch_config = {"channels": channels, "act": act}
+        if stride is not None:
+            if stride not in (2, 4, 8, 16):
+                raise TrainingError(f"--stride must be 2, 4, 8 or 16, not {stride}")
+            arch_config["downsamples"] = stride.bit_length() - 1
+    elif stride is not None:
+        raise TrainingError(f"--stride applies to the factorized architecture, not {arch!r}")
+    if lambdas is not None or rate_range is not None:
+        if arch not in VARIABLE_RATE:
+            raise TrainingError(f"--lambdas and --rate-range apply to variable-rate models, not {arch!r}")
+        if lambdas is not None:
+            arch_config["lambdas"] = lambdas
+        if rate_range is not None:
+            arch_config["rate_range"] = rate_range
+    return TrainConfig(
+        data=sources, output=output, arch=arch, arch_config=arch_config, dataset=dataset,
+        init=str(init) if init else None, **settings,
+    )  # fmt: skip
 
 
 @dataclass
@@ -329,13 +387,8 @@ def validate(
     return {"val_bpp": float(np.mean(bpps)), "val_psnr": float(np.mean(psnrs))}, Image.fromarray(grid)
 
 
-def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = None) -> Path:
-    """Train (or resume) a codec and write the model file at cfg.output; returns its path."""
-    hooks = hooks or TrainHooks()
-    output = Path(cfg.output)
-    ckpt_path = checkpoint_path(output)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+def _device_for(cfg: TrainConfig, world: int) -> torch.device:
+    """The device this process trains on (its own GPU under torchrun), with the fast settings."""
     device = select_device(cfg.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -344,33 +397,104 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return device
 
+
+RESUME_MAY_CHANGE = (
+    "device",
+    "workers",
+    "checkpoint_every",
+    "log_every",
+    "val_every",
+    "time_budget",
+    "command",
+    "steps",
+)
+
+
+def resumed_config(cfg: TrainConfig, state: dict[str, Any]) -> TrainConfig:
+    """The saved run's config, with what a resume may change taken from ``cfg``: where and how
+    often it reports, the schedule's length (``--steps`` moves the decays), the weight average
+    (it can start on a resume, never silently stop) and the MS-SSIM blend when given."""
+    saved = dict(state["config"])
+    saved["decay_at"] = tuple(saved["decay_at"])
+    keep = set(RESUME_MAY_CHANGE)
+    if cfg.ms_ssim_weight is not None:
+        keep.add("ms_ssim_weight")  # the distortion may change at a resume (a fine-tune's branch)
+    merged = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in keep}})
+    merged.ema = cfg.ema or merged.ema
+    return merged
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """The rules a config must meet before any work (each a clear TrainingError)."""
+    if not 0.0 <= (cfg.ms_ssim_weight or 0.0) <= 1.0:
+        raise TrainingError(f"--ms-ssim-weight must be in [0, 1], not {cfg.ms_ssim_weight}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise TrainingError(f"--ema must be in [0, 1), not {cfg.ema}")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise TrainingError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds while it steps."""
+
+    cfg: TrainConfig
+    model: LatentCodec
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    average: WeightAverage | None
+    device: torch.device
+    output: Path
+    rank: int
+    world: int
+    step: int
+    elapsed_before: float
+    started: float = field(default_factory=time.monotonic)
+    last_val: dict[str, float] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def save_checkpoint(self) -> None:
+        if self.rank == 0:
+            payload = {
+                "config": asdict(self.cfg),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                **({"ema": self.average.state} if self.average else {}),
+                "step": self.step,
+                "elapsed": self.elapsed(),
+            }
+            atomic_torch_save(payload, checkpoint_path(self.output))
+
+    def validate(self, images: list[np.ndarray], hooks: TrainHooks) -> None:
+        if self.rank != 0 or not images:
+            return
+        metrics, preview = validate(self.average.model() if self.average else self.model, images, self.device)
+        self.last_val = {**metrics, "step": self.step}
+        if preview is not None:
+            buf = io.BytesIO()
+            preview.save(buf, "PNG")
+            atomic_write(preview_path(self.output), buf.getvalue(), force=True)
+        with open(log_path(self.output), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"validation": True, **self.last_val}) + "\n")
+        if hooks.on_val:
+            hooks.on_val(self.last_val)
+
+
+def _start(cfg: TrainConfig, resume: bool, device: torch.device, rank: int, world: int) -> _Run:
+    """The model (fresh, warm-started or resumed), its optimizer and weight average."""
     state: dict[str, Any] | None = None
     if resume:
+        ckpt_path = checkpoint_path(Path(cfg.output))
         if not ckpt_path.is_file():
             raise TrainingError(f"nothing to resume: {ckpt_path} does not exist")
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved = dict(state["config"])
-        saved["decay_at"] = tuple(saved["decay_at"])
-        keep = {
-            "device",
-            "workers",
-            "checkpoint_every",
-            "log_every",
-            "val_every",
-            "time_budget",
-            "command",
-            "steps",
-        }
-        ema_given = cfg.ema
-        if cfg.ms_ssim_weight is not None:
-            keep.add("ms_ssim_weight")  # the distortion may change at a resume (a fine-tune's branch)
-        cfg = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in keep}})
-        cfg.ema = ema_given or cfg.ema  # averaging can start on a resume, never silently stop
-
+        cfg = resumed_config(cfg, state)
     cfg.ms_ssim_weight = cfg.ms_ssim_weight or 0.0
-    if not 0.0 <= cfg.ms_ssim_weight <= 1.0:
-        raise TrainingError(f"--ms-ssim-weight must be in [0, 1], not {cfg.ms_ssim_weight}")
+    check_config(cfg)
     torch.manual_seed(cfg.seed)
     model = build(cfg.arch, cfg.arch_config) if state else _make_model(cfg)
     cfg.arch, cfg.arch_config = model.arch, dict(model.config)
@@ -381,21 +505,18 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
     frozen = freeze(model, cfg.frozen)
     if frozen == sum(1 for _ in model.parameters()):
         raise TrainingError("--freeze leaves nothing to train")
+    if frozen and rank == 0:
+        log.info("%d parameter tensors frozen (%s)", frozen, ", ".join(cfg.frozen))
     optimizer = torch.optim.Adam(
-        parameter_groups(model, cfg.lr_scales),
-        lr=cfg.lr,
-        weight_decay=model.weight_decay,
+        parameter_groups(model, cfg.lr_scales), lr=cfg.lr, weight_decay=model.weight_decay,
         fused=device.type == "cuda",
-    )
-    step, elapsed_before = 0, 0.0
+    )  # fmt: skip
+    step, elapsed = 0, 0.0
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, elapsed_before = int(state["step"]), float(state["elapsed"])
-    if not 0.0 <= cfg.ema < 1.0:
-        raise TrainingError(f"--ema must be in [0, 1), not {cfg.ema}")
+        step, elapsed = int(state["step"]), float(state["elapsed"])
     average = WeightAverage(model, cfg.ema, state.get("ema") if state else None) if cfg.ema else None
-
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     net: torch.nn.Module = model
@@ -403,143 +524,130 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    return _Run(cfg, model, net, optimizer, average, device, Path(cfg.output), rank, world, step, elapsed)
 
-    if cfg.precision not in ("fp32", "bf16"):
-        raise TrainingError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
+
+def _progress(run: _Run, hooks: TrainHooks) -> tuple[float, bool]:
+    """How far the schedule is (steps or time budget), and whether to stop (agreed by all ranks)."""
+    cfg = run.cfg
+    progress = run.step / cfg.steps
+    if cfg.time_budget:
+        progress = max(progress, run.elapsed() / cfg.time_budget)
+    stop = progress >= 1.0 or bool(hooks.stop and hooks.stop(run.step))
+    if run.world > 1:
+        agreed = torch.tensor([progress, float(stop)], device=run.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        progress, stop = float(agreed[0]), bool(agreed[1] > 0)
+    return progress, stop
+
+
+def _step(run: _Run, batch_u8: torch.Tensor, lr: float) -> dict[str, torch.Tensor] | None:
+    """One optimizer step on a batch; None when its gradients were not finite (skipped)."""
+    cfg = run.cfg
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    torch.manual_seed((cfg.seed * 1_000_003 + run.step * 7919 + run.rank) % (1 << 62))
+    batch = batch_u8.to(run.device, non_blocking=True).float().div_(255.0)
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        loss, parts = rd_loss(run.net, batch, cfg.lmbda, run.model.rate_distortion, cfg.ms_ssim_weight or 0.0)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
+    run.step += 1
+    if not torch.isfinite(norm):
+        return None
+    run.optimizer.step()
+    if run.average:
+        run.average.update(run.model)
+    return parts
+
+
+def _log(run: _Run, sums: dict[str, torch.Tensor], lr: float, progress: float, hooks: TrainHooks) -> None:
+    record: dict[str, Any] = {k: float(v) / run.cfg.log_every for k, v in sums.items()}
+    record.update(
+        psnr=round(psnr_from_mse(record["mse"]), 3), step=run.step, lr=lr,
+        elapsed=round(run.elapsed(), 1), progress=round(progress, 4),
+    )  # fmt: skip
+    with open(log_path(run.output), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if hooks.on_log:
+        hooks.on_log(record)
+
+
+def _finish(run: _Run, dataset: train_data.CropDataset, val_images: list[np.ndarray], summary: dict[str, Any],
+            hooks: TrainHooks) -> None:  # fmt: skip
+    """Calibrate, checkpoint, validate (unless this step was), and write the model file and card."""
+    cfg, model = run.cfg, run.model
+    if run.rank == 0:
+        model.eval()
+        sample = torch.stack([dataset[i] for i in range(64)]).to(run.device).float().div_(255.0)
+        model.calibrate(sample)
+        model.train()
+    run.save_checkpoint()
+    if not run.last_val or run.last_val.get("step") != run.step:
+        run.validate(val_images, hooks)
+    if run.rank != 0:
+        return
+    model.eval()
+    card = {
+        "name": cfg.name or run.output.stem, "arch": cfg.arch, "config": cfg.arch_config,
+        "lambda": cfg.lmbda if model.rate_distortion else None,
+        "loss": loss_formula(model.rate_distortion, cfg.ms_ssim_weight or 0.0),
+        "steps": run.step, "batch_size": cfg.batch_size * run.world, "crop": cfg.crop, "data": summary,
+        "validation": run.last_val, "train_seconds": round(run.elapsed(), 1),
+        "device": f"{run.device} x{run.world}", "init": cfg.init, "weight_average": cfg.ema or None,
+        "frozen": cfg.frozen or None, "command": cfg.command,
+    }  # fmt: skip
+    save_model(run.average.model() if run.average else model, run.output, cfg.name or run.output.stem, card)
+
+
+def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = None) -> Path:
+    """Train (or resume) a codec and write the model file at cfg.output; returns its path."""
+    hooks = hooks or TrainHooks()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    run = _start(cfg, resume, _device_for(cfg, world), rank, world)
+    cfg = run.cfg
     images, val_images, summary = _training_images(cfg)
     summary["world_size"] = world
-    dataset = train_data.CropDataset(images, cfg.crop, cfg.seed, model.input_size)
-    workers = cfg.workers if cfg.workers is not None else (0 if device.type == "cpu" else 4)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=train_data.IndexRange(step, cfg.steps, cfg.batch_size, rank, world),
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
+    dataset = train_data.CropDataset(
+        images, cfg.crop or run.model.default_crop, cfg.seed, run.model.input_size
     )
+    workers = cfg.workers if cfg.workers is not None else (0 if run.device.type == "cpu" else 4)
+    loader = DataLoader(
+        dataset, batch_size=cfg.batch_size,
+        sampler=train_data.IndexRange(run.step, cfg.steps, cfg.batch_size, rank, world),
+        num_workers=workers, pin_memory=run.device.type == "cuda", prefetch_factor=4 if workers else None,
+    )  # fmt: skip
     if rank == 0:
-        log.info("training %s on %d images (%s) on %s x%d", cfg.arch, len(images), summary, device, world)
-        if frozen:
-            log.info("%d parameter tensors frozen (%s)", frozen, ", ".join(cfg.frozen))
-
-    start = time.monotonic()
-    last_val: dict[str, float] = {}
-
-    def save_checkpoint() -> None:
-        if rank == 0:
-            payload = {
-                "config": asdict(cfg),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                **({"ema": average.state} if average else {}),
-                "step": step,
-                "elapsed": elapsed_before + time.monotonic() - start,
-            }
-            atomic_torch_save(payload, ckpt_path)
-
-    def run_validation() -> None:
-        nonlocal last_val
-        if rank != 0 or not val_images:
-            return
-        metrics, preview = validate(average.model() if average else model, val_images, device)
-        last_val = {**metrics, "step": step}
-        if preview is not None:
-            buf = io.BytesIO()
-            preview.save(buf, "PNG")
-            atomic_write(preview_path(output), buf.getvalue(), force=True)
-        with open(log_path(output), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"validation": True, **last_val}) + "\n")
-        if hooks.on_val:
-            hooks.on_val(last_val)
-
+        log.info("training %s on %d images (%s) on %s x%d", cfg.arch, len(images), summary, run.device, world)
     sums: dict[str, torch.Tensor] = {}
     bad_steps = 0
     for batch_u8 in loader:
-        elapsed = elapsed_before + time.monotonic() - start
-        progress = step / cfg.steps
-        if cfg.time_budget:
-            progress = max(progress, elapsed / cfg.time_budget)
-        stop = progress >= 1.0 or bool(hooks.stop and hooks.stop(step))
-        if world > 1:
-            agreed = torch.tensor([progress, float(stop)], device=device)
-            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-            progress, stop = float(agreed[0]), bool(agreed[1] > 0)
+        progress, stop = _progress(run, hooks)
         if stop:
             break
-        lr = lr_at(cfg, step, progress)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        torch.manual_seed((cfg.seed * 1_000_003 + step * 7919 + rank) % (1 << 62))
-        batch = batch_u8.to(device, non_blocking=True).float().div_(255.0)
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            loss, parts = rd_loss(net, batch, cfg.lmbda, model.rate_distortion, cfg.ms_ssim_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        if not torch.isfinite(norm):
+        lr = lr_at(cfg, run.step, progress)
+        parts = _step(run, batch_u8, lr)
+        if parts is None:
             bad_steps += 1
             if bad_steps > 100:
                 raise TrainingError("training diverged (non-finite gradients); lower --lr")
-            step += 1
             continue
-        optimizer.step()
-        if average:
-            average.update(model)
-        step += 1
         for k, v in parts.items():
             sums[k] = sums[k] + v if k in sums else v
         if hooks.on_step and rank == 0:
-            hooks.on_step(step, progress)
-        if step % cfg.log_every == 0 and rank == 0:
-            record: dict[str, Any] = {k: float(v) / cfg.log_every for k, v in sums.items()}
-            record.update(
-                psnr=round(psnr_from_mse(record["mse"]), 3),
-                step=step,
-                lr=lr,
-                elapsed=round(elapsed, 1),
-                progress=round(progress, 4),
-            )
-            with open(log_path(output), "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-            if hooks.on_log:
-                hooks.on_log(record)
-        if step % cfg.log_every == 0:
+            hooks.on_step(run.step, progress)
+        if run.step % cfg.log_every == 0:
+            if rank == 0:
+                _log(run, sums, lr, progress, hooks)
             sums = {}
-        if step % cfg.val_every == 0:
-            run_validation()
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint()
-    if rank == 0:
-        model.eval()
-        sample = torch.stack([dataset[i] for i in range(64)]).to(device).float().div_(255.0)
-        model.calibrate(sample)
-        model.train()
-    save_checkpoint()
-    if not last_val or last_val.get("step") != step:
-        run_validation()
-    if rank == 0:
-        model.eval()
-        card = {
-            "name": cfg.name or output.stem,
-            "arch": cfg.arch,
-            "config": cfg.arch_config,
-            "lambda": cfg.lmbda if model.rate_distortion else None,
-            "loss": loss_formula(model.rate_distortion, cfg.ms_ssim_weight),
-            "steps": step,
-            "batch_size": cfg.batch_size * world,
-            "crop": cfg.crop,
-            "data": summary,
-            "validation": last_val,
-            "train_seconds": round(elapsed_before + time.monotonic() - start, 1),
-            "device": f"{device} x{world}",
-            "init": cfg.init,
-            "weight_average": cfg.ema or None,
-            "frozen": cfg.frozen or None,
-            "command": cfg.command,
-        }
-        save_model(average.model() if average else model, output, cfg.name or output.stem, card)
+        if run.step % cfg.val_every == 0:
+            run.validate(val_images, hooks)
+        if run.step % cfg.checkpoint_every == 0:
+            run.save_checkpoint()
+    _finish(run, dataset, val_images, summary, hooks)
     if world > 1:
         dist.barrier()
-    return output
+    return run.output

@@ -423,3 +423,36 @@ def test_train_cli_ms_ssim_weight_reaches_the_card_and_can_change_at_resume(
     assert read_info(out).card["loss"] == "lambda * 255^2 * MSE + bpp"
     bad = runner.invoke(app, [*args, "--steps", "1", "--ms-ssim-weight", "1.5"])
     assert bad.exit_code == 2 and "ms-ssim-weight" in bad.output
+
+
+def test_the_command_lines_defaults_are_the_configs() -> None:
+    """``aecompress train`` only maps flags onto TrainConfig: where both have a default, it is one
+    (a left-out --arch means the --init model's architecture: ``make_config`` decides that)."""
+    import dataclasses
+
+    import typer
+
+    from aecompress.cli import app
+    from aecompress.train import TrainConfig
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    fields = dataclasses.fields(TrainConfig)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    shared = {p.name: p.default for p in command.params if p.name in defaults and p.name != "arch"}
+    expected = {"steps", "batch_size", "lr", "lmbda", "seed", "checkpoint_every", "log_every", "val_every"}
+    assert expected <= set(shared)
+    for name, value in shared.items():
+        assert value == defaults[name], (name, value, defaults[name])
+
+
+def test_training_rules_refuse_what_does_not_apply(tmp_path: Path) -> None:
+    from aecompress.train import make_config
+
+    with pytest.raises(TrainingError, match="--output"):
+        make_config(data=[str(tmp_path)], output="")
+    with pytest.raises(TrainingError, match="--stride"):
+        make_config(data=[str(tmp_path)], output="m.pt", arch="tutorial", stride=8)
+    with pytest.raises(TrainingError, match="variable-rate"):
+        make_config(data=[str(tmp_path)], output="m.pt", arch="factorized", lambdas=[0.01, 0.1])
+    cfg = make_config(data=[str(tmp_path)], output="m.pt", arch="context", stride=8, lambdas=[0.01, 0.1])
+    assert cfg.arch_config == {"channels": 128, "act": "gdn", "downsamples": 3, "lambdas": [0.01, 0.1]}
