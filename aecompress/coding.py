@@ -461,6 +461,8 @@ class CodedTensor:
 
 ROLE_LATENTS = 1
 ROLE_HYPER_LATENTS = 2
+ROLE_SLICE = 16  # latent slice k of a model that codes its channels in slices: role 16 + k
+MAX_SLICES = 16
 DEFAULT_DICTIONARIES = 1
 SCALE_CLASS_DICTIONARIES = 2  # the dictionary set of scheme 2 tensors with the hyperprior's 20 classes
 TENSOR_ENTRY_BYTES = 10  # role, scheme, dictionary set, three u16 sides, stream count

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import zstandard
 
 from aecompress.coding import (
+    MAX_SLICES,
     MAX_STREAMS,
+    ROLE_HYPER_LATENTS,
+    ROLE_LATENTS,
+    ROLE_SLICE,
     SCHEME_GROUPED_CLASSES,
     TENSOR_ENTRY_BYTES,
     CodedTensor,
@@ -27,11 +32,12 @@ from aecompress.coding import (
 from aecompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 SIGNATURE = b"\x89AEC\r\n\x1a\n"
-FORMAT_VERSION = 5  # the newest version read (files are written in the oldest that holds them)
+FORMAT_VERSION = 6  # the newest version read (files are written in the oldest that holds them)
 PLANAR_VERSION = 3  # the version that introduced int16 latents as zigzag byte planes
 TENSOR_VERSION = 4  # the version that codes integer tensors as context-classed streams (TNSR)
 GROUPED_VERSION = 5  # the version that added scheme 3 (scale classes grouped into shared streams)
-MAX_TENSORS = 4
+SLICED_VERSION = 6  # the version that added latents coded in channel slices (roles 16 + k)
+MAX_TENSORS = 1 + MAX_SLICES  # the hyper-latents and up to MAX_SLICES latent slices
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 30
 MAX_CHANNELS = 1024
@@ -281,12 +287,11 @@ def pack(
     into .aec bytes: version 5 when a tensor uses scheme 3, else version 4, so a file stays
     readable by the releases that can read what it holds. ``order`` is the latent channels'
     stored order."""
-    latents = [t for t in tensors if t.role == 1]
-    expected = (header.channels, header.latent_height, header.latent_width)
-    if len(latents) != 1 or latents[0].shape != expected:
-        raise FormatError(f"the coded latents do not match the header's shape {expected}")
+    _check_latent_tensors(header, tensors)
+    sliced = any(t.role >= ROLE_SLICE for t in tensors)
     grouped = any(t.scheme == SCHEME_GROUPED_CLASSES for t in tensors)
-    out = _head(header, GROUPED_VERSION if grouped else TENSOR_VERSION) + _order_chunk(header, order)
+    version = SLICED_VERSION if sliced else GROUPED_VERSION if grouped else TENSOR_VERSION
+    out = _head(header, version) + _order_chunk(header, order)
     out.append(_chunk(b"TNSR", tensor_table(tensors)))
     return b"".join(out + _tail(header, alpha, icc, exif))
 
@@ -420,10 +425,12 @@ def unpack(data: bytes) -> AecFile:
     if latent_chunk not in found or (b"TNSR" if latent_chunk == b"LATN" else b"LATN") in found:
         raise FormatError(f"a version {header.version} file needs one {latent_chunk.decode()} latent chunk")
     tensors = _parse_tensors(found[b"TNSR"]) if latent_chunk == b"TNSR" else ()
-    if tensors and [t.shape for t in tensors if t.role == 1] != [
-        (header.channels, header.latent_height, header.latent_width)
-    ]:
-        raise FormatError("tensor table: the latents' shape disagrees with the header")
+    if tensors:
+        _check_latent_tensors(header, tensors)
+    if header.version < SLICED_VERSION and any(t.role >= ROLE_SLICE for t in tensors):
+        raise FormatError(
+            f"latent slices need format version {SLICED_VERSION}, the file is version {header.version}"
+        )
     if header.version < GROUPED_VERSION and any(t.scheme == SCHEME_GROUPED_CLASSES for t in tensors):
         raise FormatError(
             f"coding scheme 3 needs format version {GROUPED_VERSION}, the file is version {header.version}"
@@ -445,15 +452,41 @@ def unpack(data: bytes) -> AecFile:
     )
 
 
+def _check_latent_tensors(header: AecHeader, tensors: Sequence[CodedTensor]) -> None:
+    """The latents are one tensor of the header's shape, or slices 0..n-1 of its channels in order
+    (roles ROLE_SLICE + k) whose channel counts add up to the header's."""
+    whole = [t for t in tensors if t.role == ROLE_LATENTS]
+    slices = sorted((t for t in tensors if t.role >= ROLE_SLICE), key=lambda t: t.role)
+    plane = (header.latent_height, header.latent_width)
+    if whole and not slices:
+        if len(whole) == 1 and whole[0].shape == (header.channels, *plane):
+            return
+    elif slices and not whole:
+        roles = [t.role - ROLE_SLICE for t in slices]
+        if (
+            roles == list(range(len(slices)))
+            and len(slices) <= MAX_SLICES
+            and all(t.shape[1:] == plane for t in slices)
+            and sum(t.shape[0] for t in slices) == header.channels
+        ):
+            return
+    raise FormatError("tensor table: the latents' shape disagrees with the header")
+
+
+def _role_name(role: int) -> str:
+    if role >= ROLE_SLICE:
+        return f"latent slice {role - ROLE_SLICE}"
+    return {ROLE_LATENTS: "latents", ROLE_HYPER_LATENTS: "hyper-latents"}.get(role, f"role {role}")
+
+
 def _coding_text(aec: AecFile) -> str:
     if not aec.tensors:
         return "one zstd frame"
-    roles = {1: "latents", 2: "hyper-latents"}
     parts = []
     for t in aec.tensors:
         stored = t.stored_streams
         framed = sum(1 for f in t.frames if f) - stored
-        parts.append(f"{roles.get(t.role, f'role {t.role}')} {t.shape}: scheme {t.scheme}, "
+        parts.append(f"{_role_name(t.role)} {t.shape}: scheme {t.scheme}, "
                      f"{framed} zstd streams + {stored} stored, dictionary set {t.dictionaries}")  # fmt: skip
     return "; ".join(parts)
 

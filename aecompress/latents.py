@@ -26,9 +26,11 @@ import torch
 from aecompress import coding
 from aecompress import format as aecformat
 from aecompress.defaults import DEFAULT_QUALITY
-from aecompress.errors import FormatError
+from aecompress.errors import AecError, FormatError
 from aecompress.format import AecFile
 from aecompress.nn import LatentCodec
+from aecompress.nn.integer import ACT_BITS, WEIGHT_BITS
+from aecompress.nn.models import LOG2_SCALE_MIN
 
 
 def quality_to_step(quality: float) -> float:
@@ -143,11 +145,12 @@ class SideInformation(Protocol):
     hyper_stride: int  # latent positions per hyper-latent position
     hyper_latent_channels: int
     scale_class_count: int
-    h_a: torch.nn.Module
 
     def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
 
     def rate_position(self, quality: float) -> float: ...
+
+    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor: ...
 
     def gains(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
@@ -173,7 +176,7 @@ class ScaleClassCoder:
         position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32, device=device)
         gain = hyper.gains(position)[0][0].to(latents.device)
         scaled = (latents * gain[:, None, None]).float()
-        z_float = hyper.h_a(scaled.abs()[None].to(device))[0].cpu()
+        z_float = hyper.hyper_analysis(scaled[None].to(device))[0].cpu()
         z = torch.round(z_float).clamp_(-32768, 32767).to(torch.int16).numpy()
         y = quantize(scaled.cpu(), 1.0)
         return z, y, hyper.scale_classes(z, y.shape[1:], exact)
@@ -235,9 +238,146 @@ class ScaleClassCoder:
         return torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]
 
 
+@runtime_checkable
+class SlicedSideInformation(SideInformation, Protocol):
+    """Side information with means and a context from earlier channel slices, computed exactly
+    (``nn.context``): the integer hyper synthesis, then each slice from the ones before it."""
+
+    slices: int
+    slice_width: int
+
+    def integer_hyper(self, z: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def integer_slice(
+        self, k: int, log2_acc: np.ndarray, mean_acc: np.ndarray, decoded: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+MEAN_SHIFT = WEIGHT_BITS  # an integer network's accumulator (2^20) -> fixed point at ACT_BITS (2^8)
+
+
+def accumulator_classes(log2_acc: np.ndarray, count: int) -> np.ndarray:
+    """Scale classes (half an octave each from 2^LOG2_SCALE_MIN) of log2-scales given at an
+    integer network's accumulator scale: integer arithmetic only."""
+    start = round(LOG2_SCALE_MIN * 2**WEIGHT_BITS * 2**ACT_BITS)
+    width = 2 ** (WEIGHT_BITS + ACT_BITS - 1)
+    return np.clip((log2_acc - start) // width, 0, count - 1).astype(np.uint8)
+
+
+class SliceContextCoder:
+    """Hyper-latents, then the latents slice by slice, each quantized around its predicted mean
+    and coded by the scale class its exact integer networks give (scheme 3 per slice, format
+    version 6). The decoder reproduces each slice's classes and means from the slices before it,
+    so every number the parse needs comes from integers."""
+
+    @torch.inference_mode()
+    def _integers(
+        self, net: LatentCodec, latents: torch.Tensor, quality: float
+    ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """The hyper-latents z, each slice's residuals round(y - mean) and their classes."""
+        model = _sliced(net)
+        device = next(model.parameters()).device
+        position = torch.tensor([model.rate_position(quality)], dtype=torch.float32, device=device)
+        gain = model.gains(position)[0][0].to(latents.device)
+        scaled = (latents * gain[:, None, None]).float()
+        z_float = model.hyper_analysis(scaled[None].to(device))[0].cpu()
+        z = torch.round(z_float).clamp_(-32768, 32767).to(torch.int16).numpy()
+        y = scaled.cpu().numpy().astype(np.float64)
+        log2_acc, mean_acc = model.integer_hyper(z, (y.shape[1], y.shape[2]))
+        w = model.slice_width
+        symbols: list[np.ndarray] = []
+        classes: list[np.ndarray] = []
+        decoded: list[np.ndarray] = []
+        for k in range(model.slices):
+            log2, mean = model.integer_slice(k, log2_acc, mean_acc, decoded)
+            fixed = mean >> MEAN_SHIFT
+            residual = np.round(y[k * w : (k + 1) * w] - fixed / 2**ACT_BITS)
+            s = np.clip(residual, -32768, 32767).astype(np.int64)
+            decoded.append(s * 2**ACT_BITS + fixed)
+            symbols.append(s)
+            classes.append(accumulator_classes(log2, model.scale_class_count))
+        return z, symbols, classes
+
+    def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
+        model = _sliced(net)
+        z, symbols, classes = self._integers(net, latents, quality)
+        small = all(s.min() >= -128 and s.max() <= 127 for s in symbols if s.size)
+        dtype = np.dtype(np.int8) if small else np.dtype("<i2")
+        workers = torch.get_num_threads()
+        tensors = [coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS, workers=workers)]
+        tensors += [
+            coding.encode_grouped(
+                s.astype(dtype),
+                c,
+                model.scale_class_count,
+                coding.SCALE_CLASS_DICTIONARIES,
+                role=coding.ROLE_SLICE + k,
+                workers=workers,
+            )
+            for k, (s, c) in enumerate(zip(symbols, classes, strict=True))
+        ]
+        return CodedLatents(tensors, None, dtype, quality_to_step(quality))
+
+    def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:
+        """z coded as the file codes it, each slice at the order-0 entropy of its classes."""
+        model = _sliced(net)
+        z, symbols, classes = self._integers(net, latents, quality)
+        z_bytes = coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS).coded_bytes
+        return z_bytes + sum(
+            coding.classed_entropy_bytes(s, c, model.scale_class_count)
+            for s, c in zip(symbols, classes, strict=True)
+        )
+
+    def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        raise AecError(
+            "--effort serves factorized and hyperprior codecs; a context model quantizes around its means"
+        )
+
+    @torch.inference_mode()
+    def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
+        model = _sliced(net)
+        h = aec.header
+        found = {t.role: t for t in aec.tensors}
+        roles = {coding.ROLE_HYPER_LATENTS, *(coding.ROLE_SLICE + k for k in range(model.slices))}
+        if set(found) != roles:
+            raise FormatError(
+                f"a context model's file needs its hyper-latents and {model.slices} latent slices"
+            )
+        z_tensor = found[coding.ROLE_HYPER_LATENTS]
+        s = model.hyper_stride
+        want = (model.hyper_latent_channels, -(-h.latent_height // s), -(-h.latent_width // s))
+        if z_tensor.shape != want:
+            raise FormatError(f"hyper-latents of shape {z_tensor.shape}, the model needs {want}")
+        z = coding.decode_tensor(z_tensor, np.dtype("<i2"))
+        log2_acc, mean_acc = model.integer_hyper(z, (h.latent_height, h.latent_width))
+        decoded: list[np.ndarray] = []
+        for k in range(model.slices):
+            tensor = found[coding.ROLE_SLICE + k]
+            if tensor.shape != (model.slice_width, h.latent_height, h.latent_width):
+                raise FormatError(f"latent slice {k} of shape {tensor.shape} does not fit the model")
+            log2, mean = model.integer_slice(k, log2_acc, mean_acc, decoded)
+            classes = accumulator_classes(log2, model.scale_class_count)
+            symbols = in_range(coding.decode_classed(tensor, classes, model.scale_class_count), h.dtype)
+            decoded.append(symbols.astype(np.int64) * 2**ACT_BITS + (mean >> MEAN_SHIFT))
+        y = np.concatenate(decoded).astype(np.float64) / 2**ACT_BITS
+        device = next(model.parameters()).device
+        position = torch.tensor(
+            [model.rate_position(step_to_quality(h.step))], dtype=torch.float32, device=device
+        )
+        igain = model.gains(position)[1][0].cpu()
+        return torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]
+
+
+def _sliced(net: LatentCodec) -> SlicedSideInformation:
+    if not isinstance(net, SlicedSideInformation):
+        raise FormatError(f"a {net.arch} model has no slice context for this coder")
+    return net
+
+
 CODERS: dict[str, LatentCoder] = {
     "channel-context": ChannelContextCoder(),
     "scale-classes": ScaleClassCoder(),
+    "slice-context": SliceContextCoder(),
 }
 
 

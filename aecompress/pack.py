@@ -69,7 +69,8 @@ def refine_and_pack(
     device: torch.device,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """``effort`` refinement passes on the coder's grid (none at 0), then ``pack_latents``."""
-    latents = refine(net, latents, image.rgb, coder_for(net).grid(net, quality), effort, device)
+    if effort > 0:
+        latents = refine(net, latents, image.rgb, coder_for(net).grid(net, quality), effort, device)
     return pack_latents(net, name, digest, image, latents, quality, label)
 
 

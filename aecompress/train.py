@@ -52,7 +52,15 @@ MS_SSIM_SCALE = 2000.0
 MS_SSIM_FLOOR = 1e-4
 
 # Config keys that fix the shapes of the image transforms: a warm start takes them from the init.
-TRANSFORM_KEYS = ("channels", "latent_channels", "act", "downsamples")
+# what a warm start carries across architectures (the shapes of the parts they share)
+TRANSFORM_KEYS = (
+    "channels",
+    "latent_channels",
+    "act",
+    "downsamples",
+    "hyper_channels",
+    "hyper_latent_channels",
+)
 
 
 @dataclass

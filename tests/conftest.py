@@ -44,12 +44,27 @@ def tiny_hyperprior(seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+def tiny_context(seed: int = 0) -> torch.nn.Module:
+    """A tiny context model warm-started from ``tiny_hyperprior``, with its means and slice
+    contexts pushed away from zero so that all of them matter."""
+    config = {"channels": 8, "hyper_channels": 8, "hyper_latent_channels": 8, "context_channels": 8}
+    model = build("context", config)
+    model.adopt(tiny_hyperprior(), None)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        model.h_s[4].weight[100:].normal_(0, 0.05)  # means from the hyper-latents
+        for net in model.context:
+            net[-1].weight.normal_(0, 0.02)  # corrections from the slices before
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     make_model(folder / "default.pt", "default")
     make_model(folder / "other.pt", "other", seed=1)
     save_model(tiny_hyperprior(), folder / "hyper.pt", "hyper", {"note": "test model"})
+    save_model(tiny_context(), folder / "ctx.pt", "ctx", {"note": "test model"})
     return folder
 
 

@@ -104,7 +104,8 @@ def check(kind: str, data: bytes, report: Report, target: Callable[[bytes], None
 def sample_files() -> list[bytes]:
     """Real .aec files from the current default model: RGB, RGBA with ICC and EXIF, greyscale;
     the same latents as version 4 streams; a hyperprior's (version 5, scheme 3 latents with
-    hyper-latents); and, last, the first file's latents as version 3."""
+    hyper-latents); a context model's (version 6, latent slices); and, last, the first file's
+    latents as version 3."""
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     alpha = rng.integers(0, 256, (17, 3), dtype=np.uint8)
@@ -126,7 +127,8 @@ def sample_files() -> list[bytes]:
     streams = aecformat.pack(first.header, [coding.encode_streams(stored)], order=first.order)
     legacy = aecformat.pack_legacy(first.header, q, order=first.order)
     hyper = codec.encode(images[0], model="hyper", quality=40, device="cpu").data  # scheme 3, with z
-    return [streams, *files, hyper, legacy]
+    sliced = codec.encode(images[0], model="ctx", quality=60, device="cpu").data  # version 6: slices
+    return [streams, *files, hyper, sliced, legacy]
 
 
 def header_end(data: bytes) -> int:
@@ -434,10 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if "AECOMPRESS_MODELS" not in os.environ:  # tiny models keep each decode cheap
             from aecompress.modelfile import save_model
-            from tests.conftest import make_model, tiny_hyperprior
+            from tests.conftest import make_model, tiny_context, tiny_hyperprior
 
             make_model(Path(tmp) / "default.pt", "default")
             save_model(tiny_hyperprior(), Path(tmp) / "hyper.pt", "hyper", {"note": "fuzzing model"})
+            save_model(tiny_context(), Path(tmp) / "ctx.pt", "ctx", {"note": "fuzzing model"})
             os.environ["AECOMPRESS_MODELS"] = tmp
         report = run(standard_cases(args.seed, args.cases // 10, args.cases // 10, args.cases))
     print(report.line())

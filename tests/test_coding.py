@@ -455,3 +455,36 @@ def test_classed_entropy_is_the_sum_of_each_class_order_0_entropy() -> None:
     coded = coding.encode_grouped(values, classes, 6).coded_bytes
     assert 0.9 * got < coded < 1.5 * got
     assert coding.classed_entropy_bytes(np.zeros((1, 0, 0), np.int8), np.zeros((1, 0, 0), np.uint8), 6) == 0.0
+
+
+def test_golden_context_file_parses_slice_by_slice_to_the_pinned_integers() -> None:
+    """Format version 6, written by a small context model (committed beside it): each slice's
+    classes and means come from its exact integer networks and the slices before it; the
+    pinned hashes hold both, so a change to either that would break old files fails here."""
+    from aecompress.latents import MEAN_SHIFT, accumulator_classes
+    from aecompress.modelfile import load_model
+
+    pinned = json.loads((GOLDEN / "expected.json").read_text())["v6-context.aec"]
+    data = (GOLDEN / "v6-context.aec").read_bytes()
+    aec = fmt.unpack(data)
+    net, info = load_model(GOLDEN / "context-small.pt")
+    assert aec.header.model_hash == info.weights_hash and aec.header.version == pinned["version"] == 6
+    hyper = next(t for t in aec.tensors if t.role == coding.ROLE_HYPER_LATENTS)
+    z = coding.decode_tensor(hyper, np.dtype("<i2"))
+    log2_acc, mean_acc = net.integer_hyper(z, (aec.header.latent_height, aec.header.latent_width))
+    decoded: list[np.ndarray] = []
+    classes = []
+    for k in range(net.slices):
+        log2, mean = net.integer_slice(k, log2_acc, mean_acc, decoded)
+        classes.append(accumulator_classes(log2, net.scale_class_count))
+        tensor = next(t for t in aec.tensors if t.role == coding.ROLE_SLICE + k)
+        symbols = coding.decode_classed(tensor, classes[-1], net.scale_class_count).astype(np.int64)
+        decoded.append(symbols * 256 + (mean >> MEAN_SHIFT))
+    assert hashlib.sha256(np.concatenate(classes).tobytes()).hexdigest() == pinned["classes_sha256"]
+    assert (
+        hashlib.sha256(np.concatenate(decoded).astype("<i8").tobytes()).hexdigest()
+        == pinned["latents_sha256"]
+    )
+    back = codec.decode(data, "cpu", GOLDEN / "context-small.pt").rgb
+    reference = read_image(GOLDEN / "v6-context.png").rgb
+    assert np.abs(back.astype(int) - reference.astype(int)).max() <= 1

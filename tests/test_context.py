@@ -3,18 +3,33 @@ scale hyperprior and its training pass."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from aecompress.errors import ModelError
+from aecompress import codec, coding, passes
+from aecompress import format as aecformat
+from aecompress.errors import FormatError, ModelError
+from aecompress.imageio import ImageData
+from aecompress.latents import SliceContextCoder
+from aecompress.modelfile import read_info, save_model
 from aecompress.nn import build
 from aecompress.nn.context import ContextCodec
-from tests.conftest import tiny_hyperprior
+from aecompress.train import make_config, train
+from tests.conftest import REPO, photo_like, tiny_context, tiny_hyperprior
 
 
 def _warm_started() -> tuple[torch.nn.Module, ContextCodec]:
     base = tiny_hyperprior()
-    config = {"channels": 8, "hyper_channels": 8, "hyper_latent_channels": 8}
+    config = {"channels": 8, "hyper_channels": 8, "hyper_latent_channels": 8, "context_channels": 8}
     model = build("context", config)
     assert isinstance(model, ContextCodec)
     model.adopt(base, None)
@@ -64,3 +79,95 @@ def test_training_pass_reaches_the_context_networks() -> None:
 def test_slices_must_divide_the_channels() -> None:
     with pytest.raises(ModelError, match="slices"):
         build("context", {"channels": 8, "slices": 3})
+
+
+def test_files_parse_to_the_encoders_integers_slice_by_slice(tmp_path: Path) -> None:
+    """Encode, then parse here and in fresh processes with 1 and 2 threads: the decoder's
+    reconstructed latents are the encoder's own (means and classes from integers only)."""
+    model = tiny_context()
+    path = tmp_path / "ctx.pt"
+    save_model(model, path, "ctx", {"note": "test model"})
+    net, _ = passes.model_on(path, torch.device("cpu"))
+    image = ImageData(photo_like(64, 96, seed=4), None, "RGB")
+    data = codec.encode(image, str(path), 70, "cpu").data
+    aec = aecformat.unpack(data)
+    assert aec.header.version == 6
+    assert sorted(t.role for t in aec.tensors) == [coding.ROLE_HYPER_LATENTS] + [
+        coding.ROLE_SLICE + k for k in range(5)
+    ]
+    coder = SliceContextCoder()
+    latents = passes.analyse(net, image.rgb, torch.device("cpu"))
+    _, symbols, classes = coder._integers(net, latents, 70.0)
+    assert any(len(np.unique(c)) > 3 for c in classes)  # the classes vary
+    restored = coder.restore(net, aec)
+    igain = net.gains(torch.tensor([net.rate_position(70.0)]))[1][0]
+    # the encoder's reconstruction: its residuals plus the same integer means
+    z = coding.decode_tensor(
+        next(t for t in aec.tensors if t.role == coding.ROLE_HYPER_LATENTS), np.dtype("<i2")
+    )
+    log2_acc, mean_acc = net.integer_hyper(z, latents.shape[1:])
+    decoded: list[np.ndarray] = []
+    for k, s in enumerate(symbols):
+        _, mean = net.integer_slice(k, log2_acc, mean_acc, decoded)
+        decoded.append(s * 256 + (mean >> 12))
+    encoders = torch.from_numpy((np.concatenate(decoded) / 256.0).astype(np.float32)) * igain[:, None, None]
+    torch.testing.assert_close(restored, encoders, rtol=0, atol=0)
+    assert (
+        float(
+            (
+                restored / igain[:, None, None]
+                - latents * net.gains(torch.tensor([net.rate_position(70.0)]))[0][0][:, None, None]
+            )
+            .abs()
+            .max()
+        )
+        <= 0.5 + 1e-4
+    )
+    file = tmp_path / "x.aec"
+    file.write_bytes(data)
+    script = (
+        "import sys, hashlib, torch; from aecompress import passes, format as f; "
+        "from aecompress.latents import coder_for; "
+        "net, _ = passes.model_on(sys.argv[2], torch.device('cpu')); "
+        "y = coder_for(net).restore(net, f.unpack(open(sys.argv[1], 'rb').read())); "
+        "print(hashlib.sha256(y.numpy().tobytes()).hexdigest())"
+    )
+    here = hashlib.sha256(restored.numpy().tobytes()).hexdigest()
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        args = [sys.executable, "-c", script, str(file), str(path)]
+        out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, check=True)
+        assert out.stdout.strip() == here
+    back = codec.decode(data, "cpu", str(path))
+    assert back.rgb.shape == (64, 96, 3)
+
+
+def test_a_slice_missing_or_misshapen_is_refused(tmp_path: Path) -> None:
+    model = tiny_context()
+    path = tmp_path / "ctx.pt"
+    save_model(model, path, "ctx", {"note": "test model"})
+    data = codec.encode(ImageData(photo_like(32, 48), None, "RGB"), str(path), 50, "cpu").data
+    aec = aecformat.unpack(data)
+    net, _ = passes.model_on(path, torch.device("cpu"))
+    kept = tuple(t for t in aec.tensors if t.role != coding.ROLE_SLICE + 4)
+    dropped = dataclasses.replace(aec, tensors=kept)
+    with pytest.raises(FormatError, match="latent slices"):
+        SliceContextCoder().restore(net, dropped)
+    with pytest.raises(FormatError):  # the container itself refuses slices that do not add up
+        aecformat.pack(aec.header, list(dropped.tensors))
+
+
+def test_training_a_context_model_writes_validation_files(tmp_path: Path) -> None:
+    """The training loop's validation codes real files with the slice-context coder."""
+    data = tmp_path / "images"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(photo_like(64, 64, seed=i)).save(data / f"{i}.png")
+    base = tmp_path / "hyper.pt"
+    save_model(tiny_hyperprior(), base, "hyper", {"note": "test model"})
+    cfg = make_config(data=[str(data)], output=str(tmp_path / "ctx.pt"), arch="context", init=base,
+                      channels=8, steps=2, batch_size=2, crop=32, lr=1e-4, val=[str(data)], val_every=2,
+                      checkpoint_every=2, log_every=1, device="cpu")  # fmt: skip
+    out = train(cfg)
+    info = read_info(out)
+    assert info.arch == "context" and info.card["validation"]["val_bpp"] > 0

@@ -19,16 +19,20 @@ outputs start at zero).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from aecompress.nn.base import LatentCodec, TrainOutput
 from aecompress.nn.entropy import gaussian_bits
+from aecompress.nn.integer import ACT_BITS, WEIGHT_BITS, IntegerNet
 from aecompress.nn.models import LOG2_SCALE_MAX, LOG2_SCALE_MIN, HyperpriorCodec, _up
 from aecompress.nn.registry import register
 
 CONTEXT_LAMBDAS = (0.0018, 0.0048, 0.013, 0.035, 0.093, 0.25, 0.6)
 CONTEXT_RATE_RANGE = (-1.5, 6.5)
+ACC_BITS = WEIGHT_BITS + ACT_BITS  # fractional bits of an integer network's output accumulator
+CONTEXT_INPUT_LIMIT = 1 << 24  # |fixed-point input| of a slice network (int16 latents at ACT_BITS)
 
 
 def _slice_net(cin: int, width: int, cout: int) -> nn.Sequential:
@@ -95,17 +99,16 @@ class ContextCodec(HyperpriorCodec):
         copied = LatentCodec.adopt(self, other, lmbda)
         theirs = other.state_dict()
         m = self.latent_channels
+        first, last = self.h_a[0], self.h_s[4]
+        assert isinstance(first, nn.Conv2d) and isinstance(last, nn.Conv2d)
+        assert first.bias is not None and last.bias is not None
         with torch.no_grad():
-            if "h_a.0.weight" in theirs and theirs["h_a.0.weight"].shape[1] == m:
-                first = self.h_a[0]
-                assert isinstance(first, nn.Conv2d) and first.bias is not None
+            if "h_a.0.weight" in theirs and first.weight[:, :m].shape == theirs["h_a.0.weight"].shape:
                 first.weight.zero_()
                 first.weight[:, :m].copy_(theirs["h_a.0.weight"])
                 first.bias.copy_(theirs["h_a.0.bias"])
                 copied += 1
-            if "h_s.4.weight" in theirs and theirs["h_s.4.weight"].shape[0] == m:
-                last = self.h_s[4]
-                assert isinstance(last, nn.Conv2d) and last.bias is not None
+            if "h_s.4.weight" in theirs and last.weight[:m].shape == theirs["h_s.4.weight"].shape:
                 last.weight.zero_()
                 last.bias.zero_()
                 last.weight[:m].copy_(theirs["h_s.4.weight"])
@@ -124,6 +127,35 @@ class ContextCodec(HyperpriorCodec):
                     mine[i].copy_(mine[n - 1] + slope * (lam[i] - lam[n - 1]))
                 copied += 1
         return copied
+
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        """The float hyper-latents of gain-scaled latents y: h_a sees their signs too (the means
+        need them)."""
+        return self.h_a(torch.cat([y.abs(), y], dim=1))
+
+    def integer_hyper(self, z: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The exact integer h_s: log2-scales and means of every latent at the accumulator's scale
+        (2^ACC_BITS), cropped to ``shape``. What the parse uses; identical on every machine."""
+        acc = IntegerNet(self.h_s)(z)[:, : shape[0], : shape[1]]
+        m = self.latent_channels
+        return acc[:m], acc[m:]
+
+    def integer_slice(
+        self, k: int, log2_acc: np.ndarray, mean_acc: np.ndarray, decoded: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Slice k's log2-scales and means at the accumulator's scale, exactly: the integer copy
+        of ``slice_params``, taking the reconstructed slices 0..k-1 in fixed point (ACT_BITS)."""
+        w = self.slice_width
+        part = slice(k * w, (k + 1) * w)
+        log2, mean = log2_acc[part], mean_acc[part]
+        if k == 0:
+            return log2, mean
+        lo, hi = round(LOG2_SCALE_MIN * 2**ACC_BITS), round(LOG2_SCALE_MAX * 2**ACC_BITS)
+        inputs = np.concatenate([mean >> WEIGHT_BITS, np.clip(log2, lo, hi) >> WEIGHT_BITS, *decoded])
+        context = self.context[k - 1]
+        assert isinstance(context, nn.Sequential)
+        delta = IntegerNet(context, in_bits=ACT_BITS, input_limit=CONTEXT_INPUT_LIMIT)(inputs)
+        return log2 + delta[w:], mean + delta[:w]
 
     def hyper_params(self, z: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """The hyper synthesis's log2-scales (clamped) and means, cropped to ``shape``."""
@@ -152,7 +184,7 @@ class ContextCodec(HyperpriorCodec):
         t = torch.rand(x.shape[0], device=x.device) * (self.levels - 1)
         gain, igain, lam = self.gains(t)
         y = self.g_a(x).float() * gain[:, :, None, None]
-        z = self.h_a(torch.cat([y.abs(), y], dim=1)).float()
+        z = self.hyper_analysis(y).float()
         z_tilde = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         log2_h, mean_h = self.hyper_params(z_tilde, (y.shape[2], y.shape[3]))
         log2_h, mean_h = log2_h.float(), mean_h.float()

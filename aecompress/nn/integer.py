@@ -45,10 +45,13 @@ class IntegerLayer:
 class IntegerNet:
     """The integer copy of a Sequential of Conv2d / ConvTranspose2d layers with ReLU between."""
 
-    def __init__(self, net: nn.Sequential) -> None:
+    def __init__(self, net: nn.Sequential, in_bits: int = 0, input_limit: int = INPUT_LIMIT) -> None:
+        """``in_bits``: fractional bits of the input integers (0: plain integers such as the coded
+        hyper-latents; ACT_BITS for fixed-point values such as reconstructed latents);
+        ``input_limit``: |input| is clamped below it, so the sums' bound holds for any file."""
         layers: list[IntegerLayer] = []
         modules = list(net)
-        in_bits = 0
+        self.input_limit = input_limit
         for i, module in enumerate(modules):
             if isinstance(module, nn.ReLU):
                 continue
@@ -85,7 +88,9 @@ class IntegerNet:
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(C, H, W) integers -> the last layer's integer accumulator (O, H', W') as int64."""
-        t = torch.from_numpy(np.clip(x.astype(np.int64), -INPUT_LIMIT, INPUT_LIMIT).astype(np.float64))[None]
+        t = torch.from_numpy(
+            np.clip(x.astype(np.int64), -self.input_limit, self.input_limit).astype(np.float64)
+        )[None]
         for layer in self.layers:
             if layer.transposed:
                 acc = F.conv_transpose2d(
@@ -103,7 +108,7 @@ class IntegerNet:
 
 def reference(net: IntegerNet, x: np.ndarray) -> np.ndarray:
     """The same computation in pure int64 numpy (slow; for tests): the definition of exactness."""
-    a = np.clip(x.astype(np.int64), -INPUT_LIMIT, INPUT_LIMIT)
+    a = np.clip(x.astype(np.int64), -net.input_limit, net.input_limit)
     for layer in net.layers:
         w = layer.weight.numpy().astype(np.int64)
         b = layer.bias.numpy().astype(np.int64)

@@ -264,6 +264,10 @@ class HyperpriorCodec(LatentCodec):
         """log2 of the latents' scales predicted from (noisy or rounded) z, cropped to ``shape``."""
         return self.h_s(z)[:, :, : shape[0], : shape[1]].clamp(LOG2_SCALE_MIN, LOG2_SCALE_MAX)
 
+    def hyper_analysis(self, y: Tensor) -> Tensor:
+        """The float hyper-latents of gain-scaled latents y (B, C, H, W): h_a sees their sizes."""
+        return self.h_a(y.abs())
+
     def rate_position(self, quality: float) -> float:
         """Where -q 0..100 falls among the trained lambdas (0 .. levels - 1): linearly over
         ``rate_range``, which reaches past the trained ends. Below the first lambda the gains
