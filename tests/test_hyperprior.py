@@ -235,7 +235,7 @@ def test_warm_start_keeps_the_init_stride_sets_the_rates_and_freezes_inherited_p
         (["--arch", "hyperprior", "--freeze", "nothing"], "names no parameters"),
         (["--arch", "hyperprior", "--lambdas", "0.01,0.001"], "increasing"),
         (["--arch", "hyperprior", "--rate-range", "a,b"], "numbers separated by commas"),
-        (["--lambdas", "0.001,0.01"], "apply to the hyperprior"),
+        (["--lambdas", "0.001,0.01"], "apply to variable-rate models"),
     ):
         result = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "x.pt"), *common, *bad])
         assert result.exit_code == 1 and message in result.output, result.output
