@@ -182,7 +182,8 @@ EffortOpt = Annotated[
         min=0,
         max=1000,
         help="Refine the latents with this many decoder passes (each costs about two decodes): 0 "
-        "(default) is fastest; 20 gains up to a few tenths of a dB at high qualities, little at low ones.",
+        "(default) is fastest; 20 gains up to a few tenths of a dB at high qualities, little at low ones. "
+        "Serves factorized and hyperprior codecs (the default among them), not context models.",
     ),
 ]
 
