@@ -571,8 +571,11 @@ def _step(run: _Run, batch_u8: torch.Tensor, lr: float) -> dict[str, torch.Tenso
     return parts
 
 
-def _log(run: _Run, sums: dict[str, torch.Tensor], lr: float, progress: float, hooks: TrainHooks) -> None:
-    record: dict[str, Any] = {k: float(v) / run.cfg.log_every for k, v in sums.items()}
+def _log(
+    run: _Run, sums: dict[str, torch.Tensor], count: int, lr: float, progress: float, hooks: TrainHooks
+) -> None:
+    """One log line: the means over the ``count`` steps since the last (fewer after a resume)."""
+    record: dict[str, Any] = {k: float(v) / max(count, 1) for k, v in sums.items()}
     record.update(
         psnr=round(psnr_from_mse(record["mse"]), 3), step=run.step, lr=lr,
         elapsed=round(run.elapsed(), 1), progress=round(progress, 4),
@@ -631,7 +634,7 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
     if rank == 0:
         log.info("training %s on %d images (%s) on %s x%d", cfg.arch, len(images), summary, run.device, world)
     sums: dict[str, torch.Tensor] = {}
-    bad_steps = 0
+    counted = bad_steps = 0
     for batch_u8 in loader:
         progress, stop = _progress(run, hooks)
         if stop:
@@ -645,12 +648,13 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
             continue
         for k, v in parts.items():
             sums[k] = sums[k] + v if k in sums else v
+        counted += 1
         if hooks.on_step and rank == 0:
             hooks.on_step(run.step, progress)
         if run.step % cfg.log_every == 0:
             if rank == 0:
-                _log(run, sums, lr, progress, hooks)
-            sums = {}
+                _log(run, sums, counted, lr, progress, hooks)
+            sums, counted = {}, 0
         if run.step % cfg.val_every == 0:
             run.validate(val_images, hooks)
         if run.step % cfg.checkpoint_every == 0:
