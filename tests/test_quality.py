@@ -65,9 +65,10 @@ def test_default_codec_beats_jpeg_at_equal_size_on_every_kodak_image() -> None:
 @pytest.mark.slow
 @needs_family
 @needs_kodak
-def test_more_quality_gives_more_bytes_and_more_psnr_on_every_kodak_image() -> None:
-    """The default family, across its member switches: -q 0, 10, ..., 100 on each image."""
-    for name, image in load_folder(KODAK):
+def test_more_quality_gives_more_bytes_and_more_psnr_on_every_other_kodak_image() -> None:
+    """The default family, across its member switches: -q 0, 10, ..., 100 on every second image
+    (all 24 took 8.5 minutes of the suite on a shared 2-core CPU in float32)."""
+    for name, image in load_folder(KODAK)[::2]:
         runs = [measure_aec(name, image, q, FAMILY, with_ms_ssim=False) for q in range(0, 101, 10)]
         sizes, psnrs = [m.bytes for m in runs], [m.psnr for m in runs]
         assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), (name, sizes)
@@ -77,22 +78,25 @@ def test_more_quality_gives_more_bytes_and_more_psnr_on_every_kodak_image() -> N
 @pytest.mark.slow
 @needs_family
 @needs_kodak
-def test_every_switch_between_family_members_gains_bytes_and_hardly_ever_loses_psnr_on_kodak() -> None:
+def test_every_switch_between_family_members_hardly_ever_loses_bytes_or_psnr_on_kodak() -> None:
     """Just below and just above each switch. Two members spend bits differently: placed on mean
     curves alone, a fixed switch lost both bytes and PSNR on 10 of 24 Kodak images. Matched by
-    size per image, the file always grows there; the hand-over point is chosen by rate alone
-    (no decoding), so an image may lose a little PSNR at it (measured: 1 of 24, by 0.13 dB)."""
+    size per image, the file grows there on nearly every image; the hand-over is placed on the
+    coder's estimates (no decoding), so an image may dip a little in bytes (issue 25's bound: 1%;
+    measured on an AVX2 CPU in float32: kodim03, -0.4%) or in PSNR (1 of 24, by 0.13 dB)."""
     fam = find_family(FAMILY)
     assert fam is not None
     edges = [m.quality[1] for m in fam.members[:-1]]
-    gains = 0
+    grows = gains = 0
     images = load_folder(KODAK)
     for name, image in images:
         for edge in edges:
             below = measure_aec(name, image, edge - 0.01, FAMILY, with_ms_ssim=False)
             above = measure_aec(name, image, edge + 0.01, FAMILY, with_ms_ssim=False)
-            assert above.bytes > below.bytes and above.psnr > below.psnr - 0.25, (name, edge, below, above)
+            assert above.bytes > 0.99 * below.bytes and above.psnr > below.psnr - 0.25, (name, below, above)
+            grows += above.bytes > below.bytes
             gains += above.psnr > below.psnr
+    assert grows >= 22 * len(edges) * len(images) // 24
     assert gains >= 20 * len(edges) * len(images) // 24
 
 
