@@ -409,6 +409,7 @@ def _device_for(cfg: TrainConfig, world: int) -> torch.device:
 
 
 RESUME_MAY_CHANGE = (
+    "output",
     "device",
     "workers",
     "checkpoint_every",
@@ -421,8 +422,9 @@ RESUME_MAY_CHANGE = (
 
 
 def resumed_config(cfg: TrainConfig, state: dict[str, Any]) -> TrainConfig:
-    """The saved run's config, with what a resume may change taken from ``cfg``: where and how
-    often it reports, the schedule's length (``--steps`` moves the decays), the weight average
+    """The saved run's config, with what a resume may change taken from ``cfg``: where it writes
+    (-o: the checkpoint was read from there, so a copied state resumes where it was copied), where
+    and how often it reports, the schedule's length (``--steps`` moves the decays), the weight average
     (it can start on a resume, never silently stop) and the MS-SSIM blend when given."""
     saved = dict(state["config"])
     saved["decay_at"] = tuple(saved["decay_at"])

@@ -456,3 +456,18 @@ def test_training_rules_refuse_what_does_not_apply(tmp_path: Path) -> None:
         make_config(data=[str(tmp_path)], output="m.pt", arch="factorized", lambdas=[0.01, 0.1])
     cfg = make_config(data=[str(tmp_path)], output="m.pt", arch="context", stride=8, lambdas=[0.01, 0.1])
     assert cfg.arch_config == {"channels": 128, "act": "gdn", "downsamples": 3, "lambdas": [0.01, 0.1]}
+
+
+def test_a_copied_checkpoint_resumes_where_it_was_copied(data_dir: Path, tmp_path: Path) -> None:
+    """-o names the run on a resume: the state is read from OUTPUT.ckpt, and the checkpoint, log
+    and model are written there too, never back to the path the run started at."""
+    first = tmp_path / "a" / "m.pt"
+    first.parent.mkdir()
+    train(_config(data_dir, first, 2))
+    before = first.with_name("m.pt.ckpt").read_bytes()
+    moved = tmp_path / "b" / "m.pt"
+    moved.parent.mkdir()
+    shutil.copy(first.with_name("m.pt.ckpt"), moved.with_name("m.pt.ckpt"))
+    train(_config(data_dir, moved, 3), resume=True)
+    assert torch.load(moved.with_name("m.pt.ckpt"), weights_only=True)["step"] == 3 and moved.is_file()
+    assert first.with_name("m.pt.ckpt").read_bytes() == before
