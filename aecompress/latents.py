@@ -164,6 +164,35 @@ def side_information(net: LatentCodec) -> SideInformation:
     return net
 
 
+def gains_at(model: SideInformation, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gain and inverse gain vectors (C,) on the CPU at the model's own -q."""
+    device = next(model.parameters()).device  # the model may sit on a GPU; the latents on the CPU
+    position = torch.tensor([model.rate_position(quality)], dtype=torch.float32, device=device)
+    gain, igain, _ = model.gains(position)
+    return gain[0].cpu(), igain[0].cpu()
+
+
+def scaled_and_hyper(
+    model: SideInformation, latents: torch.Tensor, quality: float
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The latents scaled by the gain of the rate (float, CPU), and the integer hyper-latents z."""
+    device = next(model.parameters()).device
+    scaled = (latents * gains_at(model, quality)[0].to(latents.device)[:, None, None]).float()
+    z_float = model.hyper_analysis(scaled[None].to(device))[0].cpu()
+    return scaled.cpu(), torch.round(z_float).clamp_(-32768, 32767).to(torch.int16).numpy()
+
+
+def hyper_latents_of(model: SideInformation, aec: AecFile) -> np.ndarray:
+    """A file's hyper-latents z, their shape checked against the model's."""
+    h = aec.header
+    z_tensor = next(t for t in aec.tensors if t.role == coding.ROLE_HYPER_LATENTS)
+    s = model.hyper_stride
+    want = (model.hyper_latent_channels, -(-h.latent_height // s), -(-h.latent_width // s))
+    if z_tensor.shape != want:
+        raise FormatError(f"hyper-latents of shape {z_tensor.shape}, the model needs {want}")
+    return coding.decode_tensor(z_tensor, np.dtype("<i2"))
+
+
 class ScaleClassCoder:
     @torch.inference_mode()
     def _integers(
@@ -172,13 +201,8 @@ class ScaleClassCoder:
         """The hyper-latents z, the latents y and y's scale classes at the model's own -q
         (``exact=False``: classes from the float h_s, for estimates)."""
         hyper = side_information(net)
-        device = next(hyper.parameters()).device  # the model may sit on a GPU; the latents on the CPU
-        position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32, device=device)
-        gain = hyper.gains(position)[0][0].to(latents.device)
-        scaled = (latents * gain[:, None, None]).float()
-        z_float = hyper.hyper_analysis(scaled[None].to(device))[0].cpu()
-        z = torch.round(z_float).clamp_(-32768, 32767).to(torch.int16).numpy()
-        y = quantize(scaled.cpu(), 1.0)
+        scaled, z = scaled_and_hyper(hyper, latents, quality)
+        y = quantize(scaled, 1.0)
         return z, y, hyper.scale_classes(z, y.shape[1:], exact)
 
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
@@ -207,11 +231,8 @@ class ScaleClassCoder:
 
     @torch.inference_mode()
     def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        hyper = side_information(net)
-        device = next(hyper.parameters()).device
-        position = torch.tensor([hyper.rate_position(quality)], dtype=torch.float32, device=device)
-        gain, igain, _ = hyper.gains(position)
-        return gain[0].cpu()[:, None, None], igain[0].cpu()[:, None, None]
+        gain, igain = gains_at(side_information(net), quality)
+        return gain[:, None, None], igain[:, None, None]
 
     @torch.inference_mode()
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
@@ -220,21 +241,12 @@ class ScaleClassCoder:
         found = {t.role: t for t in aec.tensors}
         if set(found) != {coding.ROLE_LATENTS, coding.ROLE_HYPER_LATENTS}:
             raise FormatError("a hyperprior file needs its latents and hyper-latents")
-        z_tensor = found[coding.ROLE_HYPER_LATENTS]
-        s = hyper.hyper_stride
-        want = (hyper.hyper_latent_channels, -(-h.latent_height // s), -(-h.latent_width // s))
-        if z_tensor.shape != want:
-            raise FormatError(f"hyper-latents of shape {z_tensor.shape}, the model needs {want}")
-        z = coding.decode_tensor(z_tensor, np.dtype("<i2"))
+        z = hyper_latents_of(hyper, aec)
         classes = hyper.scale_classes(z, (h.latent_height, h.latent_width))
         y = in_range(
             coding.decode_classed(found[coding.ROLE_LATENTS], classes, hyper.scale_class_count), h.dtype
         )
-        device = next(hyper.parameters()).device
-        position = torch.tensor(
-            [hyper.rate_position(step_to_quality(h.step))], dtype=torch.float32, device=device
-        )
-        igain = hyper.gains(position)[1][0].cpu()
+        igain = gains_at(hyper, step_to_quality(h.step))[1]
         return torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]
 
 
@@ -276,13 +288,8 @@ class SliceContextCoder:
     ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
         """The hyper-latents z, each slice's residuals round(y - mean) and their classes."""
         model = _sliced(net)
-        device = next(model.parameters()).device
-        position = torch.tensor([model.rate_position(quality)], dtype=torch.float32, device=device)
-        gain = model.gains(position)[0][0].to(latents.device)
-        scaled = (latents * gain[:, None, None]).float()
-        z_float = model.hyper_analysis(scaled[None].to(device))[0].cpu()
-        z = torch.round(z_float).clamp_(-32768, 32767).to(torch.int16).numpy()
-        y = scaled.cpu().numpy().astype(np.float64)
+        scaled, z = scaled_and_hyper(model, latents, quality)
+        y = scaled.numpy().astype(np.float64)
         log2_acc, mean_acc = model.integer_hyper(z, (y.shape[1], y.shape[2]))
         w = model.slice_width
         symbols: list[np.ndarray] = []
@@ -343,12 +350,7 @@ class SliceContextCoder:
             raise FormatError(
                 f"a context model's file needs its hyper-latents and {model.slices} latent slices"
             )
-        z_tensor = found[coding.ROLE_HYPER_LATENTS]
-        s = model.hyper_stride
-        want = (model.hyper_latent_channels, -(-h.latent_height // s), -(-h.latent_width // s))
-        if z_tensor.shape != want:
-            raise FormatError(f"hyper-latents of shape {z_tensor.shape}, the model needs {want}")
-        z = coding.decode_tensor(z_tensor, np.dtype("<i2"))
+        z = hyper_latents_of(model, aec)
         log2_acc, mean_acc = model.integer_hyper(z, (h.latent_height, h.latent_width))
         decoded: list[np.ndarray] = []
         for k in range(model.slices):
@@ -360,11 +362,7 @@ class SliceContextCoder:
             symbols = in_range(coding.decode_classed(tensor, classes, model.scale_class_count), h.dtype)
             decoded.append(symbols.astype(np.int64) * 2**ACT_BITS + (mean >> MEAN_SHIFT))
         y = np.concatenate(decoded).astype(np.float64) / 2**ACT_BITS
-        device = next(model.parameters()).device
-        position = torch.tensor(
-            [model.rate_position(step_to_quality(h.step))], dtype=torch.float32, device=device
-        )
-        igain = model.gains(position)[1][0].cpu()
+        igain = gains_at(model, step_to_quality(h.step))[1]
         return torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]
 
 
