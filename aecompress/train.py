@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from aecompress import data as train_data
 from aecompress import format as aecformat
 from aecompress import pack
-from aecompress.device import select_device
+from aecompress.device import native_bf16, select_device
 from aecompress.errors import TrainingError
 from aecompress.fileio import atomic_torch_save, atomic_write
 from aecompress.imageio import ImageData
@@ -505,6 +505,8 @@ def _start(cfg: TrainConfig, resume: bool, device: torch.device, rank: int, worl
         cfg = resumed_config(cfg, state)
     cfg.ms_ssim_weight = cfg.ms_ssim_weight or 0.0
     check_config(cfg)
+    if cfg.precision == "bf16" and device.type == "cpu" and not native_bf16():
+        log.warning("this CPU has no native bfloat16: --precision bf16 emulates it, about 100x slower")
     torch.manual_seed(cfg.seed)
     model = build(cfg.arch, cfg.arch_config) if state else _make_model(cfg)
     cfg.arch, cfg.arch_config = model.arch, dict(model.config)

@@ -471,3 +471,15 @@ def test_a_copied_checkpoint_resumes_where_it_was_copied(data_dir: Path, tmp_pat
     train(_config(data_dir, moved, 3), resume=True)
     assert torch.load(moved.with_name("m.pt.ckpt"), weights_only=True)["step"] == 3 and moved.is_file()
     assert first.with_name("m.pt.ckpt").read_bytes() == before
+
+
+def test_bf16_training_on_a_cpu_without_native_bfloat16_warns(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """There it is emulated, about a hundred times slower (measured on an AVX2 EPYC): say so."""
+    import aecompress.train as train_module
+
+    monkeypatch.setattr(train_module, "native_bf16", lambda: False)  # as on an AVX2-only CPU
+    with caplog.at_level("WARNING", logger="aecompress"):
+        train(_config(data_dir, tmp_path / "m.pt", 1, precision="bf16"))
+    assert any("no native bfloat16" in r.getMessage() for r in caplog.records)
