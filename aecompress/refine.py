@@ -3,10 +3,10 @@
 The encoder network predicts latents in a single pass. It was trained to do well on average, so
 for a given image, decoder and quantization step there are better latents nearby. A few steps of
 gradient descent on the latents themselves, through the decoder and a straight-through rounding
-onto the file's quantization grid, find them. Latents that round to zero stay zero: zeros are what make the
-file small, and letting them move costs more bytes than the quality it buys (measured: with
-zeros free, +4 to +20% bytes on some images; with them fixed, sizes stay within a few percent
-either way). The decoder and the file format are unchanged, so any decoder restores the result.
+onto the file's quantization grid, find them. Latents that round to zero stay zero: zeros are
+what make the file small, and letting them move costs more bytes than the quality it buys
+(measured: with zeros free, +4 to +20% bytes on some images; with them fixed, sizes stay within a
+few percent either way). The decoder and the file format are unchanged, so any decoder restores the result.
 Each iteration costs a decoder pass forward and backward: it is opt-in, ``encode --effort N``.
 
 Large images are refined tile by tile over the latent grid, each tile inside a frame of context
@@ -24,9 +24,9 @@ REFINE_TILE = 32  # latents per side of a refined tile: 512 pixels at stride 16
 LEARNING_RATE = 0.02  # Adam's step, in quantization steps: each latent moves about this far per pass
 
 
-Grid = tuple[
-    torch.Tensor, torch.Tensor
-]  # per channel (C, 1, 1): integer = round(y * scale), y^ = integer * recon
+# a quantization grid per channel, (scale, recon) each (C, 1, 1): integer = round(y * scale),
+# and the synthesis gets integer * recon
+Grid = tuple[torch.Tensor, torch.Tensor]
 
 
 def refine(
