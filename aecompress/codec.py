@@ -24,7 +24,6 @@ from aecompress.latents import quality_to_step
 from aecompress.modelfile import find_for_file, resolve
 from aecompress.pack import decode_stack, decode_with, pack_file
 from aecompress.passes import analyse_stack, model_on, tile_latents
-from aecompress.placement import Placer
 
 
 @dataclass
@@ -52,7 +51,7 @@ def encode(
     if target_bpp is not None:
         data, header = placement.encode_to_size(image, target_bpp, model, dev, tile, effort)
         return EncodeResult(data, header, dev)
-    placer = Placer(model, image, dev, tile)
+    placer = placement.Placer(model, image, dev, tile)
     path, local = placer.place(quality)
     data, header = pack_file(path, image, placer.analysis(path), local, quality, effort, dev)
     return EncodeResult(data, header, dev)
@@ -75,7 +74,7 @@ def encode_many(
     quality_to_step(quality)  # range check, before any work
     dev = select_device(device)
     family = find_family(model)
-    placers = [Placer(model, image, dev, tile, family) for image in images]
+    placers = [placement.Placer(model, image, dev, tile, family) for image in images]
     if not placers:
         return []
     for path in placers[0].needs(quality):  # the same models for every image
