@@ -61,3 +61,43 @@ def test_hyperprior_files_parse_to_the_same_integers_on_cpu_and_cuda(tmp_path) -
         parsed.append(coding.decode_classed(found[coding.ROLE_LATENTS], classes, net.scale_class_count))
     assert np.array_equal(parsed[0], parsed[1])
     assert codec.decode(data, device="cpu", model=str(path)).rgb.shape == rgb.shape
+
+
+def test_golden_context_file_restores_the_same_latents_with_the_model_on_cuda() -> None:
+    """Format 6: the slice means and classes come from integer networks, so the integer latents
+    the decoder restores do not depend on where the model sits (the gains that scale them, and the
+    pixels, differ by float rounding)."""
+    from pathlib import Path
+
+    from aecompress import format as aecformat
+    from aecompress.imageio import read_image
+    from aecompress.latents import coder_for, gains_at, step_to_quality
+
+    golden = Path(__file__).parent / "assets" / "golden"
+    data = (golden / "v6-context.aec").read_bytes()
+    aec = aecformat.unpack(data)
+    restored = []
+    for device in ("cpu", "cuda"):
+        net, _ = passes.model_on(golden / "context-small.pt", torch.device(device))
+        igain = gains_at(net, step_to_quality(aec.header.step))[1].cpu()
+        y = coder_for(net).restore(net, aec).cpu().double() / igain[:, None, None].double()
+        restored.append(torch.round(y * 256))
+    assert torch.equal(restored[0], restored[1])
+    assert len(torch.unique(restored[0])) > 10
+    reference = read_image(golden / "v6-context.png").rgb
+    back = codec.decode(data, device="cuda", model=str(golden / "context-small.pt")).rgb
+    assert np.abs(back.astype(int) - reference.astype(int)).max() <= 2
+
+
+def test_context_file_encoded_on_cuda_decodes_on_cpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aecompress.modelfile import save_model
+    from tests.conftest import tiny_context
+
+    path = tmp_path / "ctx.pt"
+    save_model(tiny_context(), path, "ctx")
+    rgb = photo_like(64, 96, seed=5)
+    on_gpu = codec.encode(ImageData(rgb, None, "RGB"), model=str(path), quality=70, device="cuda").data
+    on_cpu = codec.encode(ImageData(rgb, None, "RGB"), model=str(path), quality=70, device="cpu").data
+    a = codec.decode(on_gpu, device="cpu", model=str(path)).rgb
+    b = codec.decode(on_cpu, device="cpu", model=str(path)).rgb
+    assert abs(_psnr(rgb, a) - _psnr(rgb, b)) < 0.1
