@@ -50,6 +50,31 @@ def test_integer_hyper_synthesis_matches_its_int64_definition() -> None:
         np.testing.assert_array_equal(net(z), reference(net, z))
 
 
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "output_padding"),
+    [(5, 2, 2, 1), (3, 2, 1, 1), (4, 2, 1, 0), (3, 1, 1, 0), (5, 3, 1, 2)],
+)
+def test_integer_layers_by_phases_and_bands_match_the_int64_definition(
+    kernel: int, stride: int, padding: int, output_padding: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast float64 paths (a transposed layer as one convolution per output phase; unfolded
+    row bands, made tiny here so that many bands run) sum exactly what the definition sums."""
+    import aecompress.nn.integer as integer
+
+    torch.manual_seed(kernel * 10 + stride)
+    net = torch.nn.Sequential(
+        torch.nn.ConvTranspose2d(6, 5, kernel, stride, padding, output_padding), torch.nn.ReLU(),
+        torch.nn.Conv2d(5, 7, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(7, 4, 1),
+    )  # fmt: skip
+    exact = IntegerNet(net)
+    rng = np.random.default_rng(kernel)
+    for bands in (integer.BAND_VALUES, 64):
+        monkeypatch.setattr(integer, "BAND_VALUES", bands)
+        for shape in ((6, 5, 7), (6, 1, 1), (6, 9, 2)):
+            z = rng.integers(-3000, 3000, size=shape)
+            np.testing.assert_array_equal(exact(z), reference(exact, z))
+
+
 def test_scale_classes_do_not_depend_on_threads_or_float_settings() -> None:
     model = _tiny()
     z = np.random.default_rng(1).integers(-8, 9, size=(8, 6, 9))
