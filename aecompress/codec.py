@@ -22,7 +22,7 @@ from aecompress.family import find_family
 from aecompress.imageio import ImageData, check_pixels
 from aecompress.latents import quality_to_step
 from aecompress.modelfile import find_for_file, resolve
-from aecompress.pack import decode_stack, decode_with, pack_file
+from aecompress.pack import decode_batches, decode_with, pack_file, parse_workers
 from aecompress.passes import analyse_stack, model_on, tile_latents
 
 
@@ -106,11 +106,13 @@ def decode_many(
     tile: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     near: Sequence[Path] = (),
+    workers: int | None = None,
 ) -> list[ImageData | AecError]:
     """Restore several files, running same-shaped latents of one model through the decoder together.
 
     The GPU counterpart of ``encode_many``. A file that cannot be decoded yields its error in
-    its place, so one bad file does not stop the others.
+    its place, so one bad file does not stop the others. ``workers`` threads parse the next
+    batches while the decoder network runs (default: ``pack.parse_workers``).
     """
     dev = select_device(device)
     out: list[ImageData | AecError | None] = [None] * len(datas)
@@ -133,15 +135,11 @@ def decode_many(
             out[index] = exc
     for (path, _, _, _), members in groups.items():
         net, _ = model_on(path, dev)
-        for first in range(0, len(members), batch):
-            chunk = members[first : first + batch]
-            images: Sequence[ImageData | AecError]
-            try:
-                images = decode_stack(net, [aec for _, aec in chunk], dev)
-            except AecError as exc:
-                images = [exc] * len(chunk)
-            for (index, _), image in zip(chunk, images, strict=True):
-                out[index] = image
+        indices = iter([index for index, _ in members])
+        files = [aec for _, aec in members]
+        for images in decode_batches(net, files, dev, batch, parse_workers(workers, dev)):
+            for image in images:
+                out[next(indices)] = image
     return [item if item is not None else FormatError("not decoded") for item in out]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -351,16 +352,44 @@ def _dictionary(set_id: int, stream: int) -> zstandard.ZstdCompressionDict | Non
     return found[stream] if 0 <= stream < len(found) else None
 
 
-@cache
+class _ThreadCoders(threading.local):
+    """Each thread's own zstd objects: a compressor or decompressor (and the dictionary loaded
+    into it) must not be used by two threads at once, and batches are parsed and packed on
+    several threads."""
+
+    def __init__(self) -> None:
+        self.compressors: dict[tuple[int, int], zstandard.ZstdCompressor] = {}
+        self.decompressors: dict[tuple[int, int, int], zstandard.ZstdDecompressor] = {}
+
+
+_coders = _ThreadCoders()
+
+
+def _own_dictionary(set_id: int, stream: int) -> zstandard.ZstdCompressionDict | None:
+    shared = _dictionary(set_id, stream)
+    if shared is None:
+        return None
+    return zstandard.ZstdCompressionDict(shared.as_bytes(), dict_type=zstandard.DICT_TYPE_FULLDICT)
+
+
 def _compressor(set_id: int, stream: int) -> zstandard.ZstdCompressor:
-    d = _dictionary(set_id, stream)
-    return zstandard.ZstdCompressor(compression_params=_params(), dict_data=d)
+    found = _coders.compressors.get((set_id, stream))
+    if found is None:
+        d = _own_dictionary(set_id, stream)
+        found = _coders.compressors[set_id, stream] = zstandard.ZstdCompressor(
+            compression_params=_params(), dict_data=d
+        )
+    return found
 
 
-@cache
 def _decompressor(set_id: int, stream: int, kind: int) -> zstandard.ZstdDecompressor:
-    d = _dictionary(set_id, stream)
-    return zstandard.ZstdDecompressor(dict_data=d, format=kind)
+    found = _coders.decompressors.get((set_id, stream, kind))
+    if found is None:
+        d = _own_dictionary(set_id, stream)
+        found = _coders.decompressors[set_id, stream, kind] = zstandard.ZstdDecompressor(
+            dict_data=d, format=kind
+        )
+    return found
 
 
 PARALLEL_FROM = 1 << 16  # raw bytes from which the streams are compressed on several threads

@@ -5,6 +5,10 @@ which -q serve an image is ``placement``'s business.
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ import torch
 
 from aecompress import format as aecformat
 from aecompress.defaults import DEFAULT_QUALITY
-from aecompress.errors import FormatError
+from aecompress.errors import AecError, FormatError
 from aecompress.imageio import ImageData
 from aecompress.latents import coder_for
 from aecompress.nn import LatentCodec
@@ -118,11 +122,11 @@ def decode_with(
     return ImageData(rgb, alpha, h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
 
 
-def decode_stack(net: LatentCodec, files: list[aecformat.AecFile], device: torch.device) -> list[ImageData]:
-    """Files whose latents share one shape, through the decoder in one pass."""
-    for aec in files:
-        _check_layout(net, aec.header)
-    pixels = synthesize_stack(net, [coder_for(net).restore(net, a) for a in files], device)
+def _synthesized(
+    net: LatentCodec, files: list[aecformat.AecFile], latents: list[torch.Tensor], device: torch.device
+) -> list[ImageData]:
+    """Restored latents of same-shaped files -> their images, in one decoder pass."""
+    pixels = synthesize_stack(net, latents, device)
     images = []
     for aec, rgb in zip(files, pixels, strict=True):
         h = aec.header
@@ -131,6 +135,69 @@ def decode_stack(net: LatentCodec, files: list[aecformat.AecFile], device: torch
             ImageData(crop, aec.alpha_array(), h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
         )
     return images
+
+
+def _restored(net: LatentCodec, aec: aecformat.AecFile) -> torch.Tensor | AecError:
+    """One file's latents, or the error that stops it (so one bad file stops no other)."""
+    try:
+        _check_layout(net, aec.header)
+        return coder_for(net).restore(net, aec)
+    except AecError as exc:
+        return exc
+
+
+PARSE_AHEAD = 2  # batches parsed ahead of the one the decoder network is running
+
+
+def parse_workers(requested: int | None, device: torch.device) -> int:
+    """Threads that parse files while the decoder network runs: as asked, else one per core
+    (up to 8) beside a GPU, and none beside the CPU's own network pass, which uses every core."""
+    if requested is not None:
+        return max(1, requested)
+    return min(8, os.cpu_count() or 1) if device.type != "cpu" else 1
+
+
+def decode_batches(
+    net: LatentCodec, files: list[aecformat.AecFile], device: torch.device, batch: int, workers: int
+) -> Iterator[list[ImageData | AecError]]:
+    """Same-shaped files in batches, as a pipeline: ``workers`` threads parse the streams of the
+    next batches (zstd, numpy and the integer networks release the GIL) while the device runs
+    the decoder network on the current one. Yields each batch's images (or errors) in order."""
+    chunks = [files[i : i + batch] for i in range(0, len(files), batch)]
+    if workers <= 1:
+        for chunk in chunks:
+            yield _finished(net, chunk, [_restored(net, a) for a in chunk], device)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="aec-parse") as pool:
+        ahead: deque[list[Future[torch.Tensor | AecError]]] = deque()
+        for index, chunk in enumerate(chunks):
+            while len(ahead) <= PARSE_AHEAD and index + len(ahead) < len(chunks):
+                ahead.append([pool.submit(_restored, net, a) for a in chunks[index + len(ahead)]])
+            yield _finished(net, chunk, [f.result() for f in ahead.popleft()], device)
+
+
+def _finished(
+    net: LatentCodec,
+    chunk: list[aecformat.AecFile],
+    restored: list[torch.Tensor | AecError],
+    device: torch.device,
+) -> list[ImageData | AecError]:
+    """A parsed batch through the decoder network; files that failed to parse keep their error."""
+    out: list[ImageData | AecError] = [
+        r if isinstance(r, AecError) else FormatError("not decoded") for r in restored
+    ]
+    good = [i for i, r in enumerate(restored) if isinstance(r, torch.Tensor)]
+    latents = [r for r in restored if isinstance(r, torch.Tensor)]
+    if good:
+        try:
+            images: list[ImageData | AecError] = list(
+                _synthesized(net, [chunk[i] for i in good], latents, device)
+            )
+        except AecError as exc:
+            images = [exc] * len(good)
+        for i, image in zip(good, images, strict=True):
+            out[i] = image
+    return out
 
 
 def _check_layout(net: LatentCodec, h: aecformat.AecHeader) -> None:

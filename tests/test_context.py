@@ -157,6 +157,40 @@ def test_a_slice_missing_or_misshapen_is_refused(tmp_path: Path) -> None:
         aecformat.pack(aec.header, list(dropped.tensors))
 
 
+def test_batches_parse_on_threads_to_what_one_thread_decodes(tmp_path: Path) -> None:
+    """The decode pipeline (threads parse the next batches while the network decodes this one)
+    gives the same pixels as parsing in turn, and a file that fails to parse keeps its error in
+    its place without stopping its batch."""
+    from aecompress.pack import decode_batches
+
+    path = tmp_path / "ctx.pt"
+    save_model(tiny_context(), path, "ctx", {"note": "test model"})
+    net, _ = passes.model_on(path, torch.device("cpu"))
+    files = [
+        aecformat.unpack(
+            codec.encode(ImageData(photo_like(32, 48, seed=s), None, "RGB"), str(path), 60, "cpu").data
+        )
+        for s in range(5)
+    ]
+    broken = dataclasses.replace(files[2], tensors=files[2].tensors[:-1])
+    files[2] = broken
+    runs = []
+    for workers in (1, 3):
+        batches = list(decode_batches(net, files, torch.device("cpu"), 2, workers))
+        assert [len(b) for b in batches] == [2, 2, 1]
+        runs.append([item for b in batches for item in b])
+    for one, threaded in zip(*runs, strict=True):
+        if isinstance(one, ImageData):
+            assert isinstance(threaded, ImageData)
+            np.testing.assert_array_equal(one.rgb, threaded.rgb)
+        else:
+            assert isinstance(one, FormatError) and isinstance(threaded, FormatError)
+    assert [isinstance(item, FormatError) for item in runs[1]] == [False, False, True, False, False]
+    first = codec.encode(ImageData(photo_like(32, 48, seed=0), None, "RGB"), str(path), 60, "cpu").data
+    single = codec.decode(first, "cpu", str(path))
+    assert isinstance(runs[1][0], ImageData) and np.abs(single.rgb.astype(int) - runs[1][0].rgb).max() <= 1
+
+
 def test_training_a_context_model_writes_validation_files(tmp_path: Path) -> None:
     """The training loop's validation codes real files with the slice-context coder."""
     data = tmp_path / "images"
