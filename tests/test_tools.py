@@ -123,3 +123,14 @@ def test_every_benchmark_and_script_is_run_by_a_test() -> None:
         assert f"{tool.parent.name}/{tool.name}" in tests_text, f"{tool} is run by no test"
     for shell in sorted((REPO / "scripts").glob("*.sh")):
         subprocess.run(["bash", "-n", str(shell)], check=True)
+
+
+@pytest.mark.parametrize("model", ["hyper.pt", "ctx.pt"])
+def test_gpu_check_runs_on_the_cpu_at_tiny_scale(tiny: dict[str, Path], model: str) -> None:
+    """scripts/gpu_check.py, the one GPU run of issue 26, on the CPU: the integers of the golden
+    files and of fresh files match (the CPU against itself here), and every rate is reported."""
+    out = _run(tiny, str(REPO / "scripts/gpu_check.py"), "--data", str(tiny["data"]), "--device", "cpu",
+               "--model", str(tiny["models"] / model), "--repeat", "1", "--batch", "2")  # fmt: skip
+    rows = _table_rows(out)
+    assert "| files whose integers match on CPU and cpu | 4 of 4 |" in rows
+    assert len(rows) == 6 and all(float(r.split("|")[2]) > 0 for r in rows[2:])
