@@ -41,6 +41,7 @@ def build(
     per_image: PerImage | None = None,
     match: float | None = None,
     top_rule: TopRule | None = None,
+    fade: float | None = None,
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
@@ -57,10 +58,11 @@ def build(
     on as many calibration images as it can, not only on their mean (``_seam``): two members
     spend their bits differently, so an image can lose both at a switch the means say gains both.
 
-    With ``match`` (and ``per_image``), members hand over by size instead: each runs to its own
-    top, and the next one's calibrated start is the mean over the images of its quality whose
-    file is ``match`` times that top (``_matched_start``); the encoder finds it per image. A
-    ``top_rule`` lowers the first member's top per image (``TopRule``).
+    With ``match`` (and ``per_image``), members hand over by size instead: the first runs to its
+    own top (lowered per image by a ``top_rule``: ``TopRule``), a middle one to its last quality
+    below where the next one starts to win, and the next one's calibrated start is the mean over
+    the images of its quality whose file is ``match`` times that top (``_matched_start``); the
+    encoder finds it per image.
     """
     ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
@@ -84,7 +86,10 @@ def build(
     rules: list[TopRule | None] = [None] * len(chosen)
     if match is not None and per_image is not None:
         rules[0] = top_rule if len(chosen) > 1 else None
+        takes = [pts[0] for _, pts in chosen]  # where each member first beats the ones before
         for i in range(1, len(chosen)):
+            if i > 1:  # a middle member tops out where the next one starts to win
+                chosen[i - 1] = (chosen[i - 1][0], _below(chosen[i - 1][1], takes[i]))
             tops = _tops(chosen[i - 1], per_image, rules[i - 1])
             start = _matched_start(tops, chosen[i][0], per_image, match)
             chosen[i] = (chosen[i][0], _from(per_image_curve(per_image, chosen[i][0]), start))
@@ -105,7 +110,7 @@ def build(
         top = 100.0 if i == len(chosen) - 1 else round(edge + 100 * span / sum(spans), 2)
         members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0]), rules[i]))
         edge = top
-    return Family(name, tuple(members), folder, card or {}, match)
+    return Family(name, tuple(members), folder, card or {}, match, fade if match is not None else None)
 
 
 def per_image_curve(per_image: PerImage, model: str) -> list[Point]:

@@ -14,6 +14,11 @@ matched per image, a step of -q across the hand-over grows the file about as muc
 The encoder finds the start (``placement.Placer``); the family file holds only the ratio and each
 member's calibrated mean start.
 
+Finding an image's start takes the previous member's analysis as well as this one's. With
+``fade`` the image's own start matters only over the first ``fade`` of a member's global range:
+from the start the member's quality climbs straight to where the calibrated mapping is at
+``fade``, and follows that mapping from there. Past the fade an encode runs one analysis.
+
 Each .aec file names the member that made it, so decoding needs no family at all.
 """
 
@@ -74,6 +79,7 @@ class Family:
     folder: Path
     card: dict[str, Any]
     match: float | None = None  # hand over by size: next member's first file / previous top file
+    fade: float | None = None  # with match: the share of a member's range its image's start shapes
 
     def pick(self, quality: float) -> tuple[Path, float]:
         """The member model file and its own quality for a global quality (calibrated starts)."""
@@ -92,11 +98,23 @@ class Family:
 
     def local(self, index: int, t: float, start: float | None = None, top: float | None = None) -> float:
         """A member's own quality at fraction ``t`` of its range, from ``start`` when matched, to
-        ``top`` when its top depends on the image (``TopRule``)."""
+        ``top`` when its top depends on the image (``TopRule``). With ``fade``, past it the
+        calibrated mapping, and before it a straight climb from ``start`` to that mapping
+        (level, never falling, for an image whose start lies above where the climb ends)."""
         lo, hi = self.members[index].local_quality
-        lo = lo if start is None else start
         hi = hi if top is None else top
+        fade = self.fade
+        if start is not None and fade is None:
+            lo = start
+        elif start is not None and fade is not None and t < fade:
+            join = lo + fade * (hi - lo)
+            return min(100.0, max(0.0, min(join, start + t / fade * (join - start))))
         return min(100.0, max(0.0, lo + t * (hi - lo)))
+
+    def needs_start(self, index: int, t: float) -> bool:
+        """Whether member ``index`` at fraction ``t`` of its range depends on the image's start
+        (and so on the previous member's analysis)."""
+        return self.match is not None and index > 0 and (self.fade is None or t < self.fade)
 
     def model_path(self, member: Member) -> Path:
         """A member's file: beside the family file first, then the usual model search."""
@@ -115,6 +133,8 @@ class Family:
         }
         if self.match is not None:
             data["match"] = self.match
+        if self.fade is not None:
+            data["fade"] = self.fade
         data["card"] = self.card
         return data
 
@@ -147,8 +167,15 @@ def load_family(path: Path) -> Family:
     ratio = isinstance(match, (int, float)) and not isinstance(match, bool)
     if match is not None and not (ratio and 1 <= match <= 2):
         raise ModelError(f"{path}: match must be a ratio between 1 and 2")
+    fade = data.get("fade")
+    share = isinstance(fade, (int, float)) and not isinstance(fade, bool)
+    if fade is not None and not (share and match is not None and 0 < fade <= 1):
+        raise ModelError(f"{path}: fade must be a share between 0 and 1, with match")
     name = str(data.get("name", Path(path).name[: -len(FAMILY_SUFFIX)]))
-    return Family(name, members, Path(path).parent, card, None if match is None else float(match))
+    return Family(
+        name, members, Path(path).parent, card, None if match is None else float(match),
+        None if fade is None else float(fade),
+    )  # fmt: skip
 
 
 def _rule(value: Any) -> TopRule | None:

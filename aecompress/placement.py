@@ -84,8 +84,8 @@ class Placer:
         if self.family is None:
             assert self.alone is not None
             return [self.alone]
-        index, _ = self.family.slot(quality)
-        first = index - 1 if self.family.match is not None and index > 0 else index
+        index, t = self.family.slot(quality)
+        first = index - 1 if self.family.needs_start(index, t) else index
         return [self.family.model_path(m) for m in self.family.members[first : index + 1]]
 
     def place(self, quality: float) -> tuple[Path, float]:
@@ -95,7 +95,7 @@ class Placer:
             quality_to_step(quality)  # range check
             return self.alone, quality
         index, t = self.family.slot(quality)
-        start = self.start(index) if self.family.match is not None and index > 0 else None
+        start = self.start(index) if self.family.needs_start(index, t) else None
         local = self.family.local(index, t, start, self.top(index))
         return self.family.model_path(self.family.members[index]), local
 

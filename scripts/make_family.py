@@ -8,7 +8,8 @@ member's measured curve and the resulting family. Every image's bytes and PSNR g
 NAME.calibration.json beside it: the builder puts each switch where it gains both on as many
 images as it can. Check the family with `python benchmarks/kodak.py` and the -q monotonicity test
 (`pytest tests/test_quality.py`) before committing it. `--remeasure no` rebuilds the family from
-the measurements already stored beside --out (after a change to the builder). `--match 1.03` makes
+the measurements already stored beside --out (after a change to the builder); `--remeasure new`
+measures only the members not stored there (a member added to a family). `--match 1.03` makes
 members hand over by size, per image (see aecompress/family.py); check it with
 `python benchmarks/smoothness.py`.
 """
@@ -24,6 +25,7 @@ import torch
 
 from aecompress import calibration, family
 from aecompress.imageio import IMAGE_SUFFIXES, read_image
+from aecompress.modelfile import read_info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qualities", default=",".join(f"{q / 2:g}" for q in range(0, 201, 5)))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--remeasure", choices=["yes", "no"], default="yes")
+    parser.add_argument(
+        "--remeasure",
+        choices=["yes", "no", "new"],
+        default="yes",
+        help="no: rebuild from the measurements beside --out; new: measure only the members "
+        "they lack (by model name: delete a member's entry when its weights change)",
+    )
     parser.add_argument(
         "--match",
         type=float,
@@ -49,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="with --match: BPP,PER_OCTAVE,LOWEST, the first member's top per image (family.TopRule)",
     )
+    parser.add_argument(
+        "--fade",
+        type=float,
+        default=None,
+        help="with --match: the share of each later member's range its per-image start shapes "
+        "(past it an encode runs one analysis; see aecompress/family.py)",
+    )
     args = parser.parse_args(argv)
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
     torch.set_num_threads(args.threads)
@@ -59,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         per_image = _per_image_from_json(json.loads(sidecar.read_text())) if sidecar.is_file() else None
         given = argv if argv is not None else sys.argv[1:]
         old["rebuilt"] = "python scripts/make_family.py " + " ".join(given)
-        rebuilt = calibration.build(args.name, curves, args.out.parent, old, per_image, args.match, rule)
+        rebuilt = calibration.build(
+            args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade
+        )
         family.save(rebuilt, args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
@@ -70,7 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     images = [(p.name, read_image(p)) for p in paths]
     qualities = [float(q) for q in args.qualities.split(",")]
-    per_image = calibration.measure_per_image(args.members, images, qualities)
+    sidecar = _calibration_path(args.out)
+    kept: calibration.PerImage = {}
+    members = list(args.members)
+    if args.remeasure == "new" and sidecar.is_file():
+        stored = _per_image_from_json(json.loads(sidecar.read_text()))
+        names = {path: read_info(path).name for path in members}
+        kept = {names[p]: stored[names[p]] for p in members if names[p] in stored}
+        members = [p for p in members if names[p] not in stored]
+        print("reused: " + (", ".join(sorted(kept)) or "none"))
+    per_image = {**kept, **calibration.measure_per_image(members, images, qualities)}
     curves = calibration.mean_curves(per_image)
     for name, points in curves:
         print(name)
@@ -87,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
-    built = calibration.build(args.name, curves, args.out.parent, card, per_image, args.match, rule)
+    built = calibration.build(
+        args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade
+    )
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0

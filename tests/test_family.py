@@ -382,3 +382,64 @@ def test_bad_top_rules_are_refused(tmp_path: Path):
         path.write_text(json.dumps(data))
         with pytest.raises(ModelError):
             family.load_family(path)
+
+
+@pytest.mark.parametrize("fade", [0.0, 1.5, "0.25", True])
+def test_a_bad_fade_is_refused(tmp_path: Path, fade: object):
+    path = _matched_duo(tmp_path)
+    data = json.loads(path.read_text())
+    data["fade"] = fade
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="fade"):
+        family.load_family(path)
+
+
+def test_a_fade_joins_each_image_start_to_the_calibrated_mapping_and_ends_its_second_analysis(
+    tmp_path: Path,
+):
+    """Past ``fade`` of the upper member's range every image gets the calibrated mapping (one
+    analysis); before it the quality climbs from the image's own start, never falling."""
+    path = _matched_duo(tmp_path)
+    data = json.loads(path.read_text())
+    data["fade"] = 0.25
+    path.write_text(json.dumps(data))
+    fam = family.load_family(path)
+    assert fam.fade == 0.25 and family.load_family(_saved(fam, tmp_path)).fade == 0.25
+    join = 50 + 0.25 * 50  # the calibrated mapping (50..100) at the fade
+    for start in (20.0, 50.0, 61.0, 80.0):
+        values = [fam.local(1, t / 100, start) for t in range(101)]
+        assert all(b >= a for a, b in itertools.pairwise(values)), start
+        assert values[0] == min(start, join) and values[25] == pytest.approx(join)
+        assert values[60] == pytest.approx(50 + 0.6 * 50)  # independent of the start
+    image = ImageData(photo_like(96, 128, seed=2), None, "RGB")
+    lo, hi = tmp_path / "hlo.pt", tmp_path / "hhi.pt"
+    placer = placement.Placer(path, image, torch.device("cpu"))
+    assert placer.needs(45.0) == [lo, hi]  # t = 1/12: the start still counts
+    assert placer.needs(70.0) == [hi]  # t = 1/2: one analysis
+    assert placer.place(70.0) == (hi, pytest.approx(75.0))
+    assert placer.pack(70.0).path == hi and list(placer.latents) == [hi]  # lo was never analysed
+    first = placer.pack(40.0)
+    assert first.local == pytest.approx(min(placer.start(1), join))
+
+
+def _saved(fam: family.Family, folder: Path) -> Path:
+    path = folder / "saved.family.json"
+    family.save(fam, path)
+    return path
+
+
+def test_build_with_match_tops_a_middle_member_where_the_next_one_starts_to_win(tmp_path: Path):
+    per_image = {
+        "low": {0.0: [(0.10, 25.0)], 100.0: [(0.50, 30.0)]},
+        "mid": {0.0: [(0.30, 27.0)], 50.0: [(0.60, 31.0)], 80.0: [(1.00, 33.0)], 100.0: [(1.60, 34.0)]},
+        "top": {0.0: [(0.80, 31.0)], 50.0: [(1.20, 34.0)], 100.0: [(2.40, 38.0)]},
+    }
+    built = calibration.build(
+        "fam", calibration.mean_curves(per_image), tmp_path, per_image=per_image, match=1.04, fade=0.3
+    )
+    assert [m.model for m in built.members] == ["low", "mid", "top"] and built.fade == 0.3
+    # "top" first beats the others at 1.20 bpp (34 dB against "mid"'s 33.5): "mid" keeps its
+    # qualities below that in both bpp and PSNR, so it tops out at -q 80 (1.00 bpp, 33 dB)
+    assert built.members[1].local_quality[1] == 80.0
+    start = 50 * math.log(1.04 * 1.00 / 0.80) / math.log(1.20 / 0.80)
+    assert built.members[2].local_quality == (pytest.approx(start), 100.0)
