@@ -66,7 +66,7 @@ def test_integer_layers_by_phases_and_bands_match_the_int64_definition(
         torch.nn.ConvTranspose2d(6, 5, kernel, stride, padding, output_padding), torch.nn.ReLU(),
         torch.nn.Conv2d(5, 7, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(7, 4, 1),
     )  # fmt: skip
-    exact = IntegerNet(net)
+    exact = IntegerNet(net, products=True)
     rng = np.random.default_rng(kernel)
     for bands in (integer.BAND_VALUES, 64):
         monkeypatch.setattr(integer, "BAND_VALUES", bands)

@@ -7,11 +7,12 @@ into garbage (the best-known failure of learned codecs). Here every weight is a 
 integer, every activation is an integer, and every layer is a sum of integer products followed
 by a floor division by a power of two, so the result is the same everywhere.
 
-The sums run as float64 matrix products on the CPU: with integer operands and every partial sum
+The sums run in float64 where the network sits: with integer operands and every partial sum
 below 2^53, float64 arithmetic is exact whatever the order of summation, so any BLAS, thread
-count or vector width gives the same integers. Inputs and activations are clamped so that the
-bound holds even for a hostile file; ``tests/test_integer.py`` checks the float64 path against a
-pure int64 reference.
+count, vector width or GPU gives the same integers. On the CPU torch's convolutions do the sums;
+elsewhere plain matrix products (cuBLAS), so no convolution algorithm that rounds is ever picked.
+Inputs and activations are clamped so that the bound holds even for a hostile file;
+``tests/test_hyperprior.py`` checks both paths against a pure int64 reference.
 """
 
 from __future__ import annotations
@@ -45,16 +46,25 @@ class IntegerLayer:
 class IntegerNet:
     """The integer copy of a Sequential of Conv2d / ConvTranspose2d layers with ReLU between."""
 
-    def __init__(self, net: nn.Sequential, in_bits: int = 0, input_limit: int = INPUT_LIMIT) -> None:
+    def __init__(
+        self,
+        net: nn.Sequential,
+        in_bits: int = 0,
+        input_limit: int = INPUT_LIMIT,
+        products: bool | None = None,
+    ) -> None:
         """``in_bits``: fractional bits of the input integers (0: plain integers such as the coded
         hyper-latents; ACT_BITS for fixed-point values such as reconstructed latents);
-        ``input_limit``: |input| is clamped below it, so the sums' bound holds for any file."""
+        ``input_limit``: |input| is clamped below it, so the sums' bound holds for any file;
+        ``products``: sum as plain matrix products (default: off the CPU, where convolution
+        libraries pick algorithms of their own; on the CPU torch's own kernels are faster)."""
         layers: list[IntegerLayer] = []
         modules = list(net)
         self.input_limit = input_limit
         # the sums run where the network sits (CPU or CUDA): float64 products of integers are
         # exact on both, so the parse there needs no copy back to the CPU until its end
         self.device = next(net.parameters()).device
+        self.products = self.device.type != "cpu" if products is None else products
         for i, module in enumerate(modules):
             if isinstance(module, nn.ReLU):
                 continue
@@ -96,11 +106,15 @@ class IntegerNet:
             np.clip(x.astype(np.int64), -self.input_limit, self.input_limit).astype(np.float64)
         )[None].to(self.device)
         for layer in self.layers:
-            if layer.transposed:
+            if self.products and layer.transposed:
                 acc = _sum_transposed(t, layer)
-            elif layer.stride == 1:
+            elif self.products and layer.stride == 1:
                 p = layer.padding
                 acc = _sum_products(F.pad(t, (p, p, p, p)), layer.weight, layer.bias)
+            elif layer.transposed:
+                acc = F.conv_transpose2d(
+                    t, layer.weight, layer.bias, layer.stride, layer.padding, layer.output_padding
+                )
             else:
                 with torch.backends.cudnn.flags(enabled=False):  # no algorithm that rounds (FFT)
                     acc = F.conv2d(t, layer.weight, layer.bias, layer.stride, layer.padding)
@@ -117,8 +131,8 @@ BAND_VALUES = 1 << 22  # float64 values (32 MiB) of unfolded input per matrix pr
 
 def _sum_products(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A stride-1 convolution of an already padded (1, C, H, W) float64 input, as matrix products
-    of unfolded rows: the same integer sums as ``F.conv2d``, about twice as fast in float64 (BLAS
-    instead of the generic kernel). Row bands bound the unfolded copy for large images."""
+    of unfolded rows: the same integer sums as ``F.conv2d``, by one BLAS call a band whatever the
+    device (no convolution algorithm to pick). Row bands bound the unfolded copy."""
     out_c, in_c, kh, kw = weight.shape
     h, w = x.shape[2] - kh + 1, x.shape[3] - kw + 1
     if h <= 0 or w <= 0:
@@ -137,8 +151,8 @@ def _sum_products(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> 
 
 def _sum_transposed(x: torch.Tensor, layer: IntegerLayer) -> torch.Tensor:
     """A transposed convolution as ``stride``² stride-1 convolutions, one per output phase, each
-    with the kernel taps that reach it: the same integer sums as ``F.conv_transpose2d`` without
-    its scatter (2-3 times faster in float64 on a CPU)."""
+    with the kernel taps that reach it: the same integer sums as ``F.conv_transpose2d``, as
+    matrix products."""
     s, p, k = layer.stride, layer.padding, layer.weight.shape[2]
     h, w = x.shape[2], x.shape[3]
     out_h = (h - 1) * s - 2 * p + k + layer.output_padding
