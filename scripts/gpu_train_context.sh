@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU run of the context models (issue 25), side by side on the one GPU, each with the whole
 # schedule (warm-up, plateau, both decays) fitted into BUDGET seconds:
-#   - context: stride 8, fine-tunes INIT (default: the weights of the committed CPU state
-#     models/next/context.ckpt) jointly, transforms included;
+#   - context: stride 8, fine-tunes INIT (default: models/next/context.pt, stage 14a's weights)
+#     jointly, transforms included;
 #   - context-low: stride 16, warm-started from the bundled hyperprior-low (means, slice contexts
 #     and the h_a/h_s changes new), over its lambdas.
 # Then the CUDA tests (integers equal on CPU and CUDA) and, when a few Kodak images are carried in
@@ -21,12 +21,7 @@ RUN=${RUN:-/tmp/aec-ctx}
 mkdir -p "$OUT" "$RUN"
 source scripts/gpu_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-INIT=${INIT:-}
-if [ -z "$INIT" ]; then
-  python3 scripts/checkpoint.py expand models/next/context.ckpt "$RUN/init.ckpt" &&
-    python3 scripts/checkpoint.py model "$RUN/init.ckpt" "$RUN/init.pt" || exit 1
-  INIT=$RUN/init.pt
-fi
+INIT=${INIT:-models/next/context.pt}
 common=(--batch-size "${BATCH:-16}" --crop "${CROP:-256}" --steps 10000000 --time-budget "$BUDGET"
   --log-every 250 --checkpoint-every 2000 --device "$DEVICE" --workers "${WORKERS:-4}"
   --val-every 100000000 --ema 0.999 --ms-ssim-weight 0.3 --precision fp32 --lr 2e-4)
