@@ -90,17 +90,23 @@ def context_classes(stored: np.ndarray) -> np.ndarray:
 
 
 def _split_by_class(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[np.ndarray]:
-    """The values of each class in their flat order: one stable (radix) sort by class instead
+    """The values of each class in their flat order: one stable counting sort by class instead
     of a pass over the whole tensor per class."""
-    order = np.argsort(classes, kind="stable")
-    ends = np.cumsum(np.bincount(classes, minlength=num_classes))
-    return np.split(values[order], ends[:-1])
+    order, edges = _class_order(classes, num_classes)
+    return np.split(values[order], edges[1:-1])
+
+
+def _magnitudes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat integers and their magnitudes, in the narrowest type that holds both (int8
+    latents: int16), so a large image's streams are cut without int64 copies of every latent."""
+    wide = np.int16 if values.dtype.itemsize == 1 else np.int32 if values.dtype.itemsize <= 2 else np.int64
+    v = values.ravel().astype(wide, copy=False)
+    return v, np.abs(v)
 
 
 def binarize(stored: np.ndarray, classes: np.ndarray) -> list[bytes]:
     """The raw (uncompressed) streams of a tensor in stored order, given each latent's class."""
-    v = stored.astype(np.int64).ravel()
-    mags = np.abs(v)
+    v, mags = _magnitudes(stored)
     streams: list[bytes] = []
     gt1: list[bytes] = []
     for values in _split_by_class(mags, classes.ravel(), CLASSES):
@@ -118,7 +124,7 @@ class _Bits:
     """Sequential reader of a packed bit stream."""
 
     def __init__(self, raw: bytes, name: str) -> None:
-        self.bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8)).astype(bool)
+        self.bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8)).view(bool)
         self.pos = 0
         self.name = name
         self.raw_len = len(raw)
@@ -531,8 +537,7 @@ def _class_parts(
 ) -> tuple[list[list[np.ndarray]], bytes, bytes]:
     """Each class's symbols of each kind (``sig`` bits, ``gt1`` bits, ``rest`` bytes), the
     class's latents in flat order; and the raw ``sign`` and ``esc`` streams (flat order)."""
-    v = values.astype(np.int64).ravel()
-    mags = np.abs(v)
+    v, mags = _magnitudes(values)
     parts: list[list[np.ndarray]] = [[], [], []]
     for m in _split_by_class(mags, classes.ravel(), num_classes):
         nz = m[m > 0]
@@ -691,18 +696,18 @@ def _rebuild(
     classes: np.ndarray,
     num_classes: int,
 ) -> np.ndarray:
-    """The flat integers from raw streams: ``kinds[kind]`` lists (first class, last class,
-    stream) for the groups of that kind, covering the classes in order (scheme 2: one class a
-    group). Every stream must be used up exactly."""
-    cls = classes.ravel().astype(np.int64)
-    if cls.size and cls.max() >= num_classes:
+    """The flat integers (int32) from raw streams: ``kinds[kind]`` lists (first class, last
+    class, stream) for the groups of that kind, covering the classes in order (scheme 2: one
+    class a group). Every stream must be used up exactly. Positions are held as int32 and
+    flags as bytes, so a 24-megapixel image's parse needs a few bytes a latent."""
+    cls = classes.ravel()
+    if cls.size and int(cls.max()) >= num_classes:
         raise FormatError("the side information names a class the latents have no streams for")
-    order = np.argsort(cls, kind="stable")  # class by class, flat order within a class
-    edges = np.searchsorted(cls[order], np.arange(num_classes + 1))
+    order, edges = _class_order(cls, num_classes)
     readers: list[_Bits | _Values] = []
 
     def read(kind: int, ends: np.ndarray, size: int) -> np.ndarray:
-        out = np.zeros(size, dtype=np.int64)
+        out = np.zeros(size, dtype=np.uint8 if kind < 2 else np.int32)
         for first, last, raw in kinds[kind]:
             reader = (
                 _Values(raw, "<u1", f"rest{first}")
@@ -713,23 +718,45 @@ def _rebuild(
             readers.append(reader)
         return out
 
-    nonzero = np.flatnonzero(read(0, edges, cls.size))  # positions in class order
-    above = nonzero[read(1, np.searchsorted(nonzero, edges), nonzero.size).astype(bool)]
+    nonzero = np.flatnonzero(read(0, edges, cls.size)).astype(order.dtype)  # in class order
+    above = nonzero[read(1, np.searchsorted(nonzero, edges), nonzero.size).view(bool)]
     extra = read(2, np.searchsorted(above, edges), above.size)
-    sorted_mags = np.zeros(cls.size, dtype=np.int64)
-    sorted_mags[nonzero] = 1
-    sorted_mags[above] = 2 + extra
-    mags = np.empty_like(sorted_mags)
-    mags[order] = sorted_mags
+    mags = np.zeros(cls.size, dtype=np.int32)
+    mags[order[nonzero]] = 1
+    del nonzero
+    above_at = order[above]  # flat positions of the magnitudes above one
+    del order, above
+    mags[above_at] = 2 + extra
     escapes = _Values(esc, "<u2", "esc")
-    long_at = np.sort(order[above[extra == 255]])
-    mags[long_at] += escapes.take(long_at.size)
+    long_at = np.sort(above_at[extra == 255])
+    mags[long_at] += escapes.take(long_at.size).astype(np.int32)
     signs = _Bits(sign, "sign")
     flat_nonzero = np.flatnonzero(mags)
     mags[flat_nonzero[signs.take(flat_nonzero.size)]] *= -1
     for reader in (*readers, signs, escapes):
         reader.finish()
     return mags
+
+
+ORDER_CHUNK = 1 << 22  # latents sorted at a time into class order (bounds the sort's scratch)
+
+
+def _class_order(cls: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The flat positions in class order (class by class, flat order within a class) and each
+    class's start in it: a stable counting sort, chunk by chunk, into int32 positions."""
+    counts = np.bincount(cls, minlength=num_classes)
+    edges = np.concatenate([[0], np.cumsum(counts)])
+    order = np.empty(cls.size, dtype=np.int32 if cls.size < 2**31 else np.int64)
+    filled = edges[:-1].copy()
+    for start in range(0, cls.size, ORDER_CHUNK):
+        part = cls[start : start + ORDER_CHUNK]
+        local = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[local], np.arange(num_classes + 1))
+        for k in np.flatnonzero(np.diff(bounds)):
+            n = bounds[k + 1] - bounds[k]
+            order[filled[k] : filled[k] + n] = local[bounds[k] : bounds[k + 1]] + start
+            filled[k] += n
+    return order, edges
 
 
 def _check_raw_sizes(tensor: CodedTensor, bounds: Sequence[int]) -> None:

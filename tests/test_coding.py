@@ -241,6 +241,24 @@ def test_grouped_classes_round_trip_and_never_cost_more_than_a_stream_per_class(
     assert grouped.coded_bytes + grouped.table_bytes <= alone.coded_bytes + alone.table_bytes + group_map
 
 
+def test_class_order_in_small_chunks_is_the_stable_sort_and_round_trips(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunked counting sort behind every split and parse is numpy's stable sort by class,
+    whatever the chunk; with chunks of 7 latents a tensor still writes and parses exactly."""
+    q = _latents(11, (100, 6, 7), 2.0, "int8")
+    classes = _scale_classes(q.shape)
+    want = np.argsort(classes.ravel(), kind="stable")
+    for chunk in (1, 7, 64, 1 << 22):
+        monkeypatch.setattr(coding, "ORDER_CHUNK", chunk)
+        order, edges = coding._class_order(classes.ravel(), SCALE_K)
+        np.testing.assert_array_equal(order, want)
+        np.testing.assert_array_equal(edges, np.searchsorted(classes.ravel()[want], np.arange(SCALE_K + 1)))
+    monkeypatch.setattr(coding, "ORDER_CHUNK", 7)
+    tensor = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    np.testing.assert_array_equal(coding.decode_classed(tensor, classes, SCALE_K), q)
+
+
 def test_grouping_shrinks_sparse_latents_and_each_group_holds_its_classes_in_order() -> None:
     q, classes = _sparse_by_class((100, 12, 16), seed=8)
     grouped = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)

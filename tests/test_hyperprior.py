@@ -75,6 +75,47 @@ def test_integer_layers_by_phases_and_bands_match_the_int64_definition(
             np.testing.assert_array_equal(exact(z), reference(exact, z))
 
 
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "output_padding"),
+    [(5, 2, 2, 1), (3, 2, 1, 1), (4, 2, 1, 0), (3, 1, 1, 0), (5, 3, 1, 2)],
+)
+def test_integer_net_in_tiles_is_the_whole_net_exactly(
+    kernel: int, stride: int, padding: int, output_padding: int
+) -> None:
+    """Tiles with their halo, cropped and laid side by side, are the whole accumulator bit for
+    bit, for tiles down to one input row, and for a net that cannot be tiled (a strided conv)."""
+    torch.manual_seed(kernel + stride)
+    net = torch.nn.Sequential(
+        torch.nn.ConvTranspose2d(6, 5, kernel, stride, padding, output_padding), torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(5, 5, 3, 2, 1, 1), torch.nn.ReLU(), torch.nn.Conv2d(5, 4, 3, padding=1),
+    )  # fmt: skip
+    exact = IntegerNet(net)
+    z = np.random.default_rng(kernel).integers(-2000, 2000, size=(6, 9, 11))
+    whole = exact(z)
+    np.testing.assert_array_equal(whole, reference(exact, z))
+    for tile in (1, 2, 3, 5, 8, 20):
+        pieces = np.full(whole.shape, np.iinfo(np.int64).min)
+        covered = np.zeros(whole.shape[1:], np.int64)
+        for rows, cols, acc in exact.tiles(z, tile):
+            pieces[:, rows, cols] = acc
+            covered[rows, cols] += 1
+        assert (covered == 1).all(), f"tile {tile}: every output once"
+        np.testing.assert_array_equal(pieces, whole)
+    strided = IntegerNet(torch.nn.Sequential(torch.nn.Conv2d(6, 4, 3, 2, 1)))
+    assert strided.upsampling() is None
+    assert [(r, c) for r, c, _ in strided.tiles(z, 2)] == [(slice(0, 5), slice(0, 6))]
+
+
+def test_scale_classes_in_tiles_are_the_whole_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aecompress.nn.models as models
+
+    model = _tiny()
+    z = np.random.default_rng(2).integers(-8, 9, size=(8, 7, 10))
+    whole = model.scale_classes(z, (27, 37))
+    monkeypatch.setattr(models, "HYPER_TILE", 3)
+    np.testing.assert_array_equal(model.scale_classes(z, (27, 37)), whole)
+
+
 def test_scale_classes_do_not_depend_on_threads_or_float_settings() -> None:
     model = _tiny()
     z = np.random.default_rng(1).integers(-8, 9, size=(8, 6, 9))

@@ -17,6 +17,7 @@ Inputs and activations are clamped so that the bound holds even for a hostile fi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,9 +100,58 @@ class IntegerNet:
         """Fractional bits of the last layer's output (its accumulator, not rescaled)."""
         return WEIGHT_BITS + self.layers[-1].in_bits
 
-    @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(C, H, W) integers -> the last layer's integer accumulator (O, H', W') as int64."""
+        return self._run(x)
+
+    def upsampling(self) -> int | None:
+        """Output rows per input row, when every layer keeps a whole ratio (transposed layers
+        and stride-1 convolutions); None when the net cannot be run in tiles."""
+        scale = 1
+        for layer in self.layers:
+            if not layer.transposed and layer.stride != 1:
+                return None
+            scale *= layer.stride if layer.transposed else 1
+        return scale
+
+    def halo(self) -> int:
+        """Input rows beyond each side of a tile that the tile's outputs can reach: each layer's
+        reach in its own input's rows, summed over layers in input rows (rounded up)."""
+        rows, scale = 0, 1
+        for layer in self.layers:
+            k, s, p = layer.weight.shape[2], layer.stride, layer.padding
+            # transposed: output row o sums input rows (o + p - k + 1) / s .. (o + p) / s
+            reach = max((k - 1 - p) // s, (s - 1 + p) // s) if layer.transposed else max(p, k - 1 - p)
+            rows += -(-reach // scale)
+            scale *= s if layer.transposed else 1
+        return rows
+
+    def tiles(self, x: np.ndarray, tile: int) -> Iterator[tuple[slice, slice, np.ndarray]]:
+        """The accumulator ``self(x)`` piece by piece: (rows, cols, values) for tiles of ``tile``
+        input rows and columns, each run with a halo and cropped, so the values are the whole
+        net's exactly while the memory held is one tile's, whatever the image's size."""
+        up = self.upsampling()
+        h, w = x.shape[1:]
+        if up is None or (h <= tile and w <= tile):
+            acc = self._run(x)
+            yield slice(0, acc.shape[1]), slice(0, acc.shape[2]), acc
+            return
+        halo = self.halo()
+        for y0 in range(0, h, tile):
+            y1 = min(y0 + tile, h)
+            for x0 in range(0, w, tile):
+                x1 = min(x0 + tile, w)
+                sy, sx = max(0, y0 - halo), max(0, x0 - halo)
+                acc = self._run(x[:, sy : min(h, y1 + halo), sx : min(w, x1 + halo)])
+                top, left = (y0 - sy) * up, (x0 - sx) * up
+                bottom = (y1 - sy) * up if y1 < h else acc.shape[1]
+                right = (x1 - sx) * up if x1 < w else acc.shape[2]
+                rows = slice(y0 * up, y0 * up + bottom - top)
+                cols = slice(x0 * up, x0 * up + right - left)
+                yield rows, cols, acc[:, top:bottom, left:right]
+
+    @torch.inference_mode()
+    def _run(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(
             np.clip(x.astype(np.int64), -self.input_limit, self.input_limit).astype(np.float64)
         )[None].to(self.device)

@@ -178,6 +178,7 @@ HYPERPRIOR_LAMBDAS = (0.0018, 0.0048, 0.013, 0.035, 0.093, 0.25)
 HYPERPRIOR_RATE_RANGE = (-1.5, 5.5)  # the rate positions of -q 0 and -q 100
 LOG2_SCALE_MIN, LOG2_SCALE_MAX = -3.25, 7.0
 SCALE_CLASSES = 20  # half an octave each from 2^LOG2_SCALE_MIN; the last takes everything above
+HYPER_TILE = 32  # hyper-latent rows and columns of one tile of the integer h_s (a Kodak image: one)
 
 
 @register("hyperprior")
@@ -286,10 +287,14 @@ class HyperpriorCodec(LatentCodec):
                 zf = torch.from_numpy(z.astype(np.float32))[None].to(self.log_gain.device)
                 log2 = self.hyper_scales(zf, shape)[0].cpu().numpy()
             return np.clip(np.floor((log2 - LOG2_SCALE_MIN) * 2), 0, SCALE_CLASSES - 1).astype(np.uint8)
-        acc = IntegerNet(self.h_s)(z)[:, : shape[0], : shape[1]]
         start = round(LOG2_SCALE_MIN * 2**WEIGHT_BITS * 2**ACT_BITS)
         width = 2 ** (WEIGHT_BITS + ACT_BITS - 1)  # half an octave at the accumulator's scale
-        return np.clip((acc - start) // width, 0, SCALE_CLASSES - 1).astype(np.uint8)
+        classes = np.zeros((self.latent_channels, *shape), dtype=np.uint8)
+        for rows, cols, acc in IntegerNet(self.h_s).tiles(z, HYPER_TILE):
+            part = classes[:, rows, cols]  # the tile's part inside ``shape`` (h_s may overhang it)
+            acc = acc[:, : part.shape[1], : part.shape[2]]
+            part[...] = np.clip((acc - start) // width, 0, SCALE_CLASSES - 1)
+        return classes
 
     def adopt(self, other: LatentCodec, lmbda: float | None) -> int:
         """Warm start from a factorized model: its transforms, and gains set so each trained
