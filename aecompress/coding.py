@@ -90,18 +90,26 @@ def context_classes(stored: np.ndarray) -> np.ndarray:
 
 
 def _split_by_class(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[np.ndarray]:
-    """The values of each class in their flat order: one stable counting sort by class instead
-    of a pass over the whole tensor per class."""
-    order, edges = _class_order(classes, num_classes)
-    return np.split(values[order], edges[1:-1])
+    """The values of each class in their flat order: a stable sort by class, a chunk of
+    ``ORDER_CHUNK`` latents at a time, so the scratch beside the result is one chunk's whatever
+    the image's size."""
+    pieces: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    for start in range(0, classes.size, ORDER_CHUNK):
+        part = classes[start : start + ORDER_CHUNK]
+        local = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[local], np.arange(num_classes + 1))
+        chunk = values[start : start + ORDER_CHUNK][local]
+        for k in np.flatnonzero(np.diff(bounds)):
+            pieces[k].append(chunk[bounds[k] : bounds[k + 1]])
+    empty = values[:0]
+    return [np.concatenate(p) if len(p) > 1 else p[0] if p else empty for p in pieces]
 
 
 def _magnitudes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The flat integers and their magnitudes, in the narrowest type that holds both (int8
-    latents: int16), so a large image's streams are cut without int64 copies of every latent."""
-    wide = np.int16 if values.dtype.itemsize == 1 else np.int32 if values.dtype.itemsize <= 2 else np.int64
-    v = values.ravel().astype(wide, copy=False)
-    return v, np.abs(v)
+    """The flat integers and their magnitudes as unsigned integers of the same width (int8
+    latents: uint8, as |-128| fits), so a large image's streams are cut without wide copies."""
+    v = values.ravel()
+    return v, np.abs(v).view(np.dtype(f"u{v.dtype.itemsize}"))
 
 
 def binarize(stored: np.ndarray, classes: np.ndarray) -> list[bytes]:
@@ -640,12 +648,16 @@ def _plan_groups(
 def classed_entropy_bytes(values: np.ndarray, classes: np.ndarray, num_classes: int) -> float:
     """The order-0 entropy of the integers in each class, summed, in bytes: what the streams of
     ``encode_grouped`` cost, give or take their framing and binarization, without coding them."""
-    flat = values.ravel().astype(np.int64)
+    flat, cls = values.ravel(), classes.ravel()
     if not flat.size:
         return 0.0
-    flat -= flat.min()
-    span = int(flat.max()) + 1
-    counts = np.bincount(classes.ravel().astype(np.int64) * span + flat, minlength=num_classes * span)
+    low = int(flat.min())
+    span = int(flat.max()) - low + 1
+    counts = np.zeros(num_classes * span, dtype=np.int64)
+    for start in range(0, flat.size, ORDER_CHUNK):  # a chunk's int64 keys at a time
+        keys = cls[start : start + ORDER_CHUNK].astype(np.int64) * span - low
+        keys += flat[start : start + ORDER_CHUNK]
+        counts += np.bincount(keys, minlength=num_classes * span)
     table = counts.reshape(-1, span).astype(np.float64)
     totals = table.sum(axis=1, keepdims=True)
     used = table > 0

@@ -99,7 +99,8 @@ def from_pil(img: Image.Image, wide: bool = False) -> ImageData:
         warnings.warn(f"16-bit {img.mode} image reduced to 8 bits per sample", stacklevel=2)
     icc = img.info.get("icc_profile") or None
     with contextlib.suppress(Exception):
-        img = ImageOps.exif_transpose(img) or img
+        if img.getexif().get(0x0112, 1) != 1:  # only then: without a turn, Pillow copies the image
+            img = ImageOps.exif_transpose(img) or img
     exif_bytes = None
     try:
         exif = img.getexif()
@@ -134,8 +135,20 @@ def from_pil(img: Image.Image, wide: bool = False) -> ImageData:
     alpha = None
     if mode in ("LA", "RGBA"):
         alpha = np.array(img.getchannel("A"), dtype=np.uint8)
-    rgb = np.array(img.convert("RGB"), dtype=np.uint8)
-    return ImageData(rgb, alpha, mode, source_mode, bits, icc, exif_bytes)
+    return ImageData(_rgb_array(img), alpha, mode, source_mode, bits, icc, exif_bytes)
+
+
+BAND_ROWS = 256  # rows converted at a time into the image's array
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of the image, converted a band of rows at a time: the copies
+    Pillow makes on the way (a converted image, its bytes) are a band's, not the image's."""
+    out = np.empty((img.height, img.width, 3), dtype=np.uint8)
+    for y in range(0, img.height, BAND_ROWS):
+        band = img.crop((0, y, img.width, min(img.height, y + BAND_ROWS)))
+        out[y : y + band.height] = np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+    return out
 
 
 def check_pixels(width: int, height: int, max_pixels: int | None, name: str) -> None:

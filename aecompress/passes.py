@@ -53,6 +53,16 @@ def _image_tensor(padded: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _edge_padded(rgb: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Rows y0..y1 and columns x0..x1 of the image extended past its edges by repeating its last
+    row and column: one tile's part of the edge-padded image, without padding the whole."""
+    h, w = rgb.shape[:2]
+    region = rgb[y0 : min(y1, h), x0 : min(x1, w)]
+    if y1 <= h and x1 <= w:
+        return region
+    return np.pad(region, ((0, y1 - min(y1, h)), (0, x1 - min(x1, w)), (0, 0)), mode="edge")
+
+
 @torch.inference_mode()
 def analyse(
     model: LatentCodec, rgb: np.ndarray, device: torch.device, tile: int | None = None
@@ -61,7 +71,6 @@ def analyse(
     s = model.stride
     h, w = rgb.shape[:2]
     lh, lw = -(-h // s), -(-w // s)
-    padded = np.pad(rgb, ((0, lh * s - h), (0, lw * s - w), (0, 0)), mode="edge")
     ctx = model.encoder_context
     tile = tile_latents(model, tile)
     out = torch.empty(model.latent_channels, lh, lw)
@@ -69,8 +78,9 @@ def analyse(
         for x0, x1 in _tiles(lw, tile):
             py0, py1 = max(0, y0 * s - ctx), min(lh * s, y1 * s + ctx)
             px0, px1 = max(0, x0 * s - ctx), min(lw * s, x1 * s + ctx)
+            region = _edge_padded(rgb, py0, py1, px0, px1)
             with autocast(device):
-                y = model.encode(_image_tensor(padded[py0:py1, px0:px1], device))[0]
+                y = model.encode(_image_tensor(region, device))[0]
             oy, ox = (y0 * s - py0) // s, (x0 * s - px0) // s
             out[:, y0:y1, x0:x1] = y[:, oy : oy + y1 - y0, ox : ox + x1 - x0].float().cpu()
     return out

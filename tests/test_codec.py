@@ -104,6 +104,26 @@ def test_reads_and_writes_every_format(tmp_path: Path, ext: str) -> None:
     assert out.format == fmt and out.size == (40, 24)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "CMYK", "I;16"])
+def test_pixels_read_band_by_band_are_pillows_conversion(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images are turned into arrays a few rows at a time (so a large one is never copied whole
+    on the way); bands of 7 rows give exactly Pillow's whole-image conversion, for every mode."""
+    import aecompress.imageio as imageio
+
+    img = Image.fromarray(photo_like(30, 41, seed=9))
+    img = img.convert("I;16") if mode == "I;16" else img.convert(mode)
+    monkeypatch.setattr(imageio, "BAND_ROWS", 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        banded = from_pil(img).rgb
+        monkeypatch.setattr(imageio, "BAND_ROWS", 1 << 20)
+        whole = from_pil(img).rgb
+    assert banded.shape == (30, 41, 3) and banded.flags.writeable
+    np.testing.assert_array_equal(banded, whole)
+    if mode in ("RGB", "P", "RGBA"):
+        np.testing.assert_array_equal(banded, np.asarray(img.convert("RGB")))
+
+
 def test_exif_orientation_is_applied_on_encode() -> None:
     img = Image.fromarray(photo_like(20, 50))
     exif = Image.Exif()

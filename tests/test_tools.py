@@ -89,8 +89,8 @@ def test_batch_dataloading_startup_and_large_image_run(tiny: dict[str, Path]) ->
     out = _run(tiny, str(REPO / "benchmarks/startup.py"), "--image", str(tiny["data"] / "img0.png"),
                "--runs", "1", "--threads", "1")  # fmt: skip
     assert _table_rows(out)
-    out = _run(tiny, str(REPO / "benchmarks/large_image.py"), "--width", "200", "--height", "150",
-               "--threads", "1")  # fmt: skip
+    out = _run(tiny, str(REPO / "benchmarks/large_image.py"), "--size", "200x150", "96x64",
+               "--quality", "30", "100", "--threads", "1")  # fmt: skip
     assert _table_rows(out)
 
 
