@@ -546,15 +546,19 @@ def _class_parts(
     """Each class's symbols of each kind (``sig`` bits, ``gt1`` bits, ``rest`` bytes), the
     class's latents in flat order; and the raw ``sign`` and ``esc`` streams (flat order)."""
     v, mags = _magnitudes(values)
+    esc = b""
+    if v.dtype.itemsize > 1:  # int8 magnitudes (at most 128) never reach the escape
+        esc = (mags[mags >= 257] - 257).astype("<u2").tobytes()
+    by_class = _split_by_class(mags, classes.ravel(), num_classes)
+    del mags
     parts: list[list[np.ndarray]] = [[], [], []]
-    for m in _split_by_class(mags, classes.ravel(), num_classes):
+    for k in range(num_classes):
+        m, by_class[k] = by_class[k], by_class[k][:0]  # each class's copy goes once it is cut
         nz = m[m > 0]
         parts[0].append(m > 0)
         parts[1].append(nz > 1)
         parts[2].append(np.minimum(nz[nz > 1] - 2, 255).astype(np.uint8))
-    big = mags[mags > 1] - 2
     sign = np.packbits(v[v != 0] < 0).tobytes()
-    esc = (big[big >= 255] - 255).astype("<u2").tobytes()
     return parts, sign, esc
 
 

@@ -45,12 +45,18 @@ def step_to_quality(step: float) -> float:
     return DEFAULT_QUALITY - 25.0 * math.log2(step)
 
 
+QUANTIZE_CHANNELS = 8  # channels rounded at a time (the float scratch is theirs, not the image's)
+
+
 def quantize(latents: torch.Tensor, step: float) -> np.ndarray:
     """Round latents / step to integers, int8 when they fit and int16 otherwise."""
-    q = torch.round(latents / step).clamp_(-32768, 32767).to(torch.int32).numpy()
+    q = np.empty(tuple(latents.shape), dtype="<i2")
+    for c in range(0, latents.shape[0], QUANTIZE_CHANNELS):
+        part = torch.round(latents[c : c + QUANTIZE_CHANNELS] / step).clamp_(-32768, 32767)
+        q[c : c + QUANTIZE_CHANNELS] = part.to(torch.int16).numpy()
     if q.size == 0 or (q.min() >= -128 and q.max() <= 127):
         return q.astype(np.int8)
-    return q.astype("<i2")
+    return q
 
 
 def stored_integers(aec: AecFile) -> np.ndarray:
@@ -172,14 +178,55 @@ def gains_at(model: SideInformation, quality: float) -> tuple[torch.Tensor, torc
     return gain[0].cpu(), igain[0].cpu()
 
 
+HYPER_TILE = 256  # latent rows and columns of one tile of the hyper-analysis (Kodak: one tile)
+
+
 def scaled_and_hyper(
     model: SideInformation, latents: torch.Tensor, quality: float
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """The latents scaled by the gain of the rate (float, CPU), and the integer hyper-latents z."""
+    """The latents scaled by the gain of the rate (float, CPU), and the integer hyper-latents z,
+    from the hyper-analysis run in tiles with a halo: its activations (a hundred channels at
+    the latents' size) are a tile's, not the image's. z is the encoder's choice, coded in the
+    file, so a tile's float sums need not match a whole-image pass bit for bit."""
     device = next(model.parameters()).device
     scaled = (latents * gains_at(model, quality)[0].to(latents.device)[:, None, None]).float()
-    z_float = model.hyper_analysis(scaled[None].to(device))[0].cpu()
-    return scaled.cpu(), torch.round(z_float).clamp_(-32768, 32767).to(torch.int16).numpy()
+    s = model.hyper_stride
+    _, h, w = scaled.shape
+    halo = _hyper_halo(model)
+    z = np.empty((model.hyper_latent_channels, -(-h // s), -(-w // s)), dtype=np.int16)
+    tile = HYPER_TILE if halo is not None else max(h, w)
+    halo = halo or 0
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            sy, sx = max(0, y0 - halo), max(0, x0 - halo)
+            part = scaled[None, :, sy : min(h, y0 + tile + halo), sx : min(w, x0 + tile + halo)]
+            z_float = model.hyper_analysis(part.to(device))[0].cpu()
+            ny, nx = -(-min(tile, h - y0) // s), -(-min(tile, w - x0) // s)
+            oy, ox = (y0 - sy) // s, (x0 - sx) // s
+            z_part = torch.round(z_float[:, oy : oy + ny, ox : ox + nx]).clamp_(-32768, 32767)
+            z[:, y0 // s : y0 // s + ny, x0 // s : x0 // s + nx] = z_part.to(torch.int16).numpy()
+    return scaled.cpu(), z
+
+
+def _hyper_halo(model: SideInformation) -> int | None:
+    """Latent rows beyond a tile's edge that the hyper-analysis reaches, rounded up to its
+    stride (so tiles keep its grid); None when h_a is not a plain stack of convolutions and
+    pointwise layers (it then runs on the whole image)."""
+    h_a = getattr(model, "h_a", None)
+    if not isinstance(h_a, torch.nn.Sequential) or HYPER_TILE % model.hyper_stride:
+        return None
+    reach, scale = 0, 1
+    for layer in h_a:
+        if isinstance(layer, torch.nn.Conv2d):
+            k, p, stride = layer.kernel_size[0], layer.padding, layer.stride[0]
+            if not isinstance(p, tuple) or layer.dilation != (1, 1):
+                return None
+            reach += max(p[0], k - 1 - p[0]) * scale
+            scale *= stride
+        elif not isinstance(layer, torch.nn.ReLU | torch.nn.LeakyReLU):
+            return None
+    s = model.hyper_stride
+    return -(-reach // s) * s
 
 
 def hyper_latents_of(model: SideInformation, aec: AecFile) -> np.ndarray:
@@ -203,6 +250,7 @@ class ScaleClassCoder:
         hyper = side_information(net)
         scaled, z = scaled_and_hyper(hyper, latents, quality)
         y = quantize(scaled, 1.0)
+        del scaled  # four bytes a latent, not needed while the classes are computed
         return z, y, hyper.scale_classes(z, y.shape[1:], exact)
 
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:

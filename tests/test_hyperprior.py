@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from aecompress.latents import ScaleClassCoder
 from aecompress.modelfile import read_info, save_model
 from aecompress.nn import build
 from aecompress.nn.integer import IntegerNet, reference
-from tests.conftest import REPO, photo_like, tiny_hyperprior
+from tests.conftest import REPO, photo_like, tiny_context, tiny_hyperprior
 
 runner = CliRunner()
 
@@ -114,6 +115,24 @@ def test_scale_classes_in_tiles_are_the_whole_images(monkeypatch: pytest.MonkeyP
     whole = model.scale_classes(z, (27, 37))
     monkeypatch.setattr(models, "HYPER_TILE", 3)
     np.testing.assert_array_equal(model.scale_classes(z, (27, 37)), whole)
+
+
+@pytest.mark.parametrize("make", [tiny_hyperprior, tiny_context])
+def test_hyper_analysis_in_tiles_gives_the_whole_images_hyper_latents(
+    make: Callable[[int], torch.nn.Module], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """h_a in tiles of 8 latents with its halo gives the whole image's z; a halo one stride too
+    short does not (the halo is what makes it right)."""
+    import aecompress.latents as latents
+
+    net = make(3)
+    y = torch.randn(100, 37, 29) * 4
+    whole = latents.scaled_and_hyper(net, y, 70)[1]
+    assert latents._hyper_halo(net) == 8  # reach 1 + 2 + 2 * 2 latents, up to the stride 4
+    monkeypatch.setattr(latents, "HYPER_TILE", 8)
+    np.testing.assert_array_equal(latents.scaled_and_hyper(net, y, 70)[1], whole)
+    monkeypatch.setattr(latents, "_hyper_halo", lambda model: 4)
+    assert (latents.scaled_and_hyper(net, y, 70)[1] != whole).any()
 
 
 def test_scale_classes_do_not_depend_on_threads_or_float_settings() -> None:
