@@ -7,22 +7,26 @@ Loads every image once, warms the model up on the first one (CUDA kernels are ch
 use), then times `codec.encode`/`codec.decode` per image and `encode_many`/`decode_many` over the
 whole folder. Times are wall-clock per image and include entropy coding and the copy back to the
 host, as a user would see them from the library (process start and model loading excluded).
+Pillow's WebP (its defaults: quality 80, method 4) encodes and decodes the same images in the same
+process as the yardstick, and the last lines give aecompress's medians as multiples of its encode.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from aecompress import codec
 from aecompress.device import compute_dtype
 from aecompress.evaluate import load_folder
-from aecompress.imageio import encode_image_bytes
+from aecompress.imageio import ImageData, encode_image_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,7 +94,28 @@ def main(argv: list[str] | None = None) -> int:
         f"| {statistics.mean(png):.4f} |"
     )
     print(f"| batched (up to {args.batch}) | {(t1 - t0) / n:.4f} | {(t2 - t1) / n:.4f} | |")
+    webp_enc, webp_dec = _webp_times(images)
+    print(f"| Pillow WebP, median | {webp_enc:.4f} | {webp_dec:.4f} | |")
+    print(f"aecompress against WebP's encode: encode {statistics.median(enc) / webp_enc:.2f}x, "
+          f"decode {statistics.median(dec) / webp_enc:.2f}x")  # fmt: skip
     return 0
+
+
+def _webp_times(images: list[ImageData]) -> tuple[float, float]:
+    """Median seconds per image of Pillow's WebP encode and decode (its default settings)."""
+    enc, dec = [], []
+    for image in images:
+        pil = Image.fromarray(image.rgb)
+        t0 = time.perf_counter()
+        buf = io.BytesIO()
+        pil.save(buf, "WEBP")
+        t1 = time.perf_counter()
+        with Image.open(io.BytesIO(buf.getvalue())) as back:
+            back.load()
+        t2 = time.perf_counter()
+        enc.append(t1 - t0)
+        dec.append(t2 - t1)
+    return statistics.median(enc), statistics.median(dec)
 
 
 if __name__ == "__main__":
