@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -89,15 +89,23 @@ def context_classes(stored: np.ndarray) -> np.ndarray:
     return _CLASS_OF_SUM[np.minimum(_box3(window), len(_CLASS_OF_SUM) - 1)]
 
 
-def _split_by_class(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[np.ndarray]:
-    """The values of each class in their flat order: a stable sort by class, a chunk of
-    ``ORDER_CHUNK`` latents at a time, so the scratch beside the result is one chunk's whatever
-    the image's size."""
-    pieces: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
-    for start in range(0, classes.size, ORDER_CHUNK):
-        part = classes[start : start + ORDER_CHUNK]
+ORDER_CHUNK = 1 << 22  # latents sorted at a time into class order (bounds the sort's scratch)
+
+
+def _chunks_by_class(cls: np.ndarray, num_classes: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Each chunk of ``ORDER_CHUNK`` latents: its start, its positions stably sorted by class,
+    and where each class begins and ends among them."""
+    for start in range(0, cls.size, ORDER_CHUNK):
+        part = cls[start : start + ORDER_CHUNK]
         local = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[local], np.arange(num_classes + 1))
+        yield start, local, np.searchsorted(part[local], np.arange(num_classes + 1))
+
+
+def _split_by_class(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """The values of each class in their flat order, sorted a chunk at a time, so the scratch
+    beside the result is one chunk's whatever the image's size."""
+    pieces: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    for start, local, bounds in _chunks_by_class(classes, num_classes):
         chunk = values[start : start + ORDER_CHUNK][local]
         for k in np.flatnonzero(np.diff(bounds)):
             pieces[k].append(chunk[bounds[k] : bounds[k + 1]])
@@ -754,9 +762,6 @@ def _rebuild(
     return mags
 
 
-ORDER_CHUNK = 1 << 22  # latents sorted at a time into class order (bounds the sort's scratch)
-
-
 def _class_order(cls: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The flat positions in class order (class by class, flat order within a class) and each
     class's start in it: a stable counting sort, chunk by chunk, into int32 positions."""
@@ -764,10 +769,7 @@ def _class_order(cls: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndar
     edges = np.concatenate([[0], np.cumsum(counts)])
     order = np.empty(cls.size, dtype=np.int32 if cls.size < 2**31 else np.int64)
     filled = edges[:-1].copy()
-    for start in range(0, cls.size, ORDER_CHUNK):
-        part = cls[start : start + ORDER_CHUNK]
-        local = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[local], np.arange(num_classes + 1))
+    for start, local, bounds in _chunks_by_class(cls, num_classes):
         for k in np.flatnonzero(np.diff(bounds)):
             n = bounds[k + 1] - bounds[k]
             order[filled[k] : filled[k] + n] = local[bounds[k] : bounds[k + 1]] + start

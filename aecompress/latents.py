@@ -194,7 +194,7 @@ def scaled_and_hyper(
     _, h, w = scaled.shape
     halo = _hyper_halo(model)
     z = np.empty((model.hyper_latent_channels, -(-h // s), -(-w // s)), dtype=np.int16)
-    tile = HYPER_TILE if halo is not None else max(h, w)
+    tile = HYPER_TILE if halo is not None else max(h, w, 1)
     halo = halo or 0
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
