@@ -163,6 +163,18 @@ def test_tiled_coding_matches_whole_image_coding() -> None:
     assert np.mean(qa != qb) < 0.001
 
 
+def test_each_analysis_tile_is_its_part_of_the_whole_edge_padded_image() -> None:
+    """Tiles are padded on their own (the whole image never is): every region, inside, across
+    or beyond the right and bottom edges, equals that region of ``np.pad(..., mode="edge")``."""
+    from aecompress.passes import _edge_padded
+
+    rgb = photo_like(37, 53, seed=2)
+    whole = np.pad(rgb, ((0, 40 - 37), (0, 56 - 53), (0, 0)), mode="edge")
+    regions = [(0, 40, 0, 56), (30, 40, 50, 56), (0, 16, 0, 16), (16, 40, 8, 56), (36, 40, 52, 56)]
+    for y0, y1, x0, x1 in regions:
+        np.testing.assert_array_equal(_edge_padded(rgb, y0, y1, x0, x1), whole[y0:y1, x0:x1])
+
+
 def test_quality_maps_monotonically_to_step() -> None:
     steps = [codec.quality_to_step(q) for q in range(101)]
     assert all(a > b for a, b in itertools.pairwise(steps))
