@@ -65,6 +65,12 @@ def test_kodak_speed_precision_effort_smoothness_and_zstd_settings_run(tiny: dic
     assert _table_rows(out)
     out = _run(tiny, str(REPO / "benchmarks/precision.py"), "--data", data, "-q", "50", "--threads", "1")
     assert _table_rows(out)
+    for model in ("default", str(tiny["high"])):  # a channel-context codec and a hyperprior
+        out = _run(tiny, str(REPO / "benchmarks/parse.py"), "--data", data, "-q", "60", "--images", "2",
+                   "--repeats", "1", "--model", model)  # fmt: skip
+        rows = _table_rows(out)
+        assert len(rows) == 2 and rows[1].count("|") == 7, out
+        assert (rows[1].split("|")[5].strip() != "") == (model != "default"), out  # the split, where one is
     out = _run(tiny, str(REPO / "benchmarks/effort.py"), "--data", data, "--every", "1", "-q", "60",
                "--efforts", "0", "2", "--model", str(tiny["high"]), "--threads", "1")  # fmt: skip
     assert _table_rows(out)
