@@ -582,13 +582,14 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
     precision: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--precision",
             help="fp32 (default) or bf16: the networks under bfloat16 autocast, about twice as fast "
-            "on CPUs with native bfloat16 and on GPUs; the rate terms stay float32.",
+            "on CPUs with native bfloat16 and on GPUs; the rate terms stay float32. Can change at "
+            "--resume.",
         ),
-    ] = "fp32",
+    ] = None,
     lr_scale: Annotated[
         list[str] | None,
         typer.Option(

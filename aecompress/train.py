@@ -88,7 +88,7 @@ class TrainConfig:
     init: str | None = None
     name: str | None = None
     dataset: str = "folder"
-    precision: str = "fp32"  # "bf16": the networks under bfloat16 autocast (rates stay float32)
+    precision: str | None = None  # "bf16": networks under bfloat16 autocast; None: as saved, else fp32
     lr_scales: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr factor
     ema: float = 0.0  # decay of the weight average that validation and the model file use; 0: off
     frozen: list[str] = field(default_factory=list)  # parameter-name prefixes that do not train
@@ -425,12 +425,15 @@ def resumed_config(cfg: TrainConfig, state: dict[str, Any]) -> TrainConfig:
     """The saved run's config, with what a resume may change taken from ``cfg``: where it writes
     (-o: the checkpoint was read from there, so a copied state resumes where it was copied), where
     and how often it reports, the schedule's length (``--steps`` moves the decays), the weight average
-    (it can start on a resume, never silently stop) and the MS-SSIM blend when given."""
+    (it can start on a resume, never silently stop), and the MS-SSIM blend and the precision when
+    given (a state saved where bfloat16 is native resumes in float32 on a CPU without it)."""
     saved = dict(state["config"])
     saved["decay_at"] = tuple(saved["decay_at"])
     keep = set(RESUME_MAY_CHANGE)
     if cfg.ms_ssim_weight is not None:
         keep.add("ms_ssim_weight")  # the distortion may change at a resume (a fine-tune's branch)
+    if cfg.precision is not None:
+        keep.add("precision")
     merged = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in keep}})
     merged.ema = cfg.ema or merged.ema
     return merged
@@ -504,6 +507,7 @@ def _start(cfg: TrainConfig, resume: bool, device: torch.device, rank: int, worl
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         cfg = resumed_config(cfg, state)
     cfg.ms_ssim_weight = cfg.ms_ssim_weight or 0.0
+    cfg.precision = cfg.precision or "fp32"
     check_config(cfg)
     if cfg.precision == "bf16" and device.type == "cpu" and not native_bf16():
         log.warning("this CPU has no native bfloat16: --precision bf16 emulates it, about 100x slower")

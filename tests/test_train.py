@@ -483,3 +483,16 @@ def test_bf16_training_on_a_cpu_without_native_bfloat16_warns(
     with caplog.at_level("WARNING", logger="aecompress"):
         train(_config(data_dir, tmp_path / "m.pt", 1, precision="bf16"))
     assert any("no native bfloat16" in r.getMessage() for r in caplog.records)
+
+
+def test_a_resume_keeps_the_saved_precision_unless_told(data_dir: Path, tmp_path: Path) -> None:
+    """A state saved where bfloat16 is native must resume in float32 on a CPU that emulates it."""
+    out = tmp_path / "m.pt"
+    train(_config(data_dir, out, 1, precision="bf16"))
+    train(_config(data_dir, out, 2), resume=True)
+    assert torch.load(f"{out}.ckpt", weights_only=True)["config"]["precision"] == "bf16"
+    train(_config(data_dir, out, 3, precision="fp32"), resume=True)
+    saved = torch.load(f"{out}.ckpt", weights_only=True)
+    assert saved["config"]["precision"] == "fp32" and saved["step"] == 3
+    train(_config(data_dir, tmp_path / "fresh.pt", 1))
+    assert torch.load(tmp_path / "fresh.pt.ckpt", weights_only=True)["config"]["precision"] == "fp32"
