@@ -317,21 +317,22 @@ def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
         assert top.local == pytest.approx(60 * 39.99 / 40)
         start = placer.start(1)
         assert 0 < start < 100 and first.local == start
-        # matched on the coder's estimates of the two members' latents...
-        goal = 1.03 * placer.estimate(lo, 60)
-        assert abs(math.log(placer.estimate(hi, start) / goal)) <= math.log1p(placement.MATCH_TOLERANCE)
-        # ...which puts the real files near that ratio too (the calibrated start, -q 50, gives
-        # about half; these tiny random models' estimates run 10-15% low, the bundled members'
-        # within a few percent: benchmarks/smoothness.py)
+        # the real files are matched, not the coder's estimates: these tiny random models'
+        # estimates run 10-15% under their files (a context model's 7-12%, a hyperprior's 3-7%),
+        # and one real file at each end corrects that (to within 3% here, where the bias moves
+        # with the quality; the bundled members land within 1%: benchmarks/smoothness.py)
         ratio = len(first.data) / len(placer.pack_own(lo, 60, 40).data)
-        assert 0.9 < ratio < 1.25, ratio
+        assert abs(math.log(ratio / 1.03)) <= 0.03, ratio
         # the rest of the upper member's range maps from that start to its top
         assert placer.place(70.0) == (hi, pytest.approx(start + 0.5 * (100 - start)))
         assert fam.pick(70.0) == (hi, pytest.approx(50 + 0.5 * 50))  # calibrated start, no image
-        # encode, batch encode and the placer agree byte for byte
+        # encode and the placer agree byte for byte; batch encode places the image alike, but its
+        # batched analysis may differ in the last float bit (3e-8 here), enough to round a
+        # latent that lies on a boundary the other way
         alone = codec.encode(image, path, 70, "cpu")
         many = codec.encode_many([image, image], path, 70, "cpu")
-        assert alone.data == many[0].data == many[1].data == placer.pack(70.0).data
+        assert alone.data == placer.pack(70.0).data and many[0].data == many[1].data
+        assert many[0].header == alone.header and abs(len(many[0].data) - len(alone.data)) <= 2
         assert codec.decode(alone.data, "cpu", path).width == 224
         sized = codec.encode(image, path, device="cpu", target_bpp=8 * len(first.data) / (160 * 224))
         assert len(first.data) * 0.97 <= len(sized.data) <= len(first.data)
@@ -362,16 +363,11 @@ def test_a_member_with_a_top_rule_maps_each_image_onto_its_own_top(tmp_path: Pat
     top = placer.top(0)
     assert top == pytest.approx(fam.members[0].top_by_rate.top(60, bpp)) and 40 <= top < 60
     assert placer.place(20.0) == (lo, pytest.approx(top / 2))
-    # the next member is matched to this image's top, not the nominal one (within 2%: this tiny
-    # model's estimate moves in steps there, and the search stops after MATCH_TRIES)
-    goal = 1.03 * placer.estimate(lo, top)
-    assert abs(math.log(placer.estimate(tmp_path / "hhi.pt", placer.start(1)) / goal)) <= 0.02
-    assert (
-        abs(
-            math.log(placer.estimate(tmp_path / "hhi.pt", placer.start(1)) / (1.03 * placer.estimate(lo, 60)))
-        )
-        > 0.1
-    )
+    # the next member's file is matched to this image's top, not the nominal one (within 2%: this
+    # tiny model's estimate moves in steps there, and the search stops after MATCH_TRIES)
+    upper = len(placer.pack_own(tmp_path / "hhi.pt", placer.start(1), 0.0).data)
+    assert abs(math.log(upper / (1.03 * len(placer.pack_own(lo, top, 0.0).data)))) <= 0.02
+    assert abs(math.log(upper / (1.03 * len(placer.pack_own(lo, 60, 0.0).data)))) > 0.1
 
 
 def test_bad_top_rules_are_refused(tmp_path: Path):
