@@ -59,8 +59,9 @@ class Placer:
     A family that hands over by size (``Family.match``) starts each member after the first, for
     this image, at the quality where its file is ``match`` times the previous member's at its
     top: found once per member, from the coder's estimates (``LatentCoder.estimate``) at the
-    previous member's top and a few of its own qualities, corrected once by real files. A member with a ``TopRule`` tops
-    out, for this image, where the estimated rate at its nominal top puts it.
+    previous member's top and a few of its own qualities, corrected once by real files. A
+    member with a ``TopRule`` tops out, for this image, where the estimated rate at its nominal
+    top puts it.
     """
 
     def __init__(
