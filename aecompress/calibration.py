@@ -41,7 +41,7 @@ def build(
     per_image: PerImage | None = None,
     match: float | None = None,
     top_rule: TopRule | None = None,
-    fade: float | Sequence[float] | None = None,
+    fade: float | None = None,
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
@@ -62,8 +62,7 @@ def build(
     own top (lowered per image by a ``top_rule``: ``TopRule``), a middle one to its last quality
     below where the next one starts to win, and the next one's calibrated start is the mean over
     the images of its quality whose file is ``match`` times that top (``_matched_start``); the
-    encoder finds it per image. ``fade`` is one share for every later member (``Family.fade``) or
-    one per later member, in order (a short top range needs a longer share of its own).
+    encoder finds it per image.
     """
     ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
@@ -106,20 +105,12 @@ def build(
         firsts = [b for b, _ in per_image[first_model][first_pts[0][0]]]
         tops0 = _tops(chosen[0], per_image, rules[0])
         spans[0] = max(sum(math.log(t / f) for t, f in zip(tops0, firsts, strict=True)) / len(firsts), 1e-3)
-    own: list[float | None] = [None] * len(chosen)
-    shared: float | None = None
-    if match is not None and isinstance(fade, (int, float)):
-        shared = float(fade)
-    elif match is not None and isinstance(fade, Sequence):
-        if len(fade) != len(chosen) - 1:
-            raise ModelError(f"{len(fade)} fades for {len(chosen) - 1} members after the first")
-        own[1:] = [float(f) for f in fade]
     members, edge = [], 0.0
     for i, ((model, pts), span) in enumerate(zip(chosen, spans, strict=True)):
         top = 100.0 if i == len(chosen) - 1 else round(edge + 100 * span / sum(spans), 2)
-        members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0]), rules[i], own[i]))
+        members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0]), rules[i]))
         edge = top
-    return Family(name, tuple(members), folder, card or {}, match, shared)
+    return Family(name, tuple(members), folder, card or {}, match, fade if match is not None else None)
 
 
 def per_image_curve(per_image: PerImage, model: str) -> list[Point]:

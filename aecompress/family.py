@@ -17,9 +17,7 @@ member's calibrated mean start.
 Finding an image's start takes the previous member's analysis as well as this one's. With
 ``fade`` the image's own start matters only over the first ``fade`` of a member's global range:
 from the start the member's quality climbs straight to where the calibrated mapping is at
-``fade``, and follows that mapping from there. Past the fade an encode runs one analysis. A
-member may have a fade of its own: a short range (a top member) needs a larger share, or the
-climb from an image's start to the mapping is squeezed into a few steps of -q.
+``fade``, and follows that mapping from there. Past the fade an encode runs one analysis.
 
 Each .aec file names the member that made it, so decoding needs no family at all.
 """
@@ -49,7 +47,6 @@ class Member:
     quality: tuple[float, float]  # global -q range served
     local_quality: tuple[float, float]  # the member's own -q at the ends of that range
     top_by_rate: TopRule | None = None  # a lower top, per image, for images it codes at high rates
-    fade: float | None = None  # its own share of its range the image's start shapes (else the family's)
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ class Family:
         (level, never falling, for an image whose start lies above where the climb ends)."""
         lo, hi = self.members[index].local_quality
         hi = hi if top is None else top
-        fade = self.fade_of(index)
+        fade = self.fade
         if start is not None and fade is None:
             lo = start
         elif start is not None and fade is not None and t < fade:
@@ -117,13 +114,7 @@ class Family:
     def needs_start(self, index: int, t: float) -> bool:
         """Whether member ``index`` at fraction ``t`` of its range depends on the image's start
         (and so on the previous member's analysis)."""
-        fade = self.fade_of(index)
-        return self.match is not None and index > 0 and (fade is None or t < fade)
-
-    def fade_of(self, index: int) -> float | None:
-        """Member ``index``'s fade: its own, else the family's."""
-        own = self.members[index].fade
-        return self.fade if own is None else own
+        return self.match is not None and index > 0 and (self.fade is None or t < self.fade)
 
     def model_path(self, member: Member) -> Path:
         """A member's file: beside the family file first, then the usual model search."""
@@ -137,7 +128,6 @@ class Family:
             "members": [
                 {"model": m.model, "quality": list(m.quality), "local_quality": list(m.local_quality)}
                 | ({"top_by_rate": dataclasses.asdict(m.top_by_rate)} if m.top_by_rate else {})
-                | ({"fade": m.fade} if m.fade is not None else {})
                 for m in self.members
             ],
         }
@@ -160,11 +150,7 @@ def load_family(path: Path) -> Family:
     try:
         members = tuple(
             Member(
-                str(m["model"]),
-                _pair(m["quality"]),
-                _pair(m["local_quality"]),
-                _rule(m.get("top_by_rate")),
-                None if m.get("fade") is None else float(m["fade"]),
+                str(m["model"]), _pair(m["quality"]), _pair(m["local_quality"]), _rule(m.get("top_by_rate"))
             )
             for m in data["members"]
         )
@@ -182,11 +168,9 @@ def load_family(path: Path) -> Family:
     if match is not None and not (ratio and 1 <= match <= 2):
         raise ModelError(f"{path}: match must be a ratio between 1 and 2")
     fade = data.get("fade")
-    fades = [fade, *(m.get("fade") for m in data["members"] if isinstance(m, dict))]
-    for value in fades:
-        share = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if value is not None and not (share and match is not None and 0 < value <= 1):
-            raise ModelError(f"{path}: fade must be a share between 0 and 1, with match")
+    share = isinstance(fade, (int, float)) and not isinstance(fade, bool)
+    if fade is not None and not (share and match is not None and 0 < fade <= 1):
+        raise ModelError(f"{path}: fade must be a share between 0 and 1, with match")
     name = str(data.get("name", Path(path).name[: -len(FAMILY_SUFFIX)]))
     return Family(
         name, members, Path(path).parent, card, None if match is None else float(match),

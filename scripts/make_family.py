@@ -59,14 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--fade",
+        type=float,
         default=None,
         help="with --match: the share of each later member's range its per-image start shapes "
-        "(past it an encode runs one analysis; see aecompress/family.py); one share for all, or "
-        "SHARE,SHARE,... one per later member",
+        "(past it an encode runs one analysis; see aecompress/family.py)",
     )
     args = parser.parse_args(argv)
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
-    fade = _fades(args.fade)
     torch.set_num_threads(args.threads)
     if args.remeasure == "no":
         old = json.loads(args.out.read_text(encoding="utf-8"))["card"]
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         given = argv if argv is not None else sys.argv[1:]
         old["rebuilt"] = "python scripts/make_family.py " + " ".join(given)
         rebuilt = calibration.build(
-            args.name, curves, args.out.parent, old, per_image, args.match, rule, fade
+            args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade
         )
         family.save(rebuilt, args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
@@ -114,18 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
-    built = calibration.build(args.name, curves, args.out.parent, card, per_image, args.match, rule, fade)
+    built = calibration.build(
+        args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade
+    )
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0
-
-
-def _fades(text: str | None) -> float | list[float] | None:
-    """--fade: one share, or one per member after the first."""
-    if text is None:
-        return None
-    shares = [float(v) for v in text.split(",")]
-    return shares[0] if len(shares) == 1 else shares
 
 
 def _calibration_path(out: Path) -> Path:

@@ -380,45 +380,14 @@ def test_bad_top_rules_are_refused(tmp_path: Path):
             family.load_family(path)
 
 
-@pytest.mark.parametrize("own", [False, True])
 @pytest.mark.parametrize("fade", [0.0, 1.5, "0.25", True])
-def test_a_bad_fade_is_refused(tmp_path: Path, fade: object, own: bool):
+def test_a_bad_fade_is_refused(tmp_path: Path, fade: object):
     path = _matched_duo(tmp_path)
     data = json.loads(path.read_text())
-    (data["members"][1] if own else data)["fade"] = fade
+    data["fade"] = fade
     path.write_text(json.dumps(data))
     with pytest.raises(ModelError, match="fade"):
         family.load_family(path)
-
-
-def test_a_member_fade_needs_a_match(tmp_path: Path):
-    path = _matched_duo(tmp_path)
-    data = json.loads(path.read_text())
-    del data["match"]
-    data["members"][1]["fade"] = 0.5
-    path.write_text(json.dumps(data))
-    with pytest.raises(ModelError, match="fade"):
-        family.load_family(path)
-
-
-def test_a_member_fade_of_its_own_overrides_the_family_s(tmp_path: Path):
-    """A short top range gets a longer share: the climb from the start spans it, not the
-    family's share, and its second analysis lasts as long."""
-    path = _matched_duo(tmp_path)
-    data = json.loads(path.read_text())
-    data["fade"] = 0.25
-    data["members"][1]["fade"] = 0.5
-    path.write_text(json.dumps(data))
-    fam = family.load_family(path)
-    assert fam.fade_of(1) == 0.5 and fam.fade_of(0) == 0.25
-    assert family.load_family(_saved(fam, tmp_path)).members[1].fade == 0.5
-    join = 50 + 0.5 * 50
-    assert fam.local(1, 0.25, 20.0) == pytest.approx(20 + 0.5 * (join - 20))  # still climbing
-    assert fam.local(1, 0.5, 20.0) == pytest.approx(join) and fam.local(1, 0.7, 20.0) == pytest.approx(85.0)
-    assert fam.needs_start(1, 0.4) and not fam.needs_start(1, 0.5)
-    image = ImageData(photo_like(96, 128, seed=2), None, "RGB")
-    placer = placement.Placer(path, image, torch.device("cpu"))
-    assert placer.needs(60.0) == [tmp_path / "hlo.pt", tmp_path / "hhi.pt"]  # t = 1/3 < 0.5
 
 
 def test_a_fade_joins_each_image_start_to_the_calibrated_mapping_and_ends_its_second_analysis(
@@ -468,14 +437,5 @@ def test_build_with_match_tops_a_middle_member_where_the_next_one_starts_to_win(
     # "top" first beats the others at 1.20 bpp (34 dB against "mid"'s 33.5): "mid" keeps its
     # qualities below that in both bpp and PSNR, so it tops out at -q 80 (1.00 bpp, 33 dB)
     assert built.members[1].local_quality[1] == 80.0
-    each = calibration.build(
-        "fam", calibration.mean_curves(per_image), tmp_path, per_image=per_image, match=1.04, fade=[0.3, 0.6]
-    )
-    assert each.fade is None and [m.fade for m in each.members] == [None, 0.3, 0.6]
-    assert [each.fade_of(i) for i in (1, 2)] == [0.3, 0.6]
-    with pytest.raises(ModelError, match="fades"):
-        calibration.build(
-            "fam", calibration.mean_curves(per_image), tmp_path, per_image=per_image, match=1.04, fade=[0.3]
-        )
     start = 50 * math.log(1.04 * 1.00 / 0.80) / math.log(1.20 / 0.80)
     assert built.members[2].local_quality == (pytest.approx(start), 100.0)
