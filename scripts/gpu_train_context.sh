@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU run of the context models (issue 25), side by side on the one GPU, each with the whole
 # schedule (warm-up, plateau, both decays) fitted into BUDGET seconds:
-#   - context: stride 8, fine-tunes INIT (default: models/next/context.pt, stage 14a's weights)
+#   - context: stride 8, fine-tunes INIT (default: models/context.pt, stage 14a's weights)
 #     jointly, transforms included;
 #   - context-low: stride 16, warm-started from the bundled hyperprior-low (means, slice contexts
 #     and the h_a/h_s changes new), over its lambdas.
@@ -21,7 +21,7 @@ RUN=${RUN:-/tmp/aec-ctx}
 mkdir -p "$OUT" "$RUN"
 source scripts/gpu_env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-INIT=${INIT:-models/next/context.pt}
+INIT=${INIT:-models/context.pt}
 common=(--batch-size "${BATCH:-16}" --crop "${CROP:-256}" --steps 10000000 --time-budget "$BUDGET"
   --log-every 250 --checkpoint-every 2000 --device "$DEVICE" --workers "${WORKERS:-4}"
   --val-every 100000000 --ema 0.999 --ms-ssim-weight 0.3 --precision fp32 --lr 2e-4)
