@@ -110,6 +110,8 @@ class LatentCoder(Protocol):
         """A parsed file -> the float latents (C, H, W) the synthesis transform takes."""
         ...
 
+    refines: bool  # whether ``grid`` gives a fixed grid that encoder-side refinement can search
+
     def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:
         """About how many bytes ``code`` would take, at a fraction of its cost (a family's
         size-matched hand-over searches with it)."""
@@ -123,6 +125,8 @@ class LatentCoder(Protocol):
 
 
 class ChannelContextCoder:
+    refines = True
+
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
         step = quality_to_step(quality)
         q = quantize(latents, step)
@@ -241,6 +245,8 @@ def hyper_latents_of(model: SideInformation, aec: AecFile) -> np.ndarray:
 
 
 class ScaleClassCoder:
+    refines = True
+
     @torch.inference_mode()
     def _integers(
         self, net: LatentCodec, latents: torch.Tensor, quality: float, exact: bool = True
@@ -329,6 +335,8 @@ class SliceContextCoder:
     and coded by the scale class its exact integer networks give (scheme 3 per slice, format
     version 6). The decoder reproduces each slice's classes and means from the slices before it,
     so every number the parse needs comes from integers."""
+
+    refines = False
 
     @torch.inference_mode()
     def _integers(

@@ -5,6 +5,7 @@ which -q serve an image is ``placement``'s business.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from aecompress.latents import coder_for
 from aecompress.nn import LatentCodec
 from aecompress.passes import analyse, model_on, synthesize, synthesize_stack
 from aecompress.refine import refine
+
+log = logging.getLogger("aecompress")
 
 
 def encode_with(
@@ -72,8 +75,12 @@ def refine_and_pack(
     effort: int,
     device: torch.device,
 ) -> tuple[bytes, aecformat.AecHeader]:
-    """``effort`` refinement passes on the coder's grid (none at 0), then ``pack_latents``."""
-    if effort > 0:
+    """``effort`` refinement passes on the coder's grid (none at 0), then ``pack_latents``. A
+    context model has no fixed grid (it quantizes around predicted means): its files are packed
+    unrefined, with a warning, so ``--effort`` on the default family works at every -q."""
+    if effort > 0 and not coder_for(net).refines:
+        log.warning("--effort does not refine %s (a context model) yet; encoding without it", name)
+    elif effort > 0:
         latents = refine(net, latents, image.rgb, coder_for(net).grid(net, quality), effort, device)
     return pack_latents(net, name, digest, image, latents, quality, label)
 

@@ -99,7 +99,9 @@ def test_effort_refines_the_default_codecs_hyperprior_members_on_their_gains(cro
     """A hyperprior quantizes round(y * gain) and decodes integer * inverse gain: refinement
     searches on that grid, so it serves the default codec at every -q."""
     image = from_pil(Image.fromarray(crop))
-    for quality in (30, 85):  # one -q for each member
+    top = codec.encode(image, DEFAULT_FAMILY, 95, "cpu")  # the context member: packed unrefined
+    assert codec.encode(image, DEFAULT_FAMILY, 95, "cpu", effort=8).data == top.data
+    for quality in (30, 75):  # one -q for each hyperprior member
         plain = codec.encode(image, DEFAULT_FAMILY, quality, "cpu")
         better = codec.encode(image, DEFAULT_FAMILY, quality, "cpu", effort=8)
         assert better.header.model_name == plain.header.model_name
