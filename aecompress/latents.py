@@ -26,7 +26,7 @@ import torch
 from aecompress import coding
 from aecompress import format as aecformat
 from aecompress.defaults import DEFAULT_QUALITY
-from aecompress.errors import AecError, FormatError
+from aecompress.errors import FormatError
 from aecompress.format import AecFile
 from aecompress.nn import LatentCodec
 from aecompress.nn.integer import ACT_BITS, WEIGHT_BITS
@@ -110,23 +110,19 @@ class LatentCoder(Protocol):
         """A parsed file -> the float latents (C, H, W) the synthesis transform takes."""
         ...
 
-    refines: bool  # whether ``grid`` gives a fixed grid that encoder-side refinement can search
-
     def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:
         """About how many bytes ``code`` would take, at a fraction of its cost (a family's
         size-matched hand-over searches with it)."""
         ...
 
-    def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The quantization grid at the model's own -q, per channel (C, 1, 1): the coded integer
         is round(y * scale) and the synthesis gets integer * recon (encoder-side refinement
-        searches on it)."""
+        searches on it); None where there is no fixed grid (a context model's means move it)."""
         ...
 
 
 class ChannelContextCoder:
-    refines = True
-
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
         step = quality_to_step(quality)
         q = quantize(latents, step)
@@ -245,8 +241,6 @@ def hyper_latents_of(model: SideInformation, aec: AecFile) -> np.ndarray:
 
 
 class ScaleClassCoder:
-    refines = True
-
     @torch.inference_mode()
     def _integers(
         self, net: LatentCodec, latents: torch.Tensor, quality: float, exact: bool = True
@@ -336,8 +330,6 @@ class SliceContextCoder:
     version 6). The decoder reproduces each slice's classes and means from the slices before it,
     so every number the parse needs comes from integers."""
 
-    refines = False
-
     @torch.inference_mode()
     def _integers(
         self, net: LatentCodec, latents: torch.Tensor, quality: float
@@ -391,10 +383,8 @@ class SliceContextCoder:
             for s, c in zip(symbols, classes, strict=True)
         )
 
-    def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        raise AecError(
-            "--effort serves factorized and hyperprior codecs; a context model quantizes around its means"
-        )
+    def grid(self, net: LatentCodec, quality: float) -> None:
+        return None  # it quantizes around predicted means: no fixed grid to refine on
 
     @torch.inference_mode()
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:

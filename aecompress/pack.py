@@ -78,10 +78,11 @@ def refine_and_pack(
     """``effort`` refinement passes on the coder's grid (none at 0), then ``pack_latents``. A
     context model has no fixed grid (it quantizes around predicted means): its files are packed
     unrefined, with a warning, so ``--effort`` on the default family works at every -q."""
-    if effort > 0 and not coder_for(net).refines:
-        log.warning("--effort does not refine %s (a context model) yet; encoding without it", name)
+    grid = coder_for(net).grid(net, quality) if effort > 0 else None
+    if grid is not None:
+        latents = refine(net, latents, image.rgb, grid, effort, device)
     elif effort > 0:
-        latents = refine(net, latents, image.rgb, coder_for(net).grid(net, quality), effort, device)
+        log.warning("--effort does not refine %s (a context model) yet; encoding without it", name)
     return pack_latents(net, name, digest, image, latents, quality, label)
 
 
