@@ -29,6 +29,7 @@ from aecompress.defaults import DEFAULT_QUALITY
 from aecompress.errors import FormatError
 from aecompress.format import AecFile
 from aecompress.nn import LatentCodec
+from aecompress.nn.context import CONTEXT_INPUT_LIMIT
 from aecompress.nn.integer import ACT_BITS, WEIGHT_BITS
 from aecompress.nn.models import LOG2_SCALE_MIN
 
@@ -306,10 +307,17 @@ class SlicedSideInformation(SideInformation, Protocol):
     slices: int
     slice_width: int
 
-    def integer_hyper(self, z: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]: ...
+    @property
+    def context_reach(self) -> int: ...
+
+    def integer_hyper_features(self, z: np.ndarray, rows: range, cols: range) -> np.ndarray: ...
+
+    def integer_hyper_outputs(
+        self, features: np.ndarray, k: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def integer_slice(
-        self, k: int, log2_acc: np.ndarray, mean_acc: np.ndarray, decoded: list[np.ndarray]
+        self, k: int, log2: np.ndarray, mean: np.ndarray, decoded: list[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -334,23 +342,33 @@ class SliceContextCoder:
     def _integers(
         self, net: LatentCodec, latents: torch.Tensor, quality: float
     ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-        """The hyper-latents z, each slice's residuals round(y - mean) and their classes."""
+        """The hyper-latents z, each slice's residuals round(y - mean) (int16) and their classes.
+
+        Tile by tile (``CONTEXT_TILE``): each tile runs the hyper synthesis and every slice over
+        itself and a halo of (slices - 1) x one context's reach (each slice carries the error at
+        the halo's cut edge one reach further in), so what is kept is exact and the memory held
+        is a tile's, whatever the image's size."""
         model = _sliced(net)
         scaled, z = scaled_and_hyper(model, latents, quality)
-        y = scaled.numpy().astype(np.float64)
-        log2_acc, mean_acc = model.integer_hyper(z, (y.shape[1], y.shape[2]))
-        w = model.slice_width
-        symbols: list[np.ndarray] = []
-        classes: list[np.ndarray] = []
-        decoded: list[np.ndarray] = []
-        for k in range(model.slices):
-            log2, mean = model.integer_slice(k, log2_acc, mean_acc, decoded)
-            fixed = mean >> MEAN_SHIFT
-            residual = np.round(y[k * w : (k + 1) * w] - fixed / 2**ACT_BITS)
-            s = np.clip(residual, -32768, 32767).astype(np.int64)
-            decoded.append(s * 2**ACT_BITS + fixed)
-            symbols.append(s)
-            classes.append(accumulator_classes(log2, model.scale_class_count))
+        _, h, w = scaled.shape
+        sw, count = model.slice_width, model.scale_class_count
+        symbols = [np.empty((sw, h, w), dtype=np.int16) for _ in range(model.slices)]
+        classes = [np.empty((sw, h, w), dtype=np.uint8) for _ in range(model.slices)]
+        halo = (model.slices - 1) * model.context_reach
+        for rows, cols, outer in _context_tiles(h, w, halo):
+            log2_acc, mean_acc = model.integer_hyper_outputs(model.integer_hyper_features(z, *outer))
+            y = scaled[_index(*outer)].numpy()
+            at, keep = _placed(rows, cols, outer)
+            decoded: list[np.ndarray] = []
+            for k in range(model.slices):
+                part = slice(k * sw, (k + 1) * sw)
+                log2, mean = model.integer_slice(k, log2_acc[part], mean_acc[part], decoded)
+                fixed = mean >> MEAN_SHIFT
+                residual = np.round(y[k * sw : (k + 1) * sw].astype(np.float64) - fixed / 2**ACT_BITS)
+                s = np.clip(residual, -32768, 32767).astype(np.int64)
+                decoded.append(s * 2**ACT_BITS + fixed)
+                symbols[k][at] = s[keep]
+                classes[k][at] = accumulator_classes(log2[keep], count)
         return z, symbols, classes
 
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
@@ -388,6 +406,10 @@ class SliceContextCoder:
 
     @torch.inference_mode()
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
+        """Slice by slice (a slice's stream needs all its classes), each slice's classes and means
+        tile by tile from the slices already restored, in a halo of one context's reach. The
+        hyper synthesis runs once, in tiles; its last hidden activations are kept (int32), and
+        each slice's pass runs only its 1x1 output layer, for the slice's channels."""
         model = _sliced(net)
         h = aec.header
         found = {t.role: t for t in aec.tensors}
@@ -397,19 +419,78 @@ class SliceContextCoder:
                 f"a context model's file needs its hyper-latents and {model.slices} latent slices"
             )
         z = hyper_latents_of(model, aec)
-        log2_acc, mean_acc = model.integer_hyper(z, (h.latent_height, h.latent_width))
-        decoded: list[np.ndarray] = []
+        sw, count = model.slice_width, model.scale_class_count
+        lh, lw = h.latent_height, h.latent_width
+        tiles = list(_context_tiles(lh, lw, model.context_reach))
+        features: np.ndarray | None = None
+        for rows, cols, _ in tiles:
+            part = model.integer_hyper_features(z, rows, cols)
+            if features is None:
+                features = np.empty((part.shape[0], lh, lw), dtype=np.int32)
+            features[_index(rows, cols)] = part
+        assert features is not None
+        # one tile (a Kodak image): the output layer once for every slice, as one product
+        whole = model.integer_hyper_outputs(features) if len(tiles) == 1 else None
+        y = np.empty((model.slices * sw, lh, lw), dtype=np.float32)
         for k in range(model.slices):
             tensor = found[coding.ROLE_SLICE + k]
-            if tensor.shape != (model.slice_width, h.latent_height, h.latent_width):
+            if tensor.shape != (sw, lh, lw):
                 raise FormatError(f"latent slice {k} of shape {tensor.shape} does not fit the model")
-            log2, mean = model.integer_slice(k, log2_acc, mean_acc, decoded)
-            classes = accumulator_classes(log2, model.scale_class_count)
-            symbols = in_range(coding.decode_classed(tensor, classes, model.scale_class_count), h.dtype)
-            decoded.append(symbols.astype(np.int64) * 2**ACT_BITS + (mean >> MEAN_SHIFT))
-        y = np.concatenate(decoded).astype(np.float64) / 2**ACT_BITS
+            classes = np.empty((sw, lh, lw), dtype=np.uint8)
+            fixed = np.empty((sw, lh, lw), dtype=np.int64)
+            for rows, cols, outer in tiles:
+                around = _index(*outer)
+                decoded = [_fixed_point(y[j * sw : (j + 1) * sw][around]) for j in range(k)]
+                if whole is None:
+                    log2, mean = model.integer_hyper_outputs(features[around], k)
+                else:
+                    log2, mean = whole[0][k * sw : (k + 1) * sw], whole[1][k * sw : (k + 1) * sw]
+                log2, mean = model.integer_slice(k, log2, mean, decoded)
+                at, keep = _placed(rows, cols, outer)
+                classes[at] = accumulator_classes(log2[keep], count)
+                fixed[at] = mean[keep] >> MEAN_SHIFT
+            symbols = in_range(coding.decode_classed(tensor, classes, count), h.dtype)
+            restored = symbols.astype(np.int64) * 2**ACT_BITS + fixed
+            y[k * sw : (k + 1) * sw] = (restored.astype(np.float64) / 2**ACT_BITS).astype(np.float32)
         igain = gains_at(model, step_to_quality(h.step))[1]
-        return torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]
+        return torch.from_numpy(y).mul_(igain[:, None, None])
+
+
+CONTEXT_TILE = 128  # latent rows and columns of one tile of a context model's integer passes
+
+
+def _context_tiles(h: int, w: int, halo: int) -> Iterator[tuple[range, range, tuple[range, range]]]:
+    """Tiles of an h x w latent grid: (rows, cols) of each, and the region with ``halo`` more on
+    every side (clipped to the grid) that its passes run over."""
+    for y0 in range(0, h, CONTEXT_TILE):
+        y1 = min(y0 + CONTEXT_TILE, h)
+        for x0 in range(0, w, CONTEXT_TILE):
+            x1 = min(x0 + CONTEXT_TILE, w)
+            outer = (range(max(0, y0 - halo), min(h, y1 + halo)), range(max(0, x0 - halo), min(w, x1 + halo)))
+            yield range(y0, y1), range(x0, x1), outer
+
+
+Index = tuple[slice, slice, slice]
+
+
+def _index(rows: range, cols: range) -> Index:
+    """The rows and columns of a (C, H, W) array, every channel."""
+    return (slice(None), slice(rows.start, rows.stop), slice(cols.start, cols.stop))
+
+
+def _placed(rows: range, cols: range, outer: tuple[range, range]) -> tuple[Index, Index]:
+    """A tile's place in the whole grid's (C, H, W) arrays and in its outer region's."""
+    oy, ox = outer[0].start, outer[1].start
+    inside = _index(range(rows.start - oy, rows.stop - oy), range(cols.start - ox, cols.stop - ox))
+    return _index(rows, cols), inside
+
+
+def _fixed_point(y: np.ndarray) -> np.ndarray:
+    """Restored latents (float32 of integers / 2^ACT_BITS) back to the integers a slice context
+    reads. Exact: a float32 holds every integer up to 2^24, and a context clamps its inputs to
+    that (``CONTEXT_INPUT_LIMIT``, 2^24) anyway, so larger values read the same clamped."""
+    limit = float(CONTEXT_INPUT_LIMIT)
+    return np.clip(y.astype(np.float64) * 2**ACT_BITS, -limit, limit).astype(np.int64)
 
 
 def _sliced(net: LatentCodec) -> SlicedSideInformation:

@@ -499,7 +499,8 @@ def test_golden_context_file_parses_slice_by_slice_to_the_pinned_integers() -> N
     decoded: list[np.ndarray] = []
     classes = []
     for k in range(net.slices):
-        log2, mean = net.integer_slice(k, log2_acc, mean_acc, decoded)
+        part = slice(k * net.slice_width, (k + 1) * net.slice_width)
+        log2, mean = net.integer_slice(k, log2_acc[part], mean_acc[part], decoded)
         classes.append(accumulator_classes(log2, net.scale_class_count))
         tensor = next(t for t in aec.tensors if t.role == coding.ROLE_SLICE + k)
         symbols = coding.decode_classed(tensor, classes[-1], net.scale_class_count).astype(np.int64)

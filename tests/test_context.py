@@ -108,7 +108,8 @@ def test_files_parse_to_the_encoders_integers_slice_by_slice(tmp_path: Path) -> 
     log2_acc, mean_acc = net.integer_hyper(z, latents.shape[1:])
     decoded: list[np.ndarray] = []
     for k, s in enumerate(symbols):
-        _, mean = net.integer_slice(k, log2_acc, mean_acc, decoded)
+        part = slice(k * net.slice_width, (k + 1) * net.slice_width)
+        _, mean = net.integer_slice(k, log2_acc[part], mean_acc[part], decoded)
         decoded.append(s * 256 + (mean >> 12))
     encoders = torch.from_numpy((np.concatenate(decoded) / 256.0).astype(np.float32)) * igain[:, None, None]
     torch.testing.assert_close(restored, encoders, rtol=0, atol=0)
@@ -205,3 +206,36 @@ def test_training_a_context_model_writes_validation_files(tmp_path: Path) -> Non
     out = train(cfg)
     info = read_info(out)
     assert info.arch == "context" and info.card["validation"]["val_bpp"] > 0
+
+
+def test_integer_passes_in_tiles_are_the_whole_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large image's context passes run in tiles with a halo (the encoder's spans the slices'
+    chained contexts, the decoder's one context's reach): with tiles of 3 latent positions the
+    file, its integers and the restored latents are the one-tile ones, bit for bit."""
+    import aecompress.latents as latents_module
+
+    model = tiny_context(seed=5)
+    with torch.no_grad():
+        for net in model.context:  # strong contexts, so a cut edge would show in the integers
+            for layer in (net[0], net[2], net[4]):
+                layer.weight.normal_(0, 1.0)
+    path = tmp_path / "ctx.pt"
+    save_model(model, path, "ctx", {"note": "test model"})
+    net, _ = passes.model_on(path, torch.device("cpu"))
+    image = ImageData(photo_like(96, 136, seed=6), None, "RGB")
+    latents = passes.analyse(net, image.rgb, torch.device("cpu"))
+    coder = SliceContextCoder()
+    whole_file = codec.encode(image, str(path), 90, "cpu").data
+    whole = coder._integers(net, latents, 90.0)
+    whole_restored = coder.restore(net, aecformat.unpack(whole_file))
+    monkeypatch.setattr(latents_module, "CONTEXT_TILE", 3)
+    assert len(list(latents_module._context_tiles(*latents.shape[1:], 4))) == 4 * 6
+    tiled = coder._integers(net, latents, 90.0)
+    for a, b in zip(whole[1] + whole[2], tiled[1] + tiled[2], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert codec.encode(image, str(path), 90, "cpu").data == whole_file
+    torch.testing.assert_close(
+        coder.restore(net, aecformat.unpack(whole_file)), whole_restored, rtol=0, atol=0
+    )

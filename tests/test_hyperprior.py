@@ -84,7 +84,8 @@ def test_integer_net_in_tiles_is_the_whole_net_exactly(
     kernel: int, stride: int, padding: int, output_padding: int
 ) -> None:
     """Tiles with their halo, cropped and laid side by side, are the whole accumulator bit for
-    bit, for tiles down to one input row, and for a net that cannot be tiled (a strided conv)."""
+    bit, for tiles down to one input row, and for a net that cannot be tiled (a strided conv);
+    so is any region computed from the input it reaches (``IntegerNet.region``)."""
     torch.manual_seed(kernel + stride)
     net = torch.nn.Sequential(
         torch.nn.ConvTranspose2d(6, 5, kernel, stride, padding, output_padding), torch.nn.ReLU(),
@@ -102,6 +103,13 @@ def test_integer_net_in_tiles_is_the_whole_net_exactly(
             covered[rows, cols] += 1
         assert (covered == 1).all(), f"tile {tile}: every output once"
         np.testing.assert_array_equal(pieces, whole)
+    rng = np.random.default_rng(stride)
+    for _ in range(20):  # any region, from the input it reaches alone
+        r0, c0 = rng.integers(0, whole.shape[1]), rng.integers(0, whole.shape[2])
+        rows = range(r0, rng.integers(r0 + 1, whole.shape[1] + 1))
+        cols = range(c0, rng.integers(c0 + 1, whole.shape[2] + 1))
+        np.testing.assert_array_equal(exact.region(z, rows, cols), whole[:, r0 : rows.stop, c0 : cols.stop])
+    np.testing.assert_array_equal(exact.selecting([3, 0])(z), whole[[3, 0]])  # some outputs only
     strided = IntegerNet(torch.nn.Sequential(torch.nn.Conv2d(6, 4, 3, 2, 1)))
     assert strided.upsampling() is None
     assert [(r, c) for r, c, _ in strided.tiles(z, 2)] == [(slice(0, 5), slice(0, 6))]

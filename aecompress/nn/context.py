@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from aecompress.nn.base import LatentCodec, TrainOutput
 from aecompress.nn.entropy import gaussian_bits
-from aecompress.nn.integer import ACT_BITS, WEIGHT_BITS, IntegerNet
+from aecompress.nn.integer import ACT_BITS, ACT_LIMIT, WEIGHT_BITS, IntegerNet
 from aecompress.nn.models import LOG2_SCALE_MAX, LOG2_SCALE_MIN, HyperpriorCodec, _up
 from aecompress.nn.registry import register
 
@@ -136,18 +136,46 @@ class ContextCodec(HyperpriorCodec):
     def integer_hyper(self, z: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The exact integer h_s: log2-scales and means of every latent at the accumulator's scale
         (2^ACC_BITS), cropped to ``shape``. What the parse uses; identical on every machine."""
-        acc = IntegerNet(self.h_s)(z)[:, : shape[0], : shape[1]]
-        m = self.latent_channels
-        return acc[:m], acc[m:]
+        return self.integer_hyper_outputs(self.integer_hyper_features(z, range(shape[0]), range(shape[1])))
+
+    def integer_hyper_features(self, z: np.ndarray, rows: range, cols: range) -> np.ndarray:
+        """The integer h_s's last hidden activations (below ACT_LIMIT, at ACT_BITS) for the
+        latents at ``rows`` and ``cols``, from the hyper-latents that reach them alone: what the
+        last (1x1) layer turns into each latent's log2-scales and means. Large images keep these
+        (hyper_channels int32 a position) rather than the outputs (two int64 a latent)."""
+        body = self.h_s[:-1]
+        assert isinstance(body, nn.Sequential)
+        return IntegerNet(body).region(z, rows, cols)
+
+    def integer_hyper_outputs(
+        self, features: np.ndarray, k: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """log2-scales and means at the accumulator's scale from ``integer_hyper_features``: of
+        every latent, or only of slice ``k``'s (its share of the work)."""
+        head = IntegerNet(nn.Sequential(self.h_s[-1]), in_bits=ACT_BITS, input_limit=ACT_LIMIT)
+        m, w = self.latent_channels, self.slice_width
+        if k is None:
+            acc = head(features)
+            return acc[:m], acc[m:]
+        acc = head.selecting([*range(k * w, (k + 1) * w), *range(m + k * w, m + (k + 1) * w)])(features)
+        return acc[:w], acc[w:]
+
+    @property
+    def context_reach(self) -> int:
+        """Latent rows (and columns) on each side of a latent that its slice context reads."""
+        if not len(self.context):
+            return 0
+        first = self.context[0]
+        assert isinstance(first, nn.Sequential)
+        return IntegerNet(first).halo()
 
     def integer_slice(
-        self, k: int, log2_acc: np.ndarray, mean_acc: np.ndarray, decoded: list[np.ndarray]
+        self, k: int, log2: np.ndarray, mean: np.ndarray, decoded: list[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Slice k's log2-scales and means at the accumulator's scale, exactly: the integer copy
-        of ``slice_params``, taking the reconstructed slices 0..k-1 in fixed point (ACT_BITS)."""
+        of ``slice_params``, from the hyper synthesis's for the slice (``log2``, ``mean``) and the
+        reconstructed slices 0..k-1 in fixed point (ACT_BITS)."""
         w = self.slice_width
-        part = slice(k * w, (k + 1) * w)
-        log2, mean = log2_acc[part], mean_acc[part]
         if k == 0:
             return log2, mean
         lo, hi = round(LOG2_SCALE_MIN * 2**ACC_BITS), round(LOG2_SCALE_MAX * 2**ACC_BITS)

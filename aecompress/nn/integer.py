@@ -17,8 +17,9 @@ Inputs and activations are clamped so that the bound holds even for a hostile fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -104,6 +105,16 @@ class IntegerNet:
         """(C, H, W) integers -> the last layer's integer accumulator (O, H', W') as int64."""
         return self._run(x)
 
+    def selecting(self, outputs: Sequence[int]) -> IntegerNet:
+        """This net computing only the given output channels of its last layer (the same
+        integers for them, at that layer's share of the cost)."""
+        last = self.layers[-1]
+        index = torch.as_tensor(list(outputs), device=last.weight.device)
+        weight = last.weight[:, index] if last.transposed else last.weight[index]
+        chosen = copy.copy(self)
+        chosen.layers = [*self.layers[:-1], replace(last, weight=weight, bias=last.bias[index])]
+        return chosen
+
     def upsampling(self) -> int | None:
         """Output rows per input row, when every layer keeps a whole ratio (transposed layers
         and stride-1 convolutions); None when the net cannot be run in tiles."""
@@ -125,6 +136,20 @@ class IntegerNet:
             rows += -(-reach // scale)
             scale *= s if layer.transposed else 1
         return rows
+
+    def region(self, x: np.ndarray, rows: range, cols: range) -> np.ndarray:
+        """The accumulator ``self(x)[:, rows, cols]`` exactly, from the input rows and columns
+        those outputs reach (with the halo) alone: memory and time of the region, not of x."""
+        up = self.upsampling()
+        if up is None:
+            return self._run(x)[:, rows.start : rows.stop, cols.start : cols.stop]
+        halo = self.halo()
+        h, w = x.shape[1:]
+        sy, sx = max(0, rows.start // up - halo), max(0, cols.start // up - halo)
+        ey, ex = min(h, -(-rows.stop // up) + halo), min(w, -(-cols.stop // up) + halo)
+        acc = self._run(x[:, sy:ey, sx:ex])
+        top, left = rows.start - sy * up, cols.start - sx * up
+        return acc[:, top : top + len(rows), left : left + len(cols)]
 
     def tiles(self, x: np.ndarray, tile: int) -> Iterator[tuple[slice, slice, np.ndarray]]:
         """The accumulator ``self(x)`` piece by piece: (rows, cols, values) for tiles of ``tile``
