@@ -239,3 +239,31 @@ def test_integer_passes_in_tiles_are_the_whole_images(
     torch.testing.assert_close(
         coder.restore(net, aecformat.unpack(whole_file)), whole_restored, rtol=0, atol=0
     )
+
+
+def test_estimates_follow_the_exact_integers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimate (float networks, what a family's hand-over searches with) is the order-0
+    entropy of the exact integers within 1%, tiled or not, and follows the file's size."""
+    import aecompress.latents as latents_module
+
+    path = tmp_path / "ctx.pt"
+    torch.manual_seed(2)  # the layers the tiny model does not set itself
+    save_model(tiny_context(seed=2), path, "ctx", {"note": "test model"})
+    net, _ = passes.model_on(path, torch.device("cpu"))
+    image = ImageData(photo_like(96, 136, seed=7), None, "RGB")
+    latents = passes.analyse(net, image.rgb, torch.device("cpu"))
+    coder = SliceContextCoder()
+    sizes = []
+    for quality in (50.0, 75.0, 100.0):
+        z, symbols, classes = coder._integers(net, latents, quality)
+        exact = coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS).coded_bytes + sum(
+            coding.classed_entropy_bytes(s, c, net.scale_class_count)
+            for s, c in zip(symbols, classes, strict=True)
+        )
+        estimate = coder.estimate(net, latents, quality)
+        assert exact > 500 and abs(estimate / exact - 1) < 0.01, (quality, estimate, exact)
+        with monkeypatch.context() as patch:
+            patch.setattr(latents_module, "CONTEXT_TILE", 5)
+            assert abs(coder.estimate(net, latents, quality) / estimate - 1) < 1e-3
+        sizes.append((estimate, sum(t.coded_bytes for t in coder.code(net, latents, quality).tensors)))
+    assert sizes[0][0] < sizes[1][0] < sizes[2][0] and sizes[0][1] < sizes[1][1] < sizes[2][1]

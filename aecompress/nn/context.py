@@ -160,6 +160,19 @@ class ContextCodec(HyperpriorCodec):
         acc = head.selecting([*range(k * w, (k + 1) * w), *range(m + k * w, m + (k + 1) * w)])(features)
         return acc[:w], acc[w:]
 
+    def float_hyper_region(self, z: np.ndarray, rows: range, cols: range) -> tuple[Tensor, Tensor]:
+        """``hyper_params`` (1, C, H, W) for the latents at ``rows`` and ``cols`` from the
+        hyper-latents that reach them: the float networks, for estimates only."""
+        geometry = IntegerNet(self.h_s)
+        up, halo = geometry.upsampling(), geometry.halo()
+        assert up is not None
+        sy, sx = max(0, rows.start // up - halo), max(0, cols.start // up - halo)
+        ey, ex = min(z.shape[1], -(-rows.stop // up) + halo), min(z.shape[2], -(-cols.stop // up) + halo)
+        part = torch.from_numpy(z[:, sy:ey, sx:ex].astype(np.float32))[None].to(self.log_gain.device)
+        top, left = rows.start - sy * up, cols.start - sx * up
+        log2, mean = self.hyper_params(part, (top + len(rows), left + len(cols)))
+        return log2[:, :, top:, left:], mean[:, :, top:, left:]
+
     @property
     def context_reach(self) -> int:
         """Latent rows (and columns) on each side of a latent that its slice context reads."""
