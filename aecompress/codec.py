@@ -51,7 +51,7 @@ def encode(
     if target_bpp is not None:
         data, header = placement.encode_to_size(image, target_bpp, model, dev, tile, effort)
         return EncodeResult(data, header, dev)
-    placer = placement.Placer(model, image, dev, tile)
+    placer = placement.Placer(model, image, dev, tile, once=True)
     path, local = placer.place(quality)
     data, header = pack_file(path, image, placer.analysis(path), local, quality, effort, dev)
     return EncodeResult(data, header, dev)

@@ -71,7 +71,12 @@ class Placer:
         device: torch.device,
         tile: int | None = None,
         family: Family | None = None,
+        once: bool = False,
     ) -> None:
+        """``once``: a single quality will be placed (an encode), so a hand-over drops the
+        previous member's latents as soon as its top file is measured: one analysis is held
+        at a time (a large photo's latents are hundreds of megabytes)."""
+        self.once = once
         self.family = family if family is not None else find_family(model)
         self.alone = None if self.family is not None else resolve(model)
         self.image, self.device, self.tile = image, device, tile
@@ -144,6 +149,9 @@ class Placer:
             assert family is not None and family.match is not None and index > 0
             before, member = family.members[index - 1], family.members[index]
             top = self.estimate(family.model_path(before), self.top(index - 1))
+            real_top = len(self.pack_own(family.model_path(before), self.top(index - 1), 0.0).data)
+            if self.once:
+                self.latents.pop(family.model_path(before), None)
             goal = math.log(family.match * top)
             path = family.model_path(member)
 
@@ -156,7 +164,6 @@ class Placer:
             # hyperprior is 3-7%), so files matched on estimates alone jumped 6-11% at the
             # hand-over. One real file at each end measures the two biases; the goal moves by
             # them, so the files themselves come out ``match`` apart.
-            real_top = len(self.pack_own(family.model_path(before), self.top(index - 1), 0.0).data)
             real_start = len(self.pack_own(path, start, 0.0).data)
             goal = math.log(family.match * real_top) - (math.log(real_start) - log_size(start))
             if abs(goal - log_size(start)) > math.log1p(MATCH_TOLERANCE):

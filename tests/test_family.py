@@ -439,3 +439,18 @@ def test_build_with_match_tops_a_middle_member_where_the_next_one_starts_to_win(
     assert built.members[1].local_quality[1] == 80.0
     start = 50 * math.log(1.04 * 1.00 / 0.80) / math.log(1.20 / 0.80)
     assert built.members[2].local_quality == (pytest.approx(start), 100.0)
+
+
+def test_a_placer_for_one_quality_holds_one_analysis_at_a_time(tmp_path: Path):
+    """``once`` (what ``codec.encode`` uses): past the previous member's top file its latents are
+    dropped, and the file is the one a placer that keeps everything makes."""
+    path = _matched_duo(tmp_path)
+    image = ImageData(photo_like(96, 128, seed=3), None, "RGB")
+    lo, hi = tmp_path / "hlo.pt", tmp_path / "hhi.pt"
+    keeping = placement.Placer(path, image, torch.device("cpu"))
+    once = placement.Placer(path, image, torch.device("cpu"), once=True)
+    assert once.needs(45.0) == [lo, hi]
+    packed = once.pack(45.0)
+    assert packed.path == hi and list(once.latents) == [hi]
+    assert packed.data == keeping.pack(45.0).data and sorted(keeping.latents) == sorted([lo, hi])
+    assert codec.encode(image, path, 45, "cpu").data == packed.data
