@@ -163,13 +163,10 @@ class ContextCodec(HyperpriorCodec):
     def float_hyper_region(self, z: np.ndarray, rows: range, cols: range) -> tuple[Tensor, Tensor]:
         """``hyper_params`` (1, C, H, W) for the latents at ``rows`` and ``cols`` from the
         hyper-latents that reach them: the float networks, for estimates only."""
-        geometry = IntegerNet(self.h_s)
-        up, halo = geometry.upsampling(), geometry.halo()
-        assert up is not None
-        sy, sx = max(0, rows.start // up - halo), max(0, cols.start // up - halo)
-        ey, ex = min(z.shape[1], -(-rows.stop // up) + halo), min(z.shape[2], -(-cols.stop // up) + halo)
-        part = torch.from_numpy(z[:, sy:ey, sx:ex].astype(np.float32))[None].to(self.log_gain.device)
-        top, left = rows.start - sy * up, cols.start - sx * up
+        window = IntegerNet(self.h_s).window(rows, cols, (z.shape[1], z.shape[2]))
+        assert window is not None  # h_s is transposed convolutions and a 1x1: it runs in pieces
+        in_rows, in_cols, top, left = window
+        part = torch.from_numpy(z[:, in_rows, in_cols].astype(np.float32))[None].to(self.log_gain.device)
         log2, mean = self.hyper_params(part, (top + len(rows), left + len(cols)))
         return log2[:, :, top:, left:], mean[:, :, top:, left:]
 

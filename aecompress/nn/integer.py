@@ -137,18 +137,28 @@ class IntegerNet:
             scale *= s if layer.transposed else 1
         return rows
 
-    def region(self, x: np.ndarray, rows: range, cols: range) -> np.ndarray:
-        """The accumulator ``self(x)[:, rows, cols]`` exactly, from the input rows and columns
-        those outputs reach (with the halo) alone: memory and time of the region, not of x."""
+    def window(
+        self, rows: range, cols: range, shape: tuple[int, int]
+    ) -> tuple[slice, slice, int, int] | None:
+        """The input rows and columns (of an input of ``shape``) that the outputs at ``rows`` and
+        ``cols`` reach, halo included, and where those outputs start in the output over that
+        window; None when the net cannot be run in pieces."""
         up = self.upsampling()
         if up is None:
-            return self._run(x)[:, rows.start : rows.stop, cols.start : cols.stop]
+            return None
         halo = self.halo()
-        h, w = x.shape[1:]
         sy, sx = max(0, rows.start // up - halo), max(0, cols.start // up - halo)
-        ey, ex = min(h, -(-rows.stop // up) + halo), min(w, -(-cols.stop // up) + halo)
-        acc = self._run(x[:, sy:ey, sx:ex])
-        top, left = rows.start - sy * up, cols.start - sx * up
+        ey, ex = min(shape[0], -(-rows.stop // up) + halo), min(shape[1], -(-cols.stop // up) + halo)
+        return slice(sy, ey), slice(sx, ex), rows.start - sy * up, cols.start - sx * up
+
+    def region(self, x: np.ndarray, rows: range, cols: range) -> np.ndarray:
+        """The accumulator ``self(x)[:, rows, cols]`` exactly, from the input rows and columns
+        those outputs reach (``window``) alone: memory and time of the region, not of x."""
+        window = self.window(rows, cols, (x.shape[1], x.shape[2]))
+        if window is None:
+            return self._run(x)[:, rows.start : rows.stop, cols.start : cols.stop]
+        in_rows, in_cols, top, left = window
+        acc = self._run(x[:, in_rows, in_cols])
         return acc[:, top : top + len(rows), left : left + len(cols)]
 
     def tiles(self, x: np.ndarray, tile: int) -> Iterator[tuple[slice, slice, np.ndarray]]:
