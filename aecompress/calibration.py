@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ def build(
     match: float | None = None,
     top_rule: TopRule | None = None,
     fade: float | None = None,
+    fixed: Mapping[str, float] | None = None,
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
@@ -62,8 +63,10 @@ def build(
     own top (lowered per image by a ``top_rule``: ``TopRule``), a middle one to its last quality
     below where the next one starts to win, and the next one's calibrated start is the mean over
     the images of its quality whose file is ``match`` times that top (``_matched_start``); the
-    encoder finds it per image.
+    encoder finds it per image. A member named in ``fixed`` starts at the mean for its own ratio
+    there, the same for every image (``Member.fixed_start``: no per-image search, one analysis).
     """
+    fixed = dict(fixed or {})
     ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
     for model, points in ordered:
@@ -91,7 +94,7 @@ def build(
             if i > 1:  # a middle member tops out where the next one starts to win
                 chosen[i - 1] = (chosen[i - 1][0], _below(chosen[i - 1][1], takes[i]))
             tops = _tops(chosen[i - 1], per_image, rules[i - 1])
-            start = _matched_start(tops, chosen[i][0], per_image, match)
+            start = _matched_start(tops, chosen[i][0], per_image, fixed.get(chosen[i][0], match))
             chosen[i] = (chosen[i][0], _from(per_image_curve(per_image, chosen[i][0]), start))
     else:
         match = None
@@ -108,7 +111,8 @@ def build(
     members, edge = [], 0.0
     for i, ((model, pts), span) in enumerate(zip(chosen, spans, strict=True)):
         top = 100.0 if i == len(chosen) - 1 else round(edge + 100 * span / sum(spans), 2)
-        members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0]), rules[i]))
+        pinned = match is not None and i > 0 and model in fixed
+        members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0]), rules[i], pinned))
         edge = top
     return Family(name, tuple(members), folder, card or {}, match, fade if match is not None else None)
 

@@ -19,6 +19,13 @@ Finding an image's start takes the previous member's analysis as well as this on
 from the start the member's quality climbs straight to where the calibrated mapping is at
 ``fade``, and follows that mapping from there. Past the fade an encode runs one analysis.
 
+A member whose files keep close to the previous member's across images can start at a fixed
+quality instead (``Member.fixed_start``): its calibrated start, chosen by the builder for a ratio
+of its own, serves every image, and no encode in its range runs the previous member. The
+bundled ``context`` member is one: at its calibrated start its files are 0.99-1.03 times the
+``hyperprior`` member's top file on the calibration images, where the two hyperpriors' ratio
+spreads over 0.76-1.36.
+
 Each .aec file names the member that made it, so decoding needs no family at all.
 """
 
@@ -47,6 +54,7 @@ class Member:
     quality: tuple[float, float]  # global -q range served
     local_quality: tuple[float, float]  # the member's own -q at the ends of that range
     top_by_rate: TopRule | None = None  # a lower top, per image, for images it codes at high rates
+    fixed_start: bool = False  # in a matched family: starts at local_quality[0] for every image
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,9 @@ class Family:
     def needs_start(self, index: int, t: float) -> bool:
         """Whether member ``index`` at fraction ``t`` of its range depends on the image's start
         (and so on the previous member's analysis)."""
-        return self.match is not None and index > 0 and (self.fade is None or t < self.fade)
+        if self.match is None or index == 0 or self.members[index].fixed_start:
+            return False
+        return self.fade is None or t < self.fade
 
     def model_path(self, member: Member) -> Path:
         """A member's file: beside the family file first, then the usual model search."""
@@ -128,6 +138,7 @@ class Family:
             "members": [
                 {"model": m.model, "quality": list(m.quality), "local_quality": list(m.local_quality)}
                 | ({"top_by_rate": dataclasses.asdict(m.top_by_rate)} if m.top_by_rate else {})
+                | ({"fixed_start": True} if m.fixed_start else {})
                 for m in self.members
             ],
         }
@@ -150,7 +161,11 @@ def load_family(path: Path) -> Family:
     try:
         members = tuple(
             Member(
-                str(m["model"]), _pair(m["quality"]), _pair(m["local_quality"]), _rule(m.get("top_by_rate"))
+                str(m["model"]),
+                _pair(m["quality"]),
+                _pair(m["local_quality"]),
+                _rule(m.get("top_by_rate")),
+                _flag(m.get("fixed_start", False)),
             )
             for m in data["members"]
         )
@@ -185,6 +200,12 @@ def _rule(value: Any) -> TopRule | None:
     if not (rule.bpp > 0 and 0 <= rule.per_octave <= 100 and 0 <= rule.lowest <= 100):
         raise ValueError("top_by_rate needs bpp > 0, per_octave and lowest in 0..100")
     return rule
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("fixed_start must be true or false")
+    return value
 
 
 def _pair(value: Any) -> tuple[float, float]:

@@ -64,7 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         help="with --match: the share of each later member's range its per-image start shapes "
         "(past it an encode runs one analysis; see aecompress/family.py)",
     )
+    parser.add_argument(
+        "--fixed",
+        action="append",
+        default=[],
+        metavar="MODEL=RATIO",
+        help="with --match: MODEL starts at one calibrated quality for every image, the mean over "
+        "the calibration images of where its file is RATIO times the previous member's top "
+        "(no per-image search: one analysis in its range)",
+    )
     args = parser.parse_args(argv)
+    fixed = _fixed_ratios(parser, args.fixed)
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
     torch.set_num_threads(args.threads)
     if args.remeasure == "no":
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         given = argv if argv is not None else sys.argv[1:]
         old["rebuilt"] = "python scripts/make_family.py " + " ".join(given)
         rebuilt = calibration.build(
-            args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade
+            args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade, fixed
         )
         family.save(rebuilt, args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
@@ -114,11 +124,25 @@ def main(argv: list[str] | None = None) -> int:
     _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
     built = calibration.build(
-        args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade
+        args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade, fixed
     )
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0
+
+
+def _fixed_ratios(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, float]:
+    """``--fixed MODEL=RATIO`` values as {model name: ratio}."""
+    out = {}
+    for spec in specs:
+        name, _, ratio = spec.partition("=")
+        try:
+            out[name] = float(ratio)
+        except ValueError:
+            parser.error(f"--fixed needs MODEL=RATIO, got {spec!r}")
+        if not 0.5 <= out[name] <= 2:
+            parser.error(f"--fixed ratio for {name} must lie in 0.5..2")
+    return out
 
 
 def _calibration_path(out: Path) -> Path:

@@ -454,3 +454,48 @@ def test_a_placer_for_one_quality_holds_one_analysis_at_a_time(tmp_path: Path):
     assert packed.path == hi and list(once.latents) == [hi]
     assert packed.data == keeping.pack(45.0).data and sorted(keeping.latents) == sorted([lo, hi])
     assert codec.encode(image, path, 45, "cpu").data == packed.data
+
+
+def test_build_fixes_a_named_member_start_at_its_own_ratio(tmp_path: Path):
+    per_image = {
+        "low": {0.0: [(0.10, 25.0), (0.20, 26.0)], 100.0: [(0.50, 30.0), (0.80, 31.0)]},
+        "high": {
+            0.0: [(0.30, 27.0), (0.40, 28.0)],
+            50.0: [(0.60, 31.0), (1.00, 32.0)],
+            100.0: [(1.20, 34.0), (2.00, 35.0)],
+        },
+    }
+    curves = calibration.mean_curves(per_image)
+    matched = calibration.build("fam", curves, tmp_path, per_image=per_image, match=1.03)
+    fixed = calibration.build("fam", curves, tmp_path, per_image=per_image, match=1.03, fixed={"high": 1.0})
+    assert not matched.members[1].fixed_start and fixed.members[1].fixed_start
+    assert not fixed.members[0].fixed_start and fixed.match == 1.03
+    starts = [
+        50 * math.log(1.0 * top / at0) / math.log(at50 / at0)
+        for top, at0, at50 in [(0.5, 0.3, 0.6), (0.8, 0.4, 1.0)]
+    ]
+    assert fixed.members[1].local_quality == (pytest.approx(sum(starts) / 2), 100)
+    assert fixed.members[1].local_quality[0] < matched.members[1].local_quality[0]
+    again = family.load_family(_saved(fixed, tmp_path))
+    assert again.members == fixed.members
+
+
+def test_a_fixed_start_serves_every_image_from_one_analysis(tmp_path: Path):
+    path = _matched_duo(tmp_path)
+    data = json.loads(path.read_text())
+    data["members"][1]["fixed_start"] = True
+    path.write_text(json.dumps(data))
+    fam = family.load_family(path)
+    assert fam.members[1].fixed_start and not fam.needs_start(1, 0.0)
+    lo, hi = tmp_path / "hlo.pt", tmp_path / "hhi.pt"
+    image = ImageData(photo_like(96, 128, seed=4), None, "RGB")
+    placer = placement.Placer(path, image, torch.device("cpu"))
+    assert placer.needs(40.0) == [hi] and placer.needs(39.0) == [lo]
+    assert placer.place(40.0) == (hi, 50.0) and placer.place(70.0) == (hi, pytest.approx(75.0))
+    first = placer.pack(40.0)
+    assert first.path == hi and first.local == 50.0 and list(placer.latents) == [hi]
+    assert codec.encode(image, path, 40, "cpu").data == first.data
+    data["members"][1]["fixed_start"] = "yes"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="fixed_start"):
+        family.load_family(path)

@@ -107,6 +107,26 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
          "--threads", "1", "--out", str(family))  # fmt: skip
     built = json.loads(family.read_text())
     assert built["kind"] == "aecompress-family" and len(built["members"]) >= 1
+    # a rebuild from stored measurements (two members that both pay), the upper one fixed
+    per_image = {
+        "low": {"0": [[0.1, 25.0], [0.2, 26.0]], "100": [[0.5, 30.0], [0.8, 31.0]]},
+        "high": {
+            "0": [[0.3, 27.0], [0.4, 28.0]],
+            "50": [[0.6, 31.0], [1.0, 32.0]],
+            "100": [[1.2, 34.0], [2.0, 35.0]],
+        },
+    }
+    curves = {name: [[float(q), sum(r[0] for r in runs) / 2, sum(r[1] for r in runs) / 2]
+                     for q, runs in table.items()] for name, table in per_image.items()}  # fmt: skip
+    stored = tiny["root"] / "two.family.json"
+    stored.write_text(json.dumps({**built, "card": {"curves": curves}}))
+    (tiny["root"] / "two.calibration.json").write_text(json.dumps(per_image))
+    _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
+         "--fixed", "high=1.0", "--out", str(stored))  # fmt: skip
+    rebuilt = json.loads(stored.read_text())
+    pinned = [(m["model"], m.get("fixed_start", False)) for m in rebuilt["members"]]
+    assert pinned == [("low", False), ("high", True)]
+    assert rebuilt["match"] == 1.03 and "--fixed high=1.0" in rebuilt["card"]["rebuilt"]
     dictionaries = tiny["root"] / "set.zdict"
     _run(tiny, str(REPO / "scripts/train_dictionaries.py"), "--data", str(tiny["data"]), "--every", "1",
          "--model", str(tiny["high"]), "--size", "256", "--out", str(dictionaries))  # fmt: skip
