@@ -243,10 +243,9 @@ def test_a_bad_match_ratio_is_refused(tmp_path: Path, match: object):
         family.load_family(_matched_duo(tmp_path, match))
 
 
-def test_build_with_match_runs_each_member_to_its_top_and_starts_the_next_at_the_matched_mean(
-    tmp_path: Path,
-):
-    per_image = {
+def _two_members() -> dict[str, dict[float, list[tuple[float, float]]]]:
+    """Two calibration images measured on two members (model -> its -q -> (bpp, PSNR) per image)."""
+    return {
         "low": {0.0: [(0.10, 25.0), (0.20, 26.0)], 100.0: [(0.50, 30.0), (0.80, 31.0)]},
         "high": {
             0.0: [(0.30, 27.0), (0.40, 28.0)],
@@ -254,6 +253,12 @@ def test_build_with_match_runs_each_member_to_its_top_and_starts_the_next_at_the
             100.0: [(1.20, 34.0), (2.00, 35.0)],
         },
     }
+
+
+def test_build_with_match_runs_each_member_to_its_top_and_starts_the_next_at_the_matched_mean(
+    tmp_path: Path,
+):
+    per_image = _two_members()
     built = calibration.build(
         "fam", calibration.mean_curves(per_image), tmp_path, per_image=per_image, match=1.03
     )
@@ -457,14 +462,7 @@ def test_a_placer_for_one_quality_holds_one_analysis_at_a_time(tmp_path: Path):
 
 
 def test_build_fixes_a_named_member_start_at_its_own_ratio(tmp_path: Path):
-    per_image = {
-        "low": {0.0: [(0.10, 25.0), (0.20, 26.0)], 100.0: [(0.50, 30.0), (0.80, 31.0)]},
-        "high": {
-            0.0: [(0.30, 27.0), (0.40, 28.0)],
-            50.0: [(0.60, 31.0), (1.00, 32.0)],
-            100.0: [(1.20, 34.0), (2.00, 35.0)],
-        },
-    }
+    per_image = _two_members()
     curves = calibration.mean_curves(per_image)
     matched = calibration.build("fam", curves, tmp_path, per_image=per_image, match=1.03)
     fixed = calibration.build("fam", curves, tmp_path, per_image=per_image, match=1.03, fixed={"high": 1.0})
