@@ -22,7 +22,7 @@ from the start the member's quality climbs straight to where the calibrated mapp
 A member whose files keep close to the previous member's across images can start at a fixed
 quality instead (``Member.fixed_start``): its calibrated start, chosen by the builder for a ratio
 of its own, serves every image, and no encode in its range runs the previous member. The
-bundled ``context`` member is one: at its calibrated start its files are 0.99-1.03 times the
+bundled ``context`` member is one: at its calibrated start its files are 1.00-1.05 times the
 ``hyperprior`` member's top file on the calibration images, where the two hyperpriors' ratio
 spreads over 0.76-1.36.
 
