@@ -49,7 +49,7 @@ def step_to_quality(step: float) -> float:
 QUANTIZE_CHANNELS = 8  # channels rounded at a time (the float scratch is theirs, not the image's)
 
 
-def quantize(latents: torch.Tensor, step: float) -> np.ndarray:
+def quantize(latents: torch.Tensor | GainScaled, step: float) -> np.ndarray:
     """Round latents / step to integers, int8 when they fit and int16 otherwise."""
     q = np.empty(tuple(latents.shape), dtype="<i2")
     for c in range(0, latents.shape[0], QUANTIZE_CHANNELS):
@@ -182,15 +182,37 @@ def gains_at(model: SideInformation, quality: float) -> tuple[torch.Tensor, torc
 HYPER_TILE = 256  # latent rows and columns of one tile of the hyper-analysis (Kodak: one tile)
 
 
-def scaled_and_hyper(
-    model: SideInformation, latents: torch.Tensor, quality: float
-) -> tuple[torch.Tensor, np.ndarray]:
-    """The latents scaled by the gain of the rate (float, CPU), and the integer hyper-latents z,
-    from the hyper-analysis run in tiles with a halo: its activations (a hundred channels at
-    the latents' size) are a tile's, not the image's. z is the encoder's choice, coded in the
-    file, so a tile's float sums need not match a whole-image pass bit for bit."""
+class GainScaled:
+    """Latents (C, H, W) times the gain vector of a rate, computed a part at a time where it is
+    read: the product for a whole large image would be another four bytes a latent (150 MB for a
+    6000x4000 photo at stride 8), held beside the latents for the whole encode. A part is the
+    same float32 product, element for element, as the whole would hold."""
+
+    def __init__(self, latents: torch.Tensor, gain: torch.Tensor) -> None:
+        self.latents = latents
+        self.gain = gain.to(latents.device)[:, None, None]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.latents.shape)
+
+    def __getitem__(self, index: slice | tuple[slice, ...]) -> torch.Tensor:
+        """The scaled latents at ``index`` (channels, or channels, rows, columns), on the CPU."""
+        channels = index if isinstance(index, slice) else index[0]
+        return (self.latents[index] * self.gain[channels]).float().cpu()
+
+
+def gain_scaled(model: SideInformation, latents: torch.Tensor, quality: float) -> GainScaled:
+    """The latents scaled by the gain of the model's own -q (``GainScaled``)."""
+    return GainScaled(latents, gains_at(model, quality)[0])
+
+
+def hyper_latents(model: SideInformation, scaled: GainScaled) -> np.ndarray:
+    """The integer hyper-latents z of gain-scaled latents, from the hyper-analysis run in tiles
+    with a halo: its activations (a hundred channels at the latents' size) are a tile's, not the
+    image's. z is the encoder's choice, coded in the file, so a tile's float sums need not match
+    a whole-image pass bit for bit."""
     device = next(model.parameters()).device
-    scaled = (latents * gains_at(model, quality)[0].to(latents.device)[:, None, None]).float()
     s = model.hyper_stride
     _, h, w = scaled.shape
     halo = _hyper_halo(model)
@@ -200,13 +222,15 @@ def scaled_and_hyper(
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             sy, sx = max(0, y0 - halo), max(0, x0 - halo)
-            part = scaled[None, :, sy : min(h, y0 + tile + halo), sx : min(w, x0 + tile + halo)]
-            z_float = model.hyper_analysis(part.to(device))[0].cpu()
+            part = scaled[
+                slice(None), slice(sy, min(h, y0 + tile + halo)), slice(sx, min(w, x0 + tile + halo))
+            ]
+            z_float = model.hyper_analysis(part[None].to(device))[0].cpu()
             ny, nx = -(-min(tile, h - y0) // s), -(-min(tile, w - x0) // s)
             oy, ox = (y0 - sy) // s, (x0 - sx) // s
             z_part = torch.round(z_float[:, oy : oy + ny, ox : ox + nx]).clamp_(-32768, 32767)
             z[:, y0 // s : y0 // s + ny, x0 // s : x0 // s + nx] = z_part.to(torch.int16).numpy()
-    return scaled.cpu(), z
+    return z
 
 
 def _hyper_halo(model: SideInformation) -> int | None:
@@ -249,9 +273,9 @@ class ScaleClassCoder:
         """The hyper-latents z, the latents y and y's scale classes at the model's own -q
         (``exact=False``: classes from the float h_s, for estimates)."""
         hyper = side_information(net)
-        scaled, z = scaled_and_hyper(hyper, latents, quality)
+        scaled = gain_scaled(hyper, latents, quality)
+        z = hyper_latents(hyper, scaled)
         y = quantize(scaled, 1.0)
-        del scaled  # four bytes a latent, not needed while the classes are computed
         return z, y, hyper.scale_classes(z, y.shape[1:], exact)
 
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
@@ -357,7 +381,8 @@ class SliceContextCoder:
         the halo's cut edge one reach further in), so what is kept is exact and the memory held
         is a tile's, whatever the image's size."""
         model = _sliced(net)
-        scaled, z = scaled_and_hyper(model, latents, quality)
+        scaled = gain_scaled(model, latents, quality)
+        z = hyper_latents(model, scaled)
         _, h, w = scaled.shape
         sw, count = model.slice_width, model.scale_class_count
         symbols = [np.empty((sw, h, w), dtype=np.int16) for _ in range(model.slices)]
@@ -406,7 +431,8 @@ class SliceContextCoder:
         ones; a rounding or a class may differ where a value lies on a boundary), in the tiles
         ``_integers`` uses."""
         model = _sliced(net)
-        scaled, z = scaled_and_hyper(model, latents, quality)
+        scaled = gain_scaled(model, latents, quality)
+        z = hyper_latents(model, scaled)
         device = next(model.parameters()).device
         _, h, w = scaled.shape
         sw, count = model.slice_width, model.scale_class_count

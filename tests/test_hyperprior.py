@@ -135,12 +135,33 @@ def test_hyper_analysis_in_tiles_gives_the_whole_images_hyper_latents(
 
     net = make(3)
     y = torch.randn(100, 37, 29) * 4
-    whole = latents.scaled_and_hyper(net, y, 70)[1]
+
+    def z_of() -> np.ndarray:
+        return latents.hyper_latents(net, latents.gain_scaled(net, y, 70))
+
+    whole = z_of()
     assert latents._hyper_halo(net) == 8  # reach 1 + 2 + 2 * 2 latents, up to the stride 4
     monkeypatch.setattr(latents, "HYPER_TILE", 8)
-    np.testing.assert_array_equal(latents.scaled_and_hyper(net, y, 70)[1], whole)
+    np.testing.assert_array_equal(z_of(), whole)
     monkeypatch.setattr(latents, "_hyper_halo", lambda model: 4)
-    assert (latents.scaled_and_hyper(net, y, 70)[1] != whole).any()
+    assert (z_of() != whole).any()
+
+
+def test_gain_scaled_parts_are_the_whole_products_values() -> None:
+    """The latents are scaled a part at a time where they are read; every part, and the integers
+    rounded from them, are what scaling the whole tensor at once gives."""
+    import aecompress.latents as latents
+
+    net = tiny_hyperprior(3)
+    y = torch.randn(100, 37, 29) * 4
+    gain = latents.gains_at(net, 63.0)[0]
+    whole = y * gain[:, None, None]
+    scaled = latents.gain_scaled(net, y, 63.0)
+    assert scaled.shape == (100, 37, 29)
+    part = scaled[latents._index(range(5, 30), range(3, 17))]
+    assert torch.equal(part, whole[:, 5:30, 3:17])
+    assert torch.equal(scaled[10:20], whole[10:20])
+    np.testing.assert_array_equal(latents.quantize(scaled, 1.0), latents.quantize(whole, 1.0))
 
 
 def test_scale_classes_do_not_depend_on_threads_or_float_settings() -> None:
