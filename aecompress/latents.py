@@ -374,7 +374,8 @@ class SliceContextCoder:
     def _integers(
         self, net: LatentCodec, latents: torch.Tensor, quality: float
     ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-        """The hyper-latents z, each slice's residuals round(y - mean) (int16) and their classes.
+        """The hyper-latents z, each slice's residuals round(y - mean) (int8, or int16 where a
+        value needs it) and their classes.
 
         Tile by tile (``CONTEXT_TILE``): each tile runs the hyper synthesis and every slice over
         itself and a halo of (slices - 1) x one context's reach (each slice carries the error at
@@ -385,7 +386,8 @@ class SliceContextCoder:
         z = hyper_latents(model, scaled)
         _, h, w = scaled.shape
         sw, count = model.slice_width, model.scale_class_count
-        symbols = [np.empty((sw, h, w), dtype=np.int16) for _ in range(model.slices)]
+        # int8 until a value needs more: a large photo's residuals are a byte a latent, not two
+        symbols = [np.empty((sw, h, w), dtype=np.int8) for _ in range(model.slices)]
         classes = [np.empty((sw, h, w), dtype=np.uint8) for _ in range(model.slices)]
         halo = (model.slices - 1) * model.context_reach
         for rows, cols, outer in _context_tiles(h, w, halo):
@@ -400,7 +402,10 @@ class SliceContextCoder:
                 residual = np.round(y[k * sw : (k + 1) * sw].astype(np.float64) - fixed / 2**ACT_BITS)
                 s = np.clip(residual, -32768, 32767).astype(np.int64)
                 decoded.append(s * 2**ACT_BITS + fixed)
-                symbols[k][at] = s[keep]
+                kept = s[keep]
+                if symbols[k].dtype == np.int8 and kept.size and (kept.min() < -128 or kept.max() > 127):
+                    symbols[k] = symbols[k].astype(np.int16)
+                symbols[k][at] = kept
                 classes[k][at] = accumulator_classes(log2[keep], count)
         return z, symbols, classes
 
@@ -413,7 +418,7 @@ class SliceContextCoder:
         tensors = [coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS, workers=workers)]
         tensors += [
             coding.encode_grouped(
-                s.astype(dtype),
+                s.astype(dtype, copy=False),
                 c,
                 model.scale_class_count,
                 coding.SCALE_CLASS_DICTIONARIES,

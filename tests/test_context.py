@@ -23,6 +23,7 @@ from aecompress.latents import SliceContextCoder
 from aecompress.modelfile import read_info, save_model
 from aecompress.nn import build
 from aecompress.nn.context import ContextCodec
+from aecompress.pack import pack_file
 from aecompress.train import make_config, train
 from tests.conftest import REPO, photo_like, tiny_context, tiny_hyperprior
 
@@ -110,7 +111,7 @@ def test_files_parse_to_the_encoders_integers_slice_by_slice(tmp_path: Path) -> 
     for k, s in enumerate(symbols):
         part = slice(k * net.slice_width, (k + 1) * net.slice_width)
         _, mean = net.integer_slice(k, log2_acc[part], mean_acc[part], decoded)
-        decoded.append(s * 256 + (mean >> 12))
+        decoded.append(s.astype(np.int64) * 256 + (mean >> 12))
     encoders = torch.from_numpy((np.concatenate(decoded) / 256.0).astype(np.float32)) * igain[:, None, None]
     torch.testing.assert_close(restored, encoders, rtol=0, atol=0)
     assert (
@@ -267,3 +268,37 @@ def test_estimates_follow_the_exact_integers(tmp_path: Path, monkeypatch: pytest
             assert abs(coder.estimate(net, latents, quality) / estimate - 1) < 1e-3
         sizes.append((estimate, sum(t.coded_bytes for t in coder.code(net, latents, quality).tensors)))
     assert sizes[0][0] < sizes[1][0] < sizes[2][0] and sizes[0][1] < sizes[1][1] < sizes[2][1]
+
+
+def test_residuals_past_a_byte_widen_only_their_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoder keeps residuals in a byte until a value needs two: a slice that overflows in
+    its last tile widens with its earlier tiles' values intact, a slice that never does stays a
+    byte, and the file (int16 then) restores the large values."""
+    import aecompress.latents as latents_module
+
+    model = tiny_context(seed=5)
+    path = tmp_path / "ctx.pt"
+    save_model(model, path, "ctx", {"note": "test model"})
+    net, _ = passes.model_on(path, torch.device("cpu"))
+    image = ImageData(photo_like(96, 136, seed=6), None, "RGB")
+    latents = passes.analyse(net, image.rgb, torch.device("cpu")).clone()
+    coder = SliceContextCoder()
+    monkeypatch.setattr(latents_module, "CONTEXT_TILE", 3)
+    assert [s.dtype for s in coder._integers(net, latents, 90.0)[1]] == [np.int8] * 5
+    latents[40:60, -2:, -2:] += 20.0  # slice 2, the last tile only
+    tiled = coder._integers(net, latents, 90.0)[1]
+    assert int(np.abs(tiled[2]).max()) > 127
+    for s in tiled:
+        assert s.dtype == (np.int16 if int(np.abs(s).max()) > 127 else np.int8)
+    monkeypatch.setattr(latents_module, "CONTEXT_TILE", 128)
+    for a, b in zip(coder._integers(net, latents, 90.0)[1], tiled, strict=True):
+        np.testing.assert_array_equal(a, b)
+    data, _ = pack_file(path, image, latents, 90.0, 90.0, 0, torch.device("cpu"))
+    aec = aecformat.unpack(data)
+    assert aec.header.dtype == np.dtype("<i2")
+    gain, igain = net.gains(torch.tensor([net.rate_position(90.0)]))[:2]
+    restored = coder.restore(net, aec) / igain[0][:, None, None]
+    error = (restored - latents * gain[0][:, None, None]).abs().max()
+    assert float(error) <= 0.5 + 1e-3
