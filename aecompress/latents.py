@@ -509,8 +509,10 @@ class SliceContextCoder:
                 classes[at] = accumulator_classes(log2[keep], count)
                 fixed[at] = mean[keep] >> MEAN_SHIFT
             symbols = in_range(coding.decode_classed(tensor, classes, count), h.dtype)
-            restored = symbols.astype(np.int64) * 2**ACT_BITS + fixed
-            y[k * sw : (k + 1) * sw] = (restored.astype(np.float64) / 2**ACT_BITS).astype(np.float32)
+            del classes
+            for c in range(sw):  # a channel at a time: the int64 and float64 scratch is a channel's
+                fixed[c] += symbols[c].astype(np.int64) * 2**ACT_BITS
+                y[k * sw + c] = fixed[c] / 2**ACT_BITS  # float64, rounded once to float32
         igain = gains_at(model, step_to_quality(h.step))[1]
         return torch.from_numpy(y).mul_(igain[:, None, None])
 
