@@ -50,13 +50,14 @@ QUANTIZE_CHANNELS = 8  # channels rounded at a time (the float scratch is theirs
 
 
 def quantize(latents: torch.Tensor | GainScaled, step: float) -> np.ndarray:
-    """Round latents / step to integers, int8 when they fit and int16 otherwise."""
-    q = np.empty(tuple(latents.shape), dtype="<i2")
+    """Round latents / step to integers, int8 when they fit and int16 otherwise (a byte a
+    latent until a value needs two, so a large photo never holds both)."""
+    q = np.empty(tuple(latents.shape), dtype=np.int8)
     for c in range(0, latents.shape[0], QUANTIZE_CHANNELS):
         part = torch.round(latents[c : c + QUANTIZE_CHANNELS] / step).clamp_(-32768, 32767)
-        q[c : c + QUANTIZE_CHANNELS] = part.to(torch.int16).numpy()
-    if q.size == 0 or (q.min() >= -128 and q.max() <= 127):
-        return q.astype(np.int8)
+        if q.dtype == np.int8 and part.numel() and (part.min() < -128 or part.max() > 127):
+            q = q.astype("<i2")
+        q[c : c + QUANTIZE_CHANNELS] = part.to(torch.int16 if q.dtype != np.int8 else torch.int8).numpy()
     return q
 
 

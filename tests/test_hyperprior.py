@@ -374,3 +374,19 @@ def test_float_scale_classes_are_the_exact_ones_give_or_take_a_boundary() -> Non
     assert np.abs(exact.astype(int) - rough.astype(int)).max() <= 1
     assert (exact == rough).mean() > 0.95
     assert len(np.unique(exact)) > 3  # the classes spread, so the comparison means something
+
+
+def test_quantize_widens_to_int16_only_when_a_value_needs_it() -> None:
+    """Integers stay a byte a latent until a channel past the first chunk needs two; then every
+    value, earlier chunks' included, is what rounding the whole tensor gives."""
+    import aecompress.latents as latents
+
+    y = torch.randn(20, 9, 7) * 30
+    small = latents.quantize(y, 2.0)
+    assert small.dtype == np.int8
+    np.testing.assert_array_equal(small, torch.round(y / 2.0).numpy().astype(np.int64))
+    y[17, 4, 3] = 1000.0  # in the last chunk of channels
+    wide = latents.quantize(y, 2.0)
+    assert wide.dtype == np.int16
+    np.testing.assert_array_equal(wide, torch.round(y / 2.0).numpy().astype(np.int64))
+    assert latents.quantize(torch.zeros(0, 4, 4), 1.0).dtype == np.int8
