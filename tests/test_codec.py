@@ -297,23 +297,51 @@ def test_restriding_keeps_weights_and_rescales_only_the_changed_decoder_layer() 
     assert fine.encode(x).shape == (1, 100, 8, 6) and fine.decode(fine.encode(x)).shape == x.shape
 
 
-def test_gdn_inference_path_computes_exactly_what_training_computes() -> None:
-    """The in-place inference form of GDN must not change a single bit, in float32 or bfloat16."""
+@pytest.mark.parametrize("band_elements", [1 << 20, 2 * 16 * 11 * 2])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_gdn_inference_path_computes_exactly_what_training_computes(
+    band_elements: int, layout: torch.memory_format, inplace: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inference form of GDN (in bands of rows: here one band, or bands of 2 rows and a
+    last one of 1; over its input when ``inplace``) must not change a single bit, in float32 or
+    bfloat16."""
+    from aecompress.nn import layers
     from aecompress.nn.layers import GDN
 
+    monkeypatch.setattr(layers, "BAND_ELEMENTS", band_elements)
     torch.manual_seed(0)
-    x = torch.randn(2, 16, 9, 11)
+    x = torch.randn(2, 16, 9, 11).contiguous(memory_format=layout)
     for inverse in (False, True):
-        layer = GDN(16, inverse=inverse)
+        layer = GDN(16, inverse=inverse, inplace=inplace)
         with torch.no_grad():
             layer.gamma_root.add_(torch.rand(16, 16) * 0.1)
         # float32; bfloat16 autocast with the bfloat16 input a convolution hands it; and with a
         # float32 input, whose result type promotion makes float32
         for autocast, dtype in ((False, torch.float32), (True, torch.bfloat16), (True, torch.float32)):
-            inputs = x.to(dtype)
+            inputs = x.to(dtype).clone()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 with torch.enable_grad():
                     trained = layer(inputs.clone().requires_grad_(True)).detach()
                 with torch.inference_mode():
                     inferred = layer(inputs)
             assert trained.dtype == inferred.dtype and torch.equal(trained, inferred), (inverse, dtype)
+            assert inferred.is_contiguous(memory_format=layout)
+            assert (inferred.data_ptr() == inputs.data_ptr()) == inplace
+
+
+def test_networks_with_in_place_gdn_leave_their_input_alone() -> None:
+    """The codec's GDN layers write over their input at inference; the networks' own inputs (a
+    convolution reads them first) stay as they were, and a second pass gives the same output."""
+    from aecompress.nn import build
+
+    torch.manual_seed(1)
+    net = build("factorized", {"channels": 16, "latent_channels": 8}).eval()
+    assert all(m.inplace for m in net.modules() if type(m).__name__ == "GDN")
+    x = torch.rand(1, 3, 32, 48)
+    kept = x.clone()
+    with torch.inference_mode():
+        y = net.encode(x)
+        latents = y.clone()
+        first, second = net.decode(y), net.decode(y)
+    assert torch.equal(x, kept) and torch.equal(y, latents) and torch.equal(first, second)
