@@ -300,16 +300,31 @@ def test_restriding_keeps_weights_and_rescales_only_the_changed_decoder_layer() 
 @pytest.mark.parametrize("band_elements", [1 << 20, 2 * 16 * 11 * 2])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
 def test_gdn_inference_path_computes_exactly_what_training_computes(
-    band_elements: int, layout: torch.memory_format, inplace: bool, monkeypatch: pytest.MonkeyPatch
+    band_elements: int,
+    layout: torch.memory_format,
+    inplace: bool,
+    threads: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The inference form of GDN (in bands of rows: here one band, or bands of 2 rows and a
-    last one of 1; over its input when ``inplace``) must not change a single bit, in float32 or
-    bfloat16."""
+    """The inference form of GDN (channels-last input in bands of rows: here one band, or bands
+    of 2 rows and a last one of 1; over its input when ``inplace``) must not change a single bit,
+    in float32 or bfloat16, on 1 or 2 threads."""
     from aecompress.nn import layers
-    from aecompress.nn.layers import GDN
 
     monkeypatch.setattr(layers, "BAND_ELEMENTS", band_elements)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_gdn_inference(layout, inplace)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_gdn_inference(layout: torch.memory_format, inplace: bool) -> None:
+    from aecompress.nn.layers import GDN
+
     torch.manual_seed(0)
     x = torch.randn(2, 16, 9, 11).contiguous(memory_format=layout)
     for inverse in (False, True):
