@@ -232,6 +232,8 @@ def test_grouped_classes_round_trip_and_never_cost_more_than_a_stream_per_class(
     q = _latents(7, shape, scale, dtype)
     classes = _scale_classes(shape)
     grouped = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    # the kinds' merge trials on two threads: the same groups, frames and sizes
+    assert coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES, workers=2) == grouped
     alone = coding.encode_classed(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
     for tensor in (grouped, alone):
         np.testing.assert_array_equal(coding.decode_classed(tensor, classes, SCALE_K), q)
