@@ -54,7 +54,7 @@ def quantize(latents: torch.Tensor | GainScaled, step: float) -> np.ndarray:
     latent until a value needs two, so a large photo never holds both)."""
     q = np.empty(tuple(latents.shape), dtype=np.int8)
     for c in range(0, latents.shape[0], QUANTIZE_CHANNELS):
-        part = torch.round(latents[c : c + QUANTIZE_CHANNELS] / step).clamp_(-32768, 32767)
+        part = torch.round(latents[c : c + QUANTIZE_CHANNELS].float() / step).clamp_(-32768, 32767)
         if q.dtype == np.int8 and part.numel() and (part.min() < -128 or part.max() > 127):
             q = q.astype("<i2")
         q[c : c + QUANTIZE_CHANNELS] = part.to(torch.int16 if q.dtype != np.int8 else torch.int8).numpy()

@@ -106,10 +106,11 @@ class Placer:
         return self.family.model_path(self.family.members[index]), local
 
     def analysis(self, path: Path) -> torch.Tensor:
-        """The model's float latents of the image (computed on first use)."""
+        """The model's float latents of the image (computed on first use; bfloat16 where the
+        network ran in it, ``passes.analyse(compact=True)``)."""
         if path not in self.latents:
             net, _ = model_on(path, self.device)
-            self.latents[path] = analyse(net, self.image.rgb, self.device, self.tile)
+            self.latents[path] = analyse(net, self.image.rgb, self.device, self.tile, compact=True)
         return self.latents[path]
 
     def pack(self, quality: float) -> Packed:

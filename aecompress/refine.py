@@ -54,7 +54,7 @@ def refine(
     padded = np.pad(rgb, ((0, lh * s - h), (0, lw * s - w), (0, 0)), mode="edge")
     with torch.inference_mode(False), torch.enable_grad():
         scale, recon = (g.to(device=device, dtype=torch.float32).clone() for g in grid)
-        out = latents.clone()
+        out = latents.to(torch.float32, copy=True)  # bfloat16 latents upcast exactly
         for y0 in range(0, lh, tile):
             for x0 in range(0, lw, tile):
                 y1, x1 = min(lh, y0 + tile), min(lw, x0 + tile)

@@ -360,3 +360,28 @@ def test_networks_with_in_place_gdn_leave_their_input_alone() -> None:
         latents = y.clone()
         first, second = net.decode(y), net.decode(y)
     assert torch.equal(x, kept) and torch.equal(y, latents) and torch.equal(first, second)
+
+
+@pytest.mark.parametrize("setting", ["bf16", "fp32"])
+def test_compact_latents_hold_the_float_latents_values(setting: str) -> None:
+    """An encode keeps the analysis's latents in bfloat16 where the network ran in it (half the
+    memory); upcast they are the float32 latents exactly, so files do not change; in float32 the
+    compact form is float32."""
+    from aecompress import passes, precision
+    from aecompress.latents import quantize
+    from tests.conftest import tiny_hyperprior
+
+    net = tiny_hyperprior(3)
+    rgb = photo_like(48, 72, seed=3)
+    before = precision.current()
+    precision.set(setting)
+    try:
+        whole = passes.analyse(net, rgb, torch.device("cpu"))
+        compact = passes.analyse(net, rgb, torch.device("cpu"), tile=2, compact=True)
+        tiled = passes.analyse(net, rgb, torch.device("cpu"), tile=2)
+    finally:
+        precision.set(before)
+    assert whole.dtype == torch.float32
+    assert compact.dtype == (torch.bfloat16 if setting == "bf16" else torch.float32)
+    assert torch.equal(compact.float(), tiled)
+    np.testing.assert_array_equal(quantize(compact, 0.37), quantize(tiled, 0.37))
