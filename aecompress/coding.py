@@ -775,6 +775,8 @@ def _class_order(cls: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndar
     class's start in it: a stable counting sort, chunk by chunk, into int32 positions."""
     counts = np.bincount(cls, minlength=num_classes)
     edges = np.concatenate([[0], np.cumsum(counts)])
+    if cls.size <= ORDER_CHUNK:  # one chunk: its stable sort is the order (a Kodak image's 2 ms less)
+        return np.argsort(cls, kind="stable").astype(np.int32), edges
     order = np.empty(cls.size, dtype=np.int32 if cls.size < 2**31 else np.int64)
     filled = edges[:-1].copy()
     for start, local, bounds in _chunks_by_class(cls, num_classes):
