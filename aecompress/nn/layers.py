@@ -42,16 +42,18 @@ class GDN(nn.Module):
         return x * norm if self.inverse else x / norm
 
     def _in_bands(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        """Inference a band of rows at a time (channels-last input, where a band is one block of
-        memory), each band's square, norm and quotient written while it is in cache, over the
-        input when ``inplace``: the same numbers as one pass over the whole tensor (bit for bit
-        with this machine's oneDNN, 1 and 2 threads; tested). A whole pass
-        streams four tensors the size of the input through memory and allocates two; on a
-        Kodak image the stride-16 analysis and synthesis take 60 and 75 ms that way, 39 and
+        """Inference a band of rows at a time (channels-last input on the CPU, where a band is
+        one block of memory and fits the cache), each band's square, norm and quotient written
+        while it is in cache, over the input when ``inplace``: the same numbers as one pass over
+        the whole tensor (bit for bit with this machine's oneDNN, 1 and 2 threads; tested). A
+        whole pass streams four tensors the size of the input through memory and allocates two;
+        on a Kodak image the stride-16 analysis and synthesis take 60 and 75 ms that way, 39 and
         50 ms in place in bands (2 threads, bfloat16)."""
         rows = max(1, BAND_ELEMENTS // max(1, x.shape[0] * x.shape[1] * x.shape[3]))
-        if not x.is_contiguous(memory_format=torch.channels_last):
-            rows = x.shape[2]  # a row band of NCHW is strided, and its sums may round otherwise
+        if x.device.type != "cpu" or not x.is_contiguous(memory_format=torch.channels_last):
+            # a GPU streams whole tensors fast and would launch four kernels a band; a row band
+            # of NCHW is strided, and its sums may round otherwise
+            rows = x.shape[2]
         out: Tensor | None = None
         for top in range(0, x.shape[2], rows):
             band = x[:, :, top : top + rows]
