@@ -55,10 +55,18 @@ def quantize(latents: torch.Tensor | GainScaled, step: float) -> np.ndarray:
     q = np.empty(tuple(latents.shape), dtype=np.int8)
     for c in range(0, latents.shape[0], QUANTIZE_CHANNELS):
         part = torch.round(latents[c : c + QUANTIZE_CHANNELS].float() / step).clamp_(-32768, 32767)
-        if q.dtype == np.int8 and part.numel() and (part.min() < -128 or part.max() > 127):
-            q = q.astype("<i2")
+        q = widened(q, part)
         q[c : c + QUANTIZE_CHANNELS] = part.to(torch.int16 if q.dtype != np.int8 else torch.int8).numpy()
     return q
+
+
+def widened(store: np.ndarray, values: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``store`` as int16 (values kept) when it is int8 and ``values`` do not all fit a byte;
+    else ``store`` itself. Integers are held a byte a latent until one needs two."""
+    count = values.numel() if isinstance(values, torch.Tensor) else values.size
+    if store.dtype != np.int8 or count == 0 or (int(values.min()) >= -128 and int(values.max()) <= 127):
+        return store
+    return store.astype("<i2")
 
 
 def stored_integers(aec: AecFile) -> np.ndarray:
@@ -404,8 +412,7 @@ class SliceContextCoder:
                 s = np.clip(residual, -32768, 32767).astype(np.int64)
                 decoded.append(s * 2**ACT_BITS + fixed)
                 kept = s[keep]
-                if symbols[k].dtype == np.int8 and kept.size and (kept.min() < -128 or kept.max() > 127):
-                    symbols[k] = symbols[k].astype(np.int16)
+                symbols[k] = widened(symbols[k], kept)
                 symbols[k][at] = kept
                 classes[k][at] = accumulator_classes(log2[keep], count)
         return z, symbols, classes
