@@ -622,6 +622,15 @@ def train(
             "that -q 0 and -q 100 map to; they may reach past the trained ends (default -1.5,5.5).",
         ),
     ] = None,
+    synthesis_channels: Annotated[
+        int | None,
+        typer.Option(
+            "--synthesis-channels",
+            min=1,
+            help="Variable-rate models: the width of h_s, the network every parse runs (default: h_a's, "
+            "64). Narrower parses faster; with --init, h_s starts afresh and the rest is taken.",
+        ),
+    ] = None,
     ema: Annotated[
         float,
         typer.Option(
@@ -670,6 +679,7 @@ def train(
             channels=channels, act=act, stride=stride,
             lambdas=_floats(lambdas, "--lambdas") if lambdas is not None else None,
             rate_range=_floats(rate_range, "--rate-range") if rate_range is not None else None,
+            synthesis_channels=synthesis_channels,
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, lmbda=lmbda, seed=seed, device=device,
             workers=workers, checkpoint_every=checkpoint_every, log_every=log_every, val=val,
             val_every=val_every, time_budget=time_budget, name=name, precision=precision,

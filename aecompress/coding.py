@@ -101,6 +101,15 @@ def _chunks_by_class(cls: np.ndarray, num_classes: int) -> Iterator[tuple[int, n
         yield start, local, np.searchsorted(part[local], np.arange(num_classes + 1))
 
 
+def _class_counts(cls: np.ndarray, num_classes: int) -> np.ndarray:
+    """Latents per class, a chunk at a time: ``np.bincount`` widens its input to int64, eight
+    bytes a latent (300 MB for a 6000x4000 photo at stride 8) for a one-byte class."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for start in range(0, cls.size, ORDER_CHUNK):
+        counts += np.bincount(cls[start : start + ORDER_CHUNK], minlength=num_classes)[:num_classes]
+    return counts
+
+
 def _split_by_class(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[np.ndarray]:
     """The values of each class in their flat order, sorted a chunk at a time, so the scratch
     beside the result is one chunk's whatever the image's size."""
@@ -137,19 +146,23 @@ def binarize(stored: np.ndarray, classes: np.ndarray) -> list[bytes]:
 
 
 class _Bits:
-    """Sequential reader of a packed bit stream."""
+    """Sequential reader of a packed bit stream (MSB first), from bit ``start``; bits are
+    unpacked as they are taken, so a reader holds its stream's bytes and no more."""
 
-    def __init__(self, raw: bytes, name: str) -> None:
-        self.bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8)).view(bool)
-        self.pos = 0
+    def __init__(self, raw: bytes | np.ndarray, name: str, start: int = 0) -> None:
+        self.raw = raw if isinstance(raw, np.ndarray) else np.frombuffer(raw, dtype=np.uint8)
+        self.pos = start
         self.name = name
-        self.raw_len = len(raw)
+        self.raw_len = len(self.raw)
 
     def take(self, n: int) -> np.ndarray:
-        if self.pos + n > len(self.bits):
+        end = self.pos + n
+        if end > 8 * self.raw_len:
             raise FormatError(f"latent stream {self.name} ends early")
-        out = self.bits[self.pos : self.pos + n]
-        self.pos += n
+        first = self.pos // 8
+        bits = np.unpackbits(self.raw[first : -(-end // 8)]).view(bool)
+        out = bits[self.pos - 8 * first : end - 8 * first]
+        self.pos = end
         return out
 
     def finish(self) -> None:
@@ -158,26 +171,46 @@ class _Bits:
 
 
 class _Values:
-    """Sequential reader of a stream of fixed-width little-endian unsigned integers."""
+    """Sequential reader of a stream of fixed-width little-endian unsigned integers, from value
+    ``start``; each take is a writable int64 copy of its part alone."""
 
-    def __init__(self, raw: bytes, dtype: str, name: str) -> None:
+    def __init__(self, raw: bytes | np.ndarray, dtype: str, name: str, start: int = 0) -> None:
         width = np.dtype(dtype).itemsize
         if len(raw) % width:
             raise FormatError(f"latent stream {name} has a partial value")
-        self.values = np.frombuffer(raw, dtype=dtype).astype(np.int64)
-        self.pos = 0
+        self.values = np.frombuffer(raw, dtype=dtype)
+        self.pos = start
         self.name = name
 
     def take(self, n: int) -> np.ndarray:
         if self.pos + n > len(self.values):
             raise FormatError(f"latent stream {self.name} ends early")
-        out = self.values[self.pos : self.pos + n]
+        out = self.values[self.pos : self.pos + n].astype(np.int64)
         self.pos += n
         return out
 
     def finish(self) -> None:
         if self.pos != len(self.values):
             raise FormatError(f"latent stream {self.name} has bytes left over")
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _ones(raw: np.ndarray, start: int, n: int) -> int:
+    """Set bits among bits ``start`` .. ``start + n`` of a packed (MSB first) byte array that
+    holds them all: a class's nonzeros from its ``sig`` bits without unpacking them."""
+    if n <= 0:
+        return 0
+    end = start + n
+    first, last = start // 8, -(-end // 8)
+    count = int(_POPCOUNT[raw[first:last]].sum(dtype=np.int64))
+    head, tail = start - 8 * first, 8 * last - end
+    if head:
+        count -= int(_POPCOUNT[raw[first] >> (8 - head)])
+    if tail:
+        count -= int(_POPCOUNT[raw[last - 1] & ((1 << tail) - 1)])
+    return count
 
 
 def unbinarize(raw: Sequence[bytes], shape: tuple[int, int, int]) -> np.ndarray:
@@ -721,60 +754,100 @@ def encode_grouped(
     return CodedTensor(role, SCHEME_GROUPED_CLASSES, set_id, shape, tuple(len(r) for r in raw), tuple(frames))
 
 
+def _class_readers(
+    kinds: Sequence[Sequence[tuple[int, int, bytes]]], counts: np.ndarray
+) -> list[list[_Bits | _Values | None]]:
+    """A reader per kind and class, each at its class's start in its group's stream: ``sig``
+    from the classes' latent counts, ``gt1`` and ``rest`` from the set bits of the kind before,
+    counted in place. Every stream is checked to hold exactly what its classes need."""
+    readers: list[list[_Bits | _Values | None]] = [[None] * len(counts) for _ in range(KINDS)]
+    needed = counts.astype(np.int64)
+    for kind in range(KINDS):
+        taken = np.zeros(len(counts), dtype=np.int64)  # per class: the set bits the next kind reads
+        for first, last, raw in kinds[kind]:
+            data = np.frombuffer(raw, dtype=np.uint8)
+            name = f"{('sig', 'gt1.', 'rest')[kind]}{first}"
+            offset = 0
+            for k in range(first, last + 1):
+                n = int(needed[k])
+                if kind == 2:
+                    readers[kind][k] = _Values(data, "<u1", name, offset)
+                    if offset + n > data.size:
+                        raise FormatError(f"latent stream {name} ends early")
+                else:
+                    readers[kind][k] = _Bits(data, name, offset)
+                    if offset + n > 8 * data.size:
+                        raise FormatError(f"latent stream {name} ends early")
+                    taken[k] = _ones(data, offset, n)
+                offset += n
+            end = offset if kind == 2 else -(-offset // 8)
+            if end != data.size:
+                raise FormatError(f"latent stream {name} has bytes left over")
+        needed = taken
+    return readers
+
+
+REBUILD_CHUNK = 1 << 22  # latents rebuilt at a time (bounds the parse's scratch, not the result)
+
+
 def _rebuild(
     kinds: Sequence[Sequence[tuple[int, int, bytes]]],
     sign: bytes,
     esc: bytes,
     classes: np.ndarray,
     num_classes: int,
+    dtype: np.dtype,
 ) -> np.ndarray:
-    """The flat integers (int32) from raw streams: ``kinds[kind]`` lists (first class, last
-    class, stream) for the groups of that kind, covering the classes in order (scheme 2: one
-    class a group). Every stream must be used up exactly. Positions are held as int32 and
-    flags as bytes, so a 24-megapixel image's parse needs a few bytes a latent."""
+    """The flat integers, as ``dtype``, from raw streams: ``kinds[kind]`` lists (first class,
+    last class, stream) for the groups of that kind, covering the classes in order (scheme 2:
+    one class a group). Every stream must be used up exactly, and every value fit ``dtype``.
+
+    The latents are rebuilt ``REBUILD_CHUNK`` at a time in flat order, each class's readers
+    picking up where the chunk before left them, so the scratch beside the result (positions,
+    flags, magnitudes) is a chunk's whatever the image's size."""
     cls = classes.ravel()
     if cls.size and int(cls.max()) >= num_classes:
         raise FormatError("the side information names a class the latents have no streams for")
-    order, edges = _class_order(cls, num_classes)
-    readers: list[_Bits | _Values] = []
+    readers = _class_readers(kinds, _class_counts(cls, num_classes))
+    signs, escapes = _Bits(sign, "sign"), _Values(esc, "<u2", "esc")
+    info = np.iinfo(dtype)
+    out = np.empty(cls.size, dtype=dtype)
 
     def read(kind: int, ends: np.ndarray, size: int) -> np.ndarray:
-        out = np.zeros(size, dtype=np.uint8 if kind < 2 else np.int32)
-        for first, last, raw in kinds[kind]:
-            reader = (
-                _Values(raw, "<u1", f"rest{first}")
-                if kind == 2
-                else _Bits(raw, f"{'sig' if kind == 0 else 'gt1.'}{first}")
-            )
-            out[ends[first] : ends[last + 1]] = reader.take(int(ends[last + 1] - ends[first]))
-            readers.append(reader)
-        return out
+        part = np.empty(size, dtype=bool if kind < 2 else np.int64)
+        for k in np.flatnonzero(np.diff(ends)):
+            reader = readers[kind][k]
+            assert reader is not None
+            part[ends[k] : ends[k + 1]] = reader.take(int(ends[k + 1] - ends[k]))
+        return part
 
-    nonzero = np.flatnonzero(read(0, edges, cls.size)).astype(order.dtype)  # in class order
-    above = nonzero[read(1, np.searchsorted(nonzero, edges), nonzero.size).view(bool)]
-    extra = read(2, np.searchsorted(above, edges), above.size)
-    mags = np.zeros(cls.size, dtype=np.int32)
-    mags[order[nonzero]] = 1
-    del nonzero
-    above_at = order[above]  # flat positions of the magnitudes above one
-    del order, above
-    mags[above_at] = 2 + extra
-    escapes = _Values(esc, "<u2", "esc")
-    long_at = np.sort(above_at[extra == 255])
-    mags[long_at] += escapes.take(long_at.size).astype(np.int32)
-    signs = _Bits(sign, "sign")
-    flat_nonzero = np.flatnonzero(mags)
-    mags[flat_nonzero[signs.take(flat_nonzero.size)]] *= -1
-    for reader in (*readers, signs, escapes):
-        reader.finish()
-    return mags
+    for start in range(0, cls.size, REBUILD_CHUNK):
+        part = cls[start : start + REBUILD_CHUNK]
+        order, edges = _class_order(part, num_classes)
+        nonzero = np.flatnonzero(read(0, edges, part.size)).astype(order.dtype)  # in class order
+        above = nonzero[read(1, np.searchsorted(nonzero, edges), nonzero.size)]
+        extra = read(2, np.searchsorted(above, edges), above.size)
+        mags = np.zeros(part.size, dtype=np.int32)
+        mags[order[nonzero]] = 1
+        above_at = order[above]  # the chunk's positions of the magnitudes above one
+        del order, nonzero, above
+        mags[above_at] = 2 + extra
+        long_at = np.sort(above_at[extra == 255])
+        mags[long_at] += escapes.take(long_at.size)
+        flat_nonzero = np.flatnonzero(mags)
+        mags[flat_nonzero[signs.take(flat_nonzero.size)]] *= -1
+        if part.size and (int(mags.min()) < info.min or int(mags.max()) > info.max):
+            raise FormatError(f"a latent in the streams is outside the header's {np.dtype(dtype).name} range")
+        out[start : start + part.size] = mags
+    signs.finish()
+    escapes.finish()
+    return out
 
 
 def _class_order(cls: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The flat positions in class order (class by class, flat order within a class) and each
     class's start in it: a stable counting sort, chunk by chunk, into int32 positions."""
-    counts = np.bincount(cls, minlength=num_classes)
-    edges = np.concatenate([[0], np.cumsum(counts)])
+    edges = np.concatenate([[0], np.cumsum(_class_counts(cls, num_classes))])
     if cls.size <= ORDER_CHUNK:  # one chunk: its stable sort is the order (a Kodak image's 2 ms less)
         return np.argsort(cls, kind="stable").astype(np.int32), edges
     order = np.empty(cls.size, dtype=np.int32 if cls.size < 2**31 else np.int64)
@@ -793,9 +866,12 @@ def _check_raw_sizes(tensor: CodedTensor, bounds: Sequence[int]) -> None:
             raise FormatError(f"latent stream {i} declares {size} bytes, more than {bound} possible")
 
 
-def decode_classed(tensor: CodedTensor, classes: np.ndarray, num_classes: int) -> np.ndarray:
-    """The (C, H, W) integers of a scheme 2 or 3 tensor, given every latent's class (of
-    ``num_classes``, which the model says)."""
+def decode_classed(
+    tensor: CodedTensor, classes: np.ndarray, num_classes: int, dtype: np.dtype | type = np.int32
+) -> np.ndarray:
+    """The (C, H, W) integers of a scheme 2 or 3 tensor as ``dtype`` (the header's: a value
+    outside it is a FormatError), given every latent's class (of ``num_classes``, which the
+    model says)."""
     if classes.shape != tensor.shape:
         raise FormatError("the latents' shape disagrees with their side information")
     count = classes.size
@@ -808,7 +884,7 @@ def decode_classed(tensor: CodedTensor, classes: np.ndarray, num_classes: int) -
         _check_raw_sizes(tensor, [bits] * (2 * num_classes) + [count] * num_classes + [bits, 2 * count])
         raw = decompress_streams(tensor.frames, tensor.raw_sizes, tensor.dictionaries)
         alone = [[(k, k, raw[kind * num_classes + k]) for k in range(num_classes)] for kind in range(KINDS)]
-        return _rebuild(alone, raw[-2], raw[-1], classes, num_classes).reshape(tensor.shape)
+        return _rebuild(alone, raw[-2], raw[-1], classes, num_classes, np.dtype(dtype)).reshape(tensor.shape)
     if tensor.scheme != SCHEME_GROUPED_CLASSES:
         raise FormatError(f"latents coded with scheme {tensor.scheme}, not by classes")
     map_size = -(-KINDS * num_classes // 8)
@@ -844,7 +920,7 @@ def decode_classed(tensor: CodedTensor, classes: np.ndarray, num_classes: int) -
     kinds: list[list[tuple[int, int, bytes]]] = [[], [], []]
     for (kind, first, last), stream in zip(groups, raw[1:-2], strict=True):
         kinds[kind].append((first, last, stream))
-    return _rebuild(kinds, raw[-2], raw[-1], classes, num_classes).reshape(tensor.shape)
+    return _rebuild(kinds, raw[-2], raw[-1], classes, num_classes, np.dtype(dtype)).reshape(tensor.shape)
 
 
 def encode_streams(stored: np.ndarray, set_id: int = DEFAULT_DICTIONARIES, workers: int = 1) -> CodedTensor:

@@ -120,6 +120,12 @@ class LatentCoder(Protocol):
         """A parsed file -> the float latents (C, H, W) the synthesis transform takes."""
         ...
 
+    def restore_lazily(self, net: LatentCodec, aec: AecFile) -> torch.Tensor | GainScaled:
+        """What ``restore`` gives, or, where the coder has them, the integers with their
+        per-channel scale, dequantized where a part is read (the same floats): a large photo's
+        synthesis then holds a byte or two a latent instead of four."""
+        ...
+
     def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:
         """About how many bytes ``code`` would take, at a fraction of its cost (a family's
         size-matched hand-over searches with it)."""
@@ -143,6 +149,9 @@ class ChannelContextCoder:
 
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
         return torch.from_numpy(stored_integers(aec).astype(np.float32)) * aec.header.step
+
+    def restore_lazily(self, net: LatentCodec, aec: AecFile) -> torch.Tensor | GainScaled:
+        return self.restore(net, aec)
 
     def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:
         return float(sum(t.coded_bytes for t in self.code(net, latents, quality).tensors))
@@ -192,10 +201,11 @@ HYPER_TILE = 256  # latent rows and columns of one tile of the hyper-analysis (K
 
 
 class GainScaled:
-    """Latents (C, H, W) times the gain vector of a rate, computed a part at a time where it is
-    read: the product for a whole large image would be another four bytes a latent (150 MB for a
-    6000x4000 photo at stride 8), held beside the latents for the whole encode. A part is the
-    same float32 product, element for element, as the whole would hold."""
+    """Latents (C, H, W) times the gain vector of a rate (or integers times their inverse gain,
+    dequantized), computed a part at a time where it is read: the product for a whole large
+    image would be another four bytes a latent (150 MB for a 6000x4000 photo at stride 8), held
+    beside the latents for the whole encode or decode. A part is the same float32 product,
+    element for element, as the whole would hold."""
 
     def __init__(self, latents: torch.Tensor, gain: torch.Tensor) -> None:
         self.latents = latents
@@ -318,6 +328,10 @@ class ScaleClassCoder:
 
     @torch.inference_mode()
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
+        return self.restore_lazily(net, aec)[:]
+
+    @torch.inference_mode()
+    def restore_lazily(self, net: LatentCodec, aec: AecFile) -> GainScaled:
         hyper = side_information(net)
         h = aec.header
         found = {t.role: t for t in aec.tensors}
@@ -325,11 +339,9 @@ class ScaleClassCoder:
             raise FormatError("a hyperprior file needs its latents and hyper-latents")
         z = hyper_latents_of(hyper, aec)
         classes = hyper.scale_classes(z, (h.latent_height, h.latent_width))
-        y = in_range(
-            coding.decode_classed(found[coding.ROLE_LATENTS], classes, hyper.scale_class_count), h.dtype
-        )
-        igain = gains_at(hyper, step_to_quality(h.step))[1]
-        return torch.from_numpy(y.astype(np.float32)) * igain[:, None, None]
+        y = coding.decode_classed(found[coding.ROLE_LATENTS], classes, hyper.scale_class_count, h.dtype)
+        del classes
+        return GainScaled(torch.from_numpy(y), gains_at(hyper, step_to_quality(h.step))[1])
 
 
 @runtime_checkable
@@ -471,6 +483,9 @@ class SliceContextCoder:
     def grid(self, net: LatentCodec, quality: float) -> None:
         return None  # it quantizes around predicted means: no fixed grid to refine on
 
+    def restore_lazily(self, net: LatentCodec, aec: AecFile) -> torch.Tensor | GainScaled:
+        return self.restore(net, aec)  # the means make every latent its own float
+
     @torch.inference_mode()
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
         """Slice by slice (a slice's stream needs all its classes), each slice's classes and means
@@ -516,7 +531,7 @@ class SliceContextCoder:
                 at, keep = _placed(rows, cols, outer)
                 classes[at] = accumulator_classes(log2[keep], count)
                 fixed[at] = mean[keep] >> MEAN_SHIFT
-            symbols = in_range(coding.decode_classed(tensor, classes, count), h.dtype)
+            symbols = coding.decode_classed(tensor, classes, count, h.dtype)
             del classes
             for c in range(sw):  # a channel at a time: the int64 and float64 scratch is a channel's
                 fixed[c] += symbols[c].astype(np.int64) * 2**ACT_BITS

@@ -124,7 +124,7 @@ def decode_with(
     """Restore an image from a parsed .aec file with a network in hand."""
     h = aec.header
     _check_layout(net, h)
-    latents = coder_for(net).restore(net, aec)
+    latents = coder_for(net).restore_lazily(net, aec)
     alpha = aec.alpha_array()
     rgb = synthesize(net, latents, (h.height, h.width), device or torch.device("cpu"), tile)
     return ImageData(rgb, alpha, h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)

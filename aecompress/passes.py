@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ import torch
 from aecompress.device import autocast
 from aecompress.modelfile import ModelInfo, load_model
 from aecompress.nn import LatentCodec
+
+if TYPE_CHECKING:
+    from aecompress.latents import GainScaled
 
 TILE_PIXELS = 1024  # side of a tile in image pixels: 64 latents at stride 16, 128 at stride 8
 
@@ -100,12 +104,13 @@ def analyse(
 @torch.inference_mode()
 def synthesize(
     model: LatentCodec,
-    latents: torch.Tensor,
+    latents: torch.Tensor | GainScaled,
     size: tuple[int, int],
     device: torch.device,
     tile: int | None = None,
 ) -> np.ndarray:
-    """Dequantized latents (C, Lh, Lw) -> (H, W, 3) uint8 image cropped to size (H, W), tiled."""
+    """Dequantized latents (C, Lh, Lw) -> (H, W, 3) uint8 image cropped to size (H, W), tiled;
+    ``GainScaled`` integers are dequantized a tile at a time."""
     s = model.stride
     _, lh, lw = latents.shape
     h, w = size

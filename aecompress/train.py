@@ -113,6 +113,7 @@ def make_config(
     stride: int | None = None,
     lambdas: list[float] | None = None,
     rate_range: list[float] | None = None,
+    synthesis_channels: int | None = None,
     **settings: Any,
 ) -> TrainConfig:
     """The training rules, from what a user asked for: a config or one clear TrainingError.
@@ -141,9 +142,12 @@ def make_config(
             arch_config["downsamples"] = stride.bit_length() - 1
     elif stride is not None:
         raise TrainingError(f"--stride applies to the factorized architecture, not {arch!r}")
-    if lambdas is not None or rate_range is not None:
+    if lambdas is not None or rate_range is not None or synthesis_channels is not None:
         if arch not in VARIABLE_RATE:
-            raise TrainingError(f"--lambdas and --rate-range apply to variable-rate models, not {arch!r}")
+            options = "--lambdas, --rate-range and --synthesis-channels"
+            raise TrainingError(f"{options} apply to variable-rate models, not {arch!r}")
+        if synthesis_channels is not None:
+            arch_config["synthesis_channels"] = synthesis_channels
         if lambdas is not None:
             arch_config["lambdas"] = lambdas
         if rate_range is not None:

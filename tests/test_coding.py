@@ -261,6 +261,61 @@ def test_class_order_in_small_chunks_is_the_stable_sort_and_round_trips(
     np.testing.assert_array_equal(coding.decode_classed(tensor, classes, SCALE_K), q)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_a_parse_in_chunks_of_any_size_gives_the_same_integers_in_the_header_dtype(
+    monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """The rebuild runs a chunk of latents at a time, each class's readers going on where the
+    chunk before left them: chunks of 1, 7, 64 latents or the whole tensor give the same integers,
+    for grouped (scheme 3) and one-class (scheme 2) streams, escapes included, already in the
+    header's dtype; a value outside that dtype is refused."""
+    q = _latents(12, (100, 9, 11), 40.0 if dtype == "int16" else 3.0, dtype)
+    if dtype == "int16":
+        q[3, 2, 4], q[50, 8, 10] = 700, -32768  # past the rest byte: the escape stream
+    classes = _scale_classes(q.shape)
+    tensors = [
+        coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES),
+        coding.encode_classed(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES),
+    ]
+    for chunk in (1, 7, 64, 1 << 22):
+        monkeypatch.setattr(coding, "REBUILD_CHUNK", chunk)
+        for tensor in tensors:
+            back = coding.decode_classed(tensor, classes, SCALE_K, np.dtype(dtype))
+            assert back.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(back, q)
+    if dtype == "int16":
+        with pytest.raises(FormatError, match="outside the header's int8 range"):
+            coding.decode_classed(tensors[0], classes, SCALE_K, np.dtype("int8"))
+
+
+def test_class_streams_cut_short_or_left_long_are_refused_in_every_chunking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each class's reader starts where its class begins in its group's stream, counted from
+    the kind before; a stream one byte short or one byte long is refused, whatever the chunk."""
+    import dataclasses
+
+    q, classes = _sparse_by_class((100, 6, 8), seed=13)
+    q[0, 0, 0] = 90  # a magnitude above one in an early class: a rest stream to damage
+    alone = coding.encode_classed(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+    raw = coding.decompress_streams(alone.frames, alone.raw_sizes, alone.dictionaries)
+    cases = []
+    for i, stream in enumerate(raw[:-2]):
+        if not stream:
+            continue
+        for damaged in (stream[:-1], stream + b"\0"):
+            streams = [*raw[:i], damaged, *raw[i + 1 :]]
+            frames = coding.compress_streams(streams, coding.SCALE_CLASS_DICTIONARIES)
+            sizes = tuple(len(r) for r in streams)
+            cases.append(dataclasses.replace(alone, frames=tuple(frames), raw_sizes=sizes))
+    assert len(cases) > 20
+    for chunk in (5, 1 << 22):
+        monkeypatch.setattr(coding, "REBUILD_CHUNK", chunk)
+        for tensor in cases:
+            with pytest.raises(FormatError, match=r"ends early|left over"):
+                coding.decode_classed(tensor, classes, SCALE_K)
+
+
 def test_grouping_shrinks_sparse_latents_and_each_group_holds_its_classes_in_order() -> None:
     q, classes = _sparse_by_class((100, 12, 16), seed=8)
     grouped = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)

@@ -164,6 +164,32 @@ def test_gain_scaled_parts_are_the_whole_products_values() -> None:
     np.testing.assert_array_equal(latents.quantize(scaled, 1.0), latents.quantize(whole, 1.0))
 
 
+def test_lazily_restored_latents_are_the_restored_floats_and_decode_the_same_pixels(
+    hyper_model: Path,
+) -> None:
+    """A decode keeps the parsed integers (the header's dtype) with their inverse gain and
+    dequantizes a tile at a time: every part is the float the whole restore holds, and the
+    tiled synthesis of one is pixel for pixel that of the other."""
+    from aecompress.latents import GainScaled, coder_for
+
+    image = ImageData(photo_like(90, 120, seed=6), None, "RGB")
+    data = codec.encode(image, model=str(hyper_model), quality=70, device="cpu").data
+    aec = aecformat.unpack(data)
+    net, _ = passes.model_on(hyper_model, torch.device("cpu"))
+    coder = coder_for(net)
+    lazy = coder.restore_lazily(net, aec)
+    assert isinstance(lazy, GainScaled) and lazy.latents.dtype == torch.int8
+    whole = coder.restore(net, aec)
+    assert whole.dtype == torch.float32 and torch.equal(lazy[:], whole)
+    assert torch.equal(lazy[:, 3:9, 2:7], whole[:, 3:9, 2:7])
+    size = (image.rgb.shape[0], image.rgb.shape[1])
+    for tile in (4, None):
+        np.testing.assert_array_equal(
+            passes.synthesize(net, lazy, size, torch.device("cpu"), tile),
+            passes.synthesize(net, whole, size, torch.device("cpu"), tile),
+        )
+
+
 def test_scale_classes_do_not_depend_on_threads_or_float_settings() -> None:
     model = _tiny()
     z = np.random.default_rng(1).integers(-8, 9, size=(8, 6, 9))
@@ -345,11 +371,30 @@ def test_warm_start_keeps_the_init_stride_sets_the_rates_and_freezes_inherited_p
     assert read_info(joint).arch == "hyperprior" and read_info(joint).config == info.config
     assert not torch.equal(after["g_a.0.weight"], trained["g_a.0.weight"])
 
+    narrow = tmp_path / "narrow.pt"  # a narrower h_s (a cheaper parse) fitted to the rest, frozen
+    others = ["g_a", "g_s", "h_a", "z_density", "log_gain", "log_igain"]
+    result = runner.invoke(
+        app,
+        ["train", str(data), "-o", str(narrow), "--init", str(joint), "--synthesis-channels", "5", *common,
+         *(arg for prefix in others for arg in ("--freeze", prefix))],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read_info(narrow).config == {**info.config, "synthesis_channels": 5}
+    fitted = load_state(narrow)
+    assert fitted["h_s.0.weight"].shape[1] == 5 and fitted["h_s.4.weight"].shape == (100, 5, 1, 1)
+    for name in after:
+        if not name.startswith("h_s"):
+            assert torch.equal(fitted[name], after[name]), name
+    image = ImageData(photo_like(40, 56, seed=4), None, "RGB")
+    coded = codec.encode(image, model=str(narrow), quality=60, device="cpu").data
+    assert codec.decode(coded, device="cpu", model=str(narrow)).rgb.shape == (40, 56, 3)
+
     for bad, message in (
         (["--arch", "hyperprior", "--freeze", "nothing"], "names no parameters"),
         (["--arch", "hyperprior", "--lambdas", "0.01,0.001"], "increasing"),
         (["--arch", "hyperprior", "--rate-range", "a,b"], "numbers separated by commas"),
         (["--lambdas", "0.001,0.01"], "apply to variable-rate models"),
+        (["--synthesis-channels", "8"], "apply to variable-rate models"),
     ):
         result = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "x.pt"), *common, *bad])
         assert result.exit_code == 1 and message in result.output, result.output

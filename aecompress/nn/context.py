@@ -73,21 +73,22 @@ class ContextCodec(HyperpriorCodec):
         rate_range: tuple[float, float] | list[float] = CONTEXT_RATE_RANGE,
         slices: int = 5,
         context_channels: int = 48,
+        synthesis_channels: int | None = None,
     ) -> None:
         if slices < 1 or latent_channels % slices:
             raise ValueError(f"slices must divide the {latent_channels} latent channels, not {slices}")
         super().__init__(
             channels=channels, latent_channels=latent_channels, act=act, downsamples=downsamples,
             hyper_channels=hyper_channels, hyper_latent_channels=hyper_latent_channels, lambdas=lambdas,
-            rate_range=rate_range,
+            rate_range=rate_range, synthesis_channels=synthesis_channels,
         )  # fmt: skip
         self.config.update(slices=slices, context_channels=context_channels)
-        m, h, zc = latent_channels, hyper_channels, hyper_latent_channels
+        m, h, zc, hs = latent_channels, hyper_channels, hyper_latent_channels, self.synthesis_channels
         self.slices = slices
         self.slice_width = m // slices
         # h_a sees y and |y|; h_s gives log2-scales (first m outputs) and means (last m)
         self.h_a[0] = nn.Conv2d(2 * m, h, 3, padding=1)
-        self.h_s = nn.Sequential(_up(zc, h), nn.ReLU(), _up(h, h), nn.ReLU(), nn.Conv2d(h, 2 * m, 1))
+        self.h_s = nn.Sequential(_up(zc, hs), nn.ReLU(), _up(hs, hs), nn.ReLU(), nn.Conv2d(hs, 2 * m, 1))
         w = self.slice_width
         self.context = nn.ModuleList(
             [_slice_net(2 * w + k * w, context_channels, 2 * w) for k in range(1, slices)]

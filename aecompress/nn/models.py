@@ -191,6 +191,8 @@ class HyperpriorCodec(LatentCodec):
     lambda, scale the latents before rounding and back after; a quality between two trained points
     interpolates their gains geometrically. ``hyper_scales`` gives log2 of the scales in floats for
     training; the parser never uses floats (the coding layer runs an integer copy of h_s).
+    ``synthesis_channels`` (default: ``hyper_channels``) is h_s's width alone: the parser's cost
+    grows with its square, so a narrower h_s parses faster for a few more bits.
     """
 
     encoder_context = 64
@@ -209,9 +211,12 @@ class HyperpriorCodec(LatentCodec):
         hyper_latent_channels: int = 64,
         lambdas: tuple[float, ...] | list[float] = HYPERPRIOR_LAMBDAS,
         rate_range: tuple[float, float] | list[float] = HYPERPRIOR_RATE_RANGE,
+        synthesis_channels: int | None = None,
     ) -> None:
         if not 1 <= downsamples <= 4:
             raise ValueError(f"downsamples must be 1..4, not {downsamples}")
+        if synthesis_channels is not None and synthesis_channels < 1:
+            raise ValueError(f"synthesis_channels must be positive, not {synthesis_channels}")
         lambdas = [float(v) for v in lambdas]
         if len(lambdas) < 2 or any(b <= a for a, b in pairwise(lambdas)):
             raise ValueError("lambdas must be two or more increasing values")
@@ -223,6 +228,9 @@ class HyperpriorCodec(LatentCodec):
             hyper_channels=hyper_channels, hyper_latent_channels=hyper_latent_channels, lambdas=lambdas,
             rate_range=rate_range,
         )  # fmt: skip
+        if synthesis_channels is not None:  # only where set, so older files' configs stay as they were
+            self.config["synthesis_channels"] = synthesis_channels
+        self.synthesis_channels = hs = synthesis_channels or hyper_channels
         self.rate_range = (rate_range[0], rate_range[1])
         self.hyper_latent_channels = hyper_latent_channels
         n, m, h, zc = channels, latent_channels, hyper_channels, hyper_latent_channels
@@ -239,9 +247,9 @@ class HyperpriorCodec(LatentCodec):
             nn.Conv2d(h, zc, 5, stride=2, padding=2),
         )  # fmt: skip
         self.h_s = nn.Sequential(
-            _up(zc, h), nn.ReLU(),
-            _up(h, h), nn.ReLU(),
-            nn.Conv2d(h, m, 1),
+            _up(zc, hs), nn.ReLU(),
+            _up(hs, hs), nn.ReLU(),
+            nn.Conv2d(hs, m, 1),
         )  # fmt: skip
         self.z_density = FactorizedDensity(zc)
 
