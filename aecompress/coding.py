@@ -89,7 +89,7 @@ def context_classes(stored: np.ndarray) -> np.ndarray:
     return _CLASS_OF_SUM[np.minimum(_box3(window), len(_CLASS_OF_SUM) - 1)]
 
 
-ORDER_CHUNK = 1 << 22  # latents sorted at a time into class order (bounds the sort's scratch)
+ORDER_CHUNK = 1 << 20  # latents sorted at a time into class order (bounds the sort's scratch)
 
 
 def _chunks_by_class(cls: np.ndarray, num_classes: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -582,35 +582,79 @@ KINDS = 3  # sig, gt1 and rest streams come per class (or group); sign and esc o
 GROUP_MERGE_LIMIT = 4096  # raw bytes past which two groups are not tried merged
 
 
+class _BitSink:
+    """A packed bit stream (MSB first) appended to piece by piece: each piece is packed as it
+    comes, the few bits past its last whole byte carried into the next, so the stream is held
+    packed (a bit a symbol) and never as a byte a symbol."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.carry = np.zeros(0, dtype=bool)
+        self.bits = 0
+
+    def add(self, flags: np.ndarray) -> None:
+        if self.carry.size:
+            flags = np.concatenate([self.carry, flags])
+        whole = flags.size - flags.size % 8
+        self.chunks.append(np.packbits(flags[:whole]).tobytes())
+        self.carry = flags[whole:].copy()
+        self.bits = 8 * sum(map(len, self.chunks)) + self.carry.size
+
+    def packed(self) -> _Symbols:
+        return _Symbols(b"".join([*self.chunks, np.packbits(self.carry).tobytes()]), self.bits)
+
+
+@dataclass(frozen=True)
+class _Symbols:
+    """One class's symbols of one kind as its stream holds them: packed bits (``sig``, ``gt1``)
+    with their count, or bytes (``rest``)."""
+
+    data: bytes
+    count: int
+
+
 def _class_parts(
     values: np.ndarray, classes: np.ndarray, num_classes: int
-) -> tuple[list[list[np.ndarray]], bytes, bytes]:
+) -> tuple[list[list[_Symbols]], bytes, bytes]:
     """Each class's symbols of each kind (``sig`` bits, ``gt1`` bits, ``rest`` bytes), the
-    class's latents in flat order; and the raw ``sign`` and ``esc`` streams (flat order)."""
-    v, mags = _magnitudes(values)
-    esc = b""
-    if v.dtype.itemsize > 1:  # int8 magnitudes (at most 128) never reach the escape
-        esc = (mags[mags >= 257] - 257).astype("<u2").tobytes()
-    by_class = _split_by_class(mags, classes.ravel(), num_classes)
-    del mags
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for k in range(num_classes):
-        m, by_class[k] = by_class[k], by_class[k][:0]  # each class's copy goes once it is cut
-        nz = m[m > 0]
-        parts[0].append(m > 0)
-        parts[1].append(nz > 1)
-        parts[2].append(np.minimum(nz[nz > 1] - 2, 255).astype(np.uint8))
-    sign = np.packbits(v[v != 0] < 0).tobytes()
-    return parts, sign, esc
+    class's latents in flat order; and the raw ``sign`` and ``esc`` streams (flat order).
+
+    The latents are cut ``ORDER_CHUNK`` at a time, each chunk's symbols appended to its classes'
+    streams already packed: beside the integers and classes, a large photo's split holds its
+    streams and one chunk's scratch, not a byte a latent."""
+    v = values.ravel()
+    unsigned = np.dtype(f"u{v.dtype.itemsize}")  # |int8| fits a uint8 (128 included)
+    sinks = [[_BitSink() for _ in range(num_classes)] for _ in range(2)]
+    rest: list[list[bytes]] = [[] for _ in range(num_classes)]
+    signs = _BitSink()
+    escapes: list[bytes] = []
+    for start, local, bounds in _chunks_by_class(classes.ravel(), num_classes):
+        chunk = v[start : start + ORDER_CHUNK]
+        mags = np.abs(chunk).view(unsigned)
+        if v.dtype.itemsize > 1:  # int8 magnitudes (at most 128) never reach the escape
+            escapes.append((mags[mags >= 257] - 257).astype("<u2").tobytes())
+        by_class = mags[local]
+        del mags
+        for k in np.flatnonzero(np.diff(bounds)):
+            m = by_class[bounds[k] : bounds[k + 1]]
+            nz = m[m > 0]
+            sinks[0][k].add(m > 0)
+            sinks[1][k].add(nz > 1)
+            rest[k].append(np.minimum(nz[nz > 1] - 2, 255).astype(np.uint8).tobytes())
+        signs.add(chunk[chunk != 0] < 0)
+    parts = [[sink.packed() for sink in kind] for kind in sinks]
+    joined = [b"".join(r) for r in rest]
+    parts.append([_Symbols(r, len(r)) for r in joined])
+    return parts, signs.packed().data, b"".join(escapes)
 
 
-def _pack(kind: int, symbols: Sequence[np.ndarray]) -> bytes:
+def _pack(kind: int, symbols: Sequence[_Symbols]) -> bytes:
     """The raw stream of some classes' symbols of one kind, classes in order: bits packed MSB
     first (``sig``, ``gt1``), or bytes (``rest``)."""
-    if not symbols:
-        return b""
-    joined = np.concatenate(symbols)
-    return np.packbits(joined).tobytes() if kind < 2 else joined.astype(np.uint8).tobytes()
+    if len(symbols) == 1 or kind == 2:
+        return b"".join(p.data for p in symbols)
+    flags = [np.unpackbits(np.frombuffer(p.data, dtype=np.uint8), count=p.count) for p in symbols]
+    return np.packbits(np.concatenate(flags)).tobytes() if flags else b""
 
 
 def binarize_classed(values: np.ndarray, classes: np.ndarray, num_classes: int) -> list[bytes]:
@@ -654,7 +698,7 @@ class _Group:
 
 
 def _plan_groups(
-    kind: int, symbols: list[np.ndarray], set_id: int, raws: list[bytes], frames: list[bytes]
+    kind: int, symbols: list[_Symbols], set_id: int, raws: list[bytes], frames: list[bytes]
 ) -> list[_Group]:
     """Neighbouring classes of one kind merged greedily while a merge makes the file smaller.
 
@@ -787,7 +831,7 @@ def _class_readers(
     return readers
 
 
-REBUILD_CHUNK = 1 << 22  # latents rebuilt at a time (bounds the parse's scratch, not the result)
+REBUILD_CHUNK = 1 << 20  # latents rebuilt at a time (bounds the parse's scratch, not the result)
 
 
 def _rebuild(

@@ -300,8 +300,10 @@ class HyperpriorCodec(LatentCodec):
         classes = np.zeros((self.latent_channels, *shape), dtype=np.uint8)
         for rows, cols, acc in IntegerNet(self.h_s).tiles(z, HYPER_TILE):
             part = classes[:, rows, cols]  # the tile's part inside ``shape`` (h_s may overhang it)
-            acc = acc[:, : part.shape[1], : part.shape[2]]
-            part[...] = np.clip((acc - start) // width, 0, SCALE_CLASSES - 1)
+            acc = acc[:, : part.shape[1], : part.shape[2]]  # a fresh tile's: worked on in place
+            acc -= start
+            acc //= width
+            part[...] = np.clip(acc, 0, SCALE_CLASSES - 1, out=acc)
         return classes
 
     def adopt(self, other: LatentCodec, lmbda: float | None) -> int:
