@@ -852,7 +852,8 @@ def _rebuild(
     cls = classes.ravel()
     if cls.size and int(cls.max()) >= num_classes:
         raise FormatError("the side information names a class the latents have no streams for")
-    readers = _class_readers(kinds, _class_counts(cls, num_classes))
+    counts = _class_counts(cls, num_classes)
+    readers = _class_readers(kinds, counts)
     signs, escapes = _Bits(sign, "sign"), _Values(esc, "<u2", "esc")
     info = np.iinfo(dtype)
     out = np.empty(cls.size, dtype=dtype)
@@ -867,7 +868,7 @@ def _rebuild(
 
     for start in range(0, cls.size, REBUILD_CHUNK):
         part = cls[start : start + REBUILD_CHUNK]
-        order, edges = _class_order(part, num_classes)
+        order, edges = _class_order(part, num_classes, counts if part.size == cls.size else None)
         nonzero = np.flatnonzero(read(0, edges, part.size)).astype(order.dtype)  # in class order
         above = nonzero[read(1, np.searchsorted(nonzero, edges), nonzero.size)]
         extra = read(2, np.searchsorted(above, edges), above.size)
@@ -888,10 +889,14 @@ def _rebuild(
     return out
 
 
-def _class_order(cls: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _class_order(
+    cls: np.ndarray, num_classes: int, counts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The flat positions in class order (class by class, flat order within a class) and each
-    class's start in it: a stable counting sort, chunk by chunk, into int32 positions."""
-    edges = np.concatenate([[0], np.cumsum(_class_counts(cls, num_classes))])
+    class's start in it: a stable counting sort, chunk by chunk, into int32 positions.
+    ``counts``: the latents per class, where the caller has them already."""
+    counts = _class_counts(cls, num_classes) if counts is None else counts
+    edges = np.concatenate([[0], np.cumsum(counts)])
     if cls.size <= ORDER_CHUNK:  # one chunk: its stable sort is the order (a Kodak image's 2 ms less)
         return np.argsort(cls, kind="stable").astype(np.int32), edges
     order = np.empty(cls.size, dtype=np.int32 if cls.size < 2**31 else np.int64)
