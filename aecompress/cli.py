@@ -63,7 +63,7 @@ def main_options(
         str,
         typer.Option(
             "--precision",
-            help="Network precision: auto (bfloat16 on CPUs with native bfloat16, else float32), bf16 "
+            help="Network precision: auto (bfloat16 on CPUs where it runs faster, else float32), bf16 "
             "or fp32. Files parse identically whatever it is; pixels may differ in the last bit.",
         ),
     ] = "auto",

@@ -10,7 +10,7 @@ import os
 
 from aecompress.errors import DeviceError
 
-PRECISIONS = ("auto", "bf16", "fp32")  # auto: bfloat16 on CPUs that run it natively, else float32
+PRECISIONS = ("auto", "bf16", "fp32")  # auto: bfloat16 on CPUs where it runs faster, else float32
 ENV = "AECOMPRESS_PRECISION"  # the starting value, for benchmarks run from a shell
 
 _setting: str | None = None
