@@ -192,7 +192,8 @@ class HyperpriorCodec(LatentCodec):
     interpolates their gains geometrically. ``hyper_scales`` gives log2 of the scales in floats for
     training; the parser never uses floats (the coding layer runs an integer copy of h_s).
     ``synthesis_channels`` (default: ``hyper_channels``) is h_s's width alone: the parser's cost
-    grows with its square, so a narrower h_s parses faster for a few more bits.
+    grows with its square, so a narrower h_s parses faster (fitted at 32 channels to the stride-8
+    member, its files came out smaller, not larger: docs/training.md, stage 15).
     """
 
     encoder_context = 64
