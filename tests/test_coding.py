@@ -246,20 +246,19 @@ def test_grouped_classes_round_trip_and_never_cost_more_than_a_stream_per_class(
 def test_class_order_in_small_chunks_is_the_stable_sort_and_round_trips(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The chunked counting sort behind every split and parse is numpy's stable sort by class,
-    whatever the chunk; with chunks of 7 latents or 1 a tensor writes the same streams (the
-    packed bits carried across chunks) and parses exactly."""
+    """The parse's class order is numpy's stable sort by class, with each class's start; with
+    chunks of 7 latents or 1 a tensor writes the same streams (the packed bits carried across
+    chunks) and parses exactly."""
     q = _latents(11, (100, 6, 7), 2.0, "int8")
     classes = _scale_classes(q.shape)
     want = np.argsort(classes.ravel(), kind="stable")
     whole = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
     wide = _latents(12, (100, 6, 7), 90.0, "int16")  # escapes, cut across chunks too
     wide_whole = coding.encode_classed(wide, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
-    for chunk in (1, 7, 64, 1 << 22):
-        monkeypatch.setattr(coding, "ORDER_CHUNK", chunk)
-        order, edges = coding._class_order(classes.ravel(), SCALE_K)
-        np.testing.assert_array_equal(order, want)
-        np.testing.assert_array_equal(edges, np.searchsorted(classes.ravel()[want], np.arange(SCALE_K + 1)))
+    order, edges = coding._sorted_by_class(classes.ravel(), SCALE_K)
+    np.testing.assert_array_equal(order, want)
+    np.testing.assert_array_equal(edges, np.searchsorted(classes.ravel()[want], np.arange(SCALE_K + 1)))
+    np.testing.assert_array_equal(np.diff(edges), np.bincount(classes.ravel(), minlength=SCALE_K))
     for chunk in (7, 1):  # streams cut a few latents at a time are the whole tensor's, bit for bit
         monkeypatch.setattr(coding, "ORDER_CHUNK", chunk)
         tensor = coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)

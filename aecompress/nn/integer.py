@@ -103,7 +103,7 @@ class IntegerNet:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(C, H, W) integers -> the last layer's integer accumulator (O, H', W') as int64."""
-        return self._run(x)
+        return self._run(x).astype(np.int64)
 
     def selecting(self, outputs: Sequence[int]) -> IntegerNet:
         """This net computing only the given output channels of its last layer (the same
@@ -156,15 +156,18 @@ class IntegerNet:
         those outputs reach (``window``) alone: memory and time of the region, not of x."""
         window = self.window(rows, cols, (x.shape[1], x.shape[2]))
         if window is None:
-            return self._run(x)[:, rows.start : rows.stop, cols.start : cols.stop]
+            return self(x)[:, rows.start : rows.stop, cols.start : cols.stop]
         in_rows, in_cols, top, left = window
-        acc = self._run(x[:, in_rows, in_cols])
+        acc = self(x[:, in_rows, in_cols])
         return acc[:, top : top + len(rows), left : left + len(cols)]
 
     def tiles(self, x: np.ndarray, tile: int) -> Iterator[tuple[slice, slice, np.ndarray]]:
         """The accumulator ``self(x)`` piece by piece: (rows, cols, values) for tiles of ``tile``
         input rows and columns, each run with a halo and cropped, so the values are the whole
-        net's exactly while the memory held is one tile's, whatever the image's size."""
+        net's exactly while the memory held is one tile's, whatever the image's size.
+
+        The values are float64 holding the integers exactly (each below 2^53): a caller that
+        only shifts and bounds them does so faster in floats than in int64."""
         up = self.upsampling()
         h, w = x.shape[1:]
         if up is None or (h <= tile and w <= tile):
@@ -187,6 +190,7 @@ class IntegerNet:
 
     @torch.inference_mode()
     def _run(self, x: np.ndarray) -> np.ndarray:
+        """The last layer's accumulator as float64 integers (exact: every sum is below 2^53)."""
         t = torch.from_numpy(
             np.clip(x.astype(np.int64), -self.input_limit, self.input_limit).astype(np.float64)
         )[None].to(self.device)
@@ -203,12 +207,12 @@ class IntegerNet:
             else:
                 with torch.backends.cudnn.flags(enabled=False):  # no algorithm that rounds (FFT)
                     acc = F.conv2d(t, layer.weight, layer.bias, layer.stride, layer.padding)
-            if layer.relu:
-                shift = 2.0 ** (WEIGHT_BITS + layer.in_bits - ACT_BITS)
-                t = torch.floor(acc.clamp(min=0) / shift).clamp(max=ACT_LIMIT - 1)
+            if layer.relu:  # in place; scaling by a power of two and the floor are exact
+                shift = 2.0 ** -(WEIGHT_BITS + layer.in_bits - ACT_BITS)
+                t = acc.clamp_(min=0).mul_(shift).floor_().clamp_(max=ACT_LIMIT - 1)
             else:
                 t = acc
-        return t[0].cpu().numpy().astype(np.int64)
+        return t[0].cpu().numpy()
 
 
 BAND_VALUES = 1 << 22  # float64 values (32 MiB) of unfolded input per matrix product, at most

@@ -302,8 +302,10 @@ class HyperpriorCodec(LatentCodec):
         for rows, cols, acc in IntegerNet(self.h_s).tiles(z, HYPER_TILE):
             part = classes[:, rows, cols]  # the tile's part inside ``shape`` (h_s may overhang it)
             acc = acc[:, : part.shape[1], : part.shape[2]]  # a fresh tile's: worked on in place
+            # float64 integers: the shift by a power of two and the floor are exact
             acc -= start
-            acc //= width
+            acc *= 1.0 / width
+            np.floor(acc, out=acc)
             part[...] = np.clip(acc, 0, SCALE_CLASSES - 1, out=acc)
         return classes
 
