@@ -70,10 +70,11 @@ def compress_many(
     quality: float = DEFAULT_QUALITY,
     model: str | Path | None = None,
     device: str = "auto",
-    batch: int = 16,
+    batch: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[bytes]:
-    """Several images at one quality, same-sized ones through the encoder together (the GPU path)."""
+    """Several images at one quality, same-sized ones through the encoder together on a GPU
+    (``batch`` at a time, default 16 there; one at a time on the CPU, where batches are slower)."""
     from aecompress import codec
 
     datas = [_image_data(image, max_pixels) for image in images]
@@ -118,11 +119,12 @@ def decompress_many(
     *,
     device: str = "auto",
     model: str | Path | None = None,
-    batch: int = 16,
+    batch: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[torch.Tensor]:
-    """Several files at once, same-shaped ones through the decoder together (the GPU path):
-    uint8 tensors (C, H, W) on ``device``. The first file that fails raises its error."""
+    """Several files at once, same-shaped ones through the decoder together on a GPU (``batch`` at
+    a time, default 16 there; one at a time on the CPU): uint8 tensors (C, H, W) on ``device``.
+    The first file that fails raises its error."""
     from aecompress import codec
     from aecompress.device import select_device
     from aecompress.errors import AecError

@@ -7,7 +7,9 @@ a file and back. Here they are put together, and a batch of files shares the net
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from aecompress.imageio import ImageData, check_pixels
 from aecompress.latents import quality_to_step
 from aecompress.modelfile import find_for_file, resolve
 from aecompress.pack import decode_batches, decode_with, pack_file, parse_workers
-from aecompress.passes import analyse_stack, model_on, tile_latents
+from aecompress.passes import analyse_stack, model_on, network_batch, tile_latents
 
 
 @dataclass
@@ -62,14 +64,21 @@ def encode_many(
     model: str | Path | None = None,
     quality: float = DEFAULT_QUALITY,
     device: str = "auto",
-    batch: int = 16,
+    batch: int | None = None,
     tile: int | None = None,
     effort: int = 0,
+    workers: int | None = None,
 ) -> list[EncodeResult]:
     """Compress several images, running same-sized ones through the encoder as one batch.
 
-    Batching pays on a GPU, where one image leaves most of the device idle. Images larger than
-    one tile take the tiled path one by one. Results come back in the order of ``images``.
+    Batching pays on a GPU, where one image leaves most of the device idle (``batch``: default
+    ``passes.network_batch``, one on the CPU). It is a pipeline: ``workers`` threads (default:
+    ``pack.parse_workers``, none beside the CPU's own network pass) pack each batch's files
+    (quantization, the integer side networks, zstd: they release the GIL) while the device
+    analyses the next batch, and an image's latents are let go once its file is made, so at
+    most two batches' latents are held. Images larger than one tile take the tiled path one by
+    one. The files are those of packing each image alone after the same analysis, and come back
+    in the order of ``images``.
     """
     quality_to_step(quality)  # range check, before any work
     dev = select_device(device)
@@ -77,32 +86,57 @@ def encode_many(
     placers = [placement.Placer(model, image, dev, tile, family) for image in images]
     if not placers:
         return []
-    for path in placers[0].needs(quality):  # the same models for every image
-        net, _ = model_on(path, dev)
-        groups: dict[tuple[int, int], list[int]] = {}
-        s, side = net.stride, tile_latents(net, tile)
-        for index, image in enumerate(images):
+    paths = placers[0].needs(quality)  # the same models for every image
+    nets = [model_on(path, dev)[0] for path in paths]
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        sizes.setdefault((image.height, image.width), []).append(index)
+    size = network_batch(batch, dev)
+    chunks = [group[i : i + size] for group in sizes.values() for i in range(0, len(group), size)]
+
+    def packed(index: int) -> EncodeResult:
+        placer = placers[index]
+        path, local = placer.place(quality)  # an image larger than a tile is analysed here
+        data, header = pack_file(path, images[index], placer.analysis(path), local, quality, effort, dev)
+        placer.latents.clear()
+        return EncodeResult(data, header, dev)
+
+    def analysed(chunk: list[int]) -> list[int]:
+        """The chunk's batched analyses (for images within one tile of each model)."""
+        image = images[chunk[0]]
+        for path, net in zip(paths, nets, strict=True):
+            s, side = net.stride, tile_latents(net, tile)
             if -(-image.height // s) <= side and -(-image.width // s) <= side:
-                groups.setdefault((image.height, image.width), []).append(index)
-        for indices in groups.values():
-            for first in range(0, len(indices), batch):
-                chunk = indices[first : first + batch]
                 stack = analyse_stack(net, [images[i].rgb for i in chunk], dev)
                 for index, y in zip(chunk, stack, strict=True):
                     placers[index].latents[path] = y
-    results = []
-    for image, placer in zip(images, placers, strict=True):
-        path, local = placer.place(quality)  # larger images are analysed here, one by one
-        data, header = pack_file(path, image, placer.analysis(path), local, quality, effort, dev)
-        results.append(EncodeResult(data, header, dev))
-    return results
+        return chunk
+
+    results: list[EncodeResult | None] = [None] * len(images)
+    threads = parse_workers(workers, dev)
+    if threads <= 1:
+        for chunk in chunks:
+            for index in analysed(chunk):
+                results[index] = packed(index)
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="aec-pack") as pool:
+            running: deque[list[tuple[int, Future[EncodeResult]]]] = deque()
+            for chunk in chunks:
+                if len(running) > 1:  # the batch before last is packed before another is analysed
+                    for index, future in running.popleft():
+                        results[index] = future.result()
+                running.append([(i, pool.submit(packed, i)) for i in analysed(chunk)])
+            for jobs in running:
+                for index, future in jobs:
+                    results[index] = future.result()
+    return [r for r in results if r is not None]
 
 
 def decode_many(
     datas: list[bytes],
     device: str = "auto",
     model: str | Path | None = None,
-    batch: int = 16,
+    batch: int | None = None,
     tile: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     near: Sequence[Path] = (),
@@ -110,9 +144,10 @@ def decode_many(
 ) -> list[ImageData | AecError]:
     """Restore several files, running same-shaped latents of one model through the decoder together.
 
-    The GPU counterpart of ``encode_many``. A file that cannot be decoded yields its error in
-    its place, so one bad file does not stop the others. ``workers`` threads parse the next
-    batches while the decoder network runs (default: ``pack.parse_workers``).
+    The GPU counterpart of ``encode_many`` (``batch``: default ``passes.network_batch``). A file
+    that cannot be decoded yields its error in its place, so one bad file does not stop the
+    others. ``workers`` threads parse the next batches while the decoder network runs (default:
+    ``pack.parse_workers``).
     """
     dev = select_device(device)
     out: list[ImageData | AecError | None] = [None] * len(datas)
@@ -137,7 +172,8 @@ def decode_many(
         net, _ = model_on(path, dev)
         indices = iter([index for index, _ in members])
         files = [aec for _, aec in members]
-        for images in decode_batches(net, files, dev, batch, parse_workers(workers, dev)):
+        size = network_batch(batch, dev)
+        for images in decode_batches(net, files, dev, size, parse_workers(workers, dev)):
             for image in images:
                 out[next(indices)] = image
     return [item if item is not None else FormatError("not decoded") for item in out]

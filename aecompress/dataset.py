@@ -79,9 +79,12 @@ class AecFolder(Dataset[Any]):
 class BatchDecoder:
     """A ``collate_fn`` that decodes a batch of .aec files together on ``device``: same-model,
     same-size files go through the decoder network in one pass. Returns a stacked uint8 tensor
-    (B, C, H, W) when all images share a shape, else a list; with labels, also a label tensor."""
+    (B, C, H, W) when all images share a shape, else a list; with labels, also a label tensor.
+    ``batch``: files per pass of the network (default: 16 on a GPU, one on the CPU)."""
 
-    def __init__(self, device: str = "auto", model: str | Path | None = None, batch: int = 64) -> None:
+    def __init__(
+        self, device: str = "auto", model: str | Path | None = None, batch: int | None = None
+    ) -> None:
         self.device, self.model, self.batch = device, model, batch
 
     def __call__(self, items: Sequence[Any]) -> Any:

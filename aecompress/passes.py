@@ -132,6 +132,18 @@ def synthesize(
     return out[:h, :w]
 
 
+GPU_BATCH = 16  # same-sized images through a GPU's networks together
+
+
+def network_batch(requested: int | None, device: torch.device) -> int:
+    """Images per pass of the networks: as asked, else ``GPU_BATCH`` on a GPU and one on the
+    CPU, where a batch's activations leave the caches (Kodak at -q 75, one thread: batches of
+    16 encode in 0.60 s an image, one at a time in 0.42 s)."""
+    if requested is not None:
+        return max(1, requested)
+    return 1 if device.type == "cpu" else GPU_BATCH
+
+
 @torch.inference_mode()
 def analyse_stack(net: LatentCodec, rgbs: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
     """Latents of same-sized images that each fit one tile, in one encoder pass."""

@@ -1,6 +1,7 @@
 """Encode and decode time per image on the CPU or a GPU, one at a time and batched.
 
     python benchmarks/speed.py [--data ../shared/data/kodak] [--device cpu|cuda] [--threads 2] [-q 75]
+        [--batch N] [--workers N]
     AECOMPRESS_PRECISION=fp32 python benchmarks/speed.py ...   # the float32 networks
 
 Loads every image once, warms the model up on the first one (CUDA kernels are chosen on first
@@ -27,6 +28,7 @@ from aecompress import codec
 from aecompress.device import compute_dtype
 from aecompress.evaluate import load_folder
 from aecompress.imageio import ImageData, encode_image_bytes
+from aecompress.passes import network_batch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("-q", "--quality", type=float, default=75.0)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=None, help="default: 16 on a GPU, 1 on the CPU")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="threads packing / parsing beside the batched networks"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = [image for _, image in load_folder(Path(args.data))]
@@ -73,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         datas.append(data)
 
     t0 = time.perf_counter()
-    codec.encode_many(images, args.model, args.quality, args.device, batch=args.batch)
+    codec.encode_many(images, args.model, args.quality, args.device, batch=args.batch, workers=args.workers)
     t1 = time.perf_counter()
-    codec.decode_many(datas, args.device, args.model, batch=args.batch)
+    codec.decode_many(datas, args.device, args.model, batch=args.batch, workers=args.workers)
     _sync(args.device)
     t2 = time.perf_counter()
     n = len(images)
@@ -93,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| one at a time, mean | {statistics.mean(enc):.4f} | {statistics.mean(dec):.4f} "
         f"| {statistics.mean(png):.4f} |"
     )
-    print(f"| batched (up to {args.batch}) | {(t1 - t0) / n:.4f} | {(t2 - t1) / n:.4f} | |")
+    workers = f", {args.workers} workers" if args.workers else ""
+    size = network_batch(args.batch, torch.device(args.device))
+    print(f"| batched (up to {size}{workers}) | {(t1 - t0) / n:.4f} | {(t2 - t1) / n:.4f} | |")
     webp_enc, webp_dec = _webp_times(images)
     print(f"| Pillow WebP, median | {webp_enc:.4f} | {webp_dec:.4f} | |")
     print(f"aecompress against WebP's encode: encode {statistics.median(enc) / webp_enc:.2f}x, "

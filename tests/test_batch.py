@@ -214,6 +214,21 @@ def test_encode_many_matches_single_encodes():
         assert psnr(single.rgb, batched.rgb) > 45
 
 
+def test_encode_many_packs_on_worker_threads_the_files_of_the_sequential_path():
+    """The encode pipeline: with pack threads beside the batched analysis, the files are those
+    of packing one image at a time after it, in the order given, whether an image was analysed
+    in its batch or (larger than a tile) alone on a worker; at -q 60 the default family's
+    hand-over runs both members' analyses, the wider one past the tile."""
+    images = [ImageData(photo_like(48, 64, seed=s), None, "RGB") for s in range(5)]
+    images.insert(2, ImageData(photo_like(20, 30, seed=9), None, "RGB"))
+    images.insert(4, ImageData(photo_like(96, 128, seed=10), None, "RGB"))
+    sequential = codec.encode_many(images, quality=60, device="cpu", batch=2, tile=8, workers=1)
+    piped = codec.encode_many(images, quality=60, device="cpu", batch=2, tile=8, workers=3)
+    assert [r.data for r in piped] == [r.data for r in sequential]
+    assert [(r.header.width, r.header.height) for r in piped] == [(i.width, i.height) for i in images]
+    assert len({r.header.model_name for r in piped}) == 1  # every image placed by the same family slot
+
+
 def test_batched_path_encodes_and_decodes_the_tree(tree: tuple[Path, dict[str, str]], tmp_path: Path):
     """The path a GPU takes (same-sized images through the networks together), run on the CPU."""
     src, _ = tree

@@ -61,7 +61,8 @@ def test_kodak_speed_precision_effort_smoothness_and_zstd_settings_run(tiny: dic
     out = _run(tiny, str(REPO / "benchmarks/kodak.py"), "--data", data, "-q", "40", "80", "--threads", "1",
                "--card", str(card))  # fmt: skip
     assert len(_table_rows(out)) >= 3 and "kodak" in json.loads(card.read_text())
-    out = _run(tiny, str(REPO / "benchmarks/speed.py"), "--data", data, "--threads", "1", "--batch", "2")
+    out = _run(tiny, str(REPO / "benchmarks/speed.py"), "--data", data, "--threads", "1", "--batch", "2",
+               "--workers", "2")  # fmt: skip
     assert _table_rows(out)
     out = _run(tiny, str(REPO / "benchmarks/precision.py"), "--data", data, "-q", "50", "--threads", "1")
     assert _table_rows(out)
