@@ -30,14 +30,15 @@ from aecompress.passes import model_on
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _times(data: bytes) -> tuple[float, float, float | None, float | None]:
+def _times(data: bytes, near: list[Path]) -> tuple[float, float, float | None, float | None]:
     """Seconds to unpack one file and to restore its latents; for a scale-class coder also the
-    two parts of the restore (scale classes, latent streams)."""
+    two parts of the restore (scale classes, latent streams). ``near``: where a --model file
+    lies (a family's member, or a model file outside the models folders)."""
     t0 = time.perf_counter()
     aec = aecformat.unpack(data)
     t1 = time.perf_counter()
     h = aec.header
-    net, _ = model_on(find_for_file(h.model_name, h.model_hash), torch.device("cpu"))
+    net, _ = model_on(find_for_file(h.model_name, h.model_hash, near=near), torch.device("cpu"))
     t2 = time.perf_counter()
     coder_for(net).restore(net, aec)
     t3 = time.perf_counter()
@@ -76,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(images)} images, {args.threads} threads, median of {args.repeats} passes (ms per image)")
     print("| -q | member | unpack | restore (bytes -> latents) | of which: z + integer classes | streams |")
     print("|---:|---|---:|---:|---:|---:|")
+    near = [Path(args.model).parent] if args.model and Path(args.model).is_file() else []
     for q in args.qualities:
         files = [codec.encode(image, args.model, q, "cpu").data for image in images]
-        _times(files[0])  # loads the member and warms it up
-        runs = [_times(data) for _ in range(args.repeats) for data in files]
+        _times(files[0], near)  # loads the member and warms it up
+        runs = [_times(data, near) for _ in range(args.repeats) for data in files]
         member = aecformat.unpack(files[0]).header.model_name
         cells = " | ".join(_ms([r[i] for r in runs]) for i in range(4))
         print(f"| {q:g} | {member} | {cells} |")
