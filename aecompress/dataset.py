@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from aecompress import api
+from aecompress.device import select_device
 from aecompress.errors import AecError
 
 SUFFIX = ".aec"
@@ -80,7 +81,8 @@ class BatchDecoder:
     """A ``collate_fn`` that decodes a batch of .aec files together on ``device``: same-model,
     same-size files go through the decoder network in one pass. Returns a stacked uint8 tensor
     (B, C, H, W) when all images share a shape, else a list; with labels, also a label tensor.
-    ``batch``: files per pass of the network (default: 16 on a GPU, one on the CPU)."""
+    ``batch``: files per pass of the network (default: the whole batch on a GPU, one file at a
+    time on the CPU, where larger passes run slower)."""
 
     def __init__(
         self, device: str = "auto", model: str | Path | None = None, batch: int | None = None
@@ -90,7 +92,10 @@ class BatchDecoder:
     def __call__(self, items: Sequence[Any]) -> Any:
         with_labels = bool(items) and isinstance(items[0], tuple)
         datas = [item[0] if with_labels else item for item in items]
-        images = api.decompress_many(datas, device=self.device, model=self.model, batch=self.batch)
+        batch = self.batch
+        if batch is None:
+            batch = 1 if select_device(self.device).type == "cpu" else max(1, len(datas))
+        images = api.decompress_many(datas, device=self.device, model=self.model, batch=batch)
         shapes = {tuple(t.shape) for t in images}
         stacked: Any = torch.stack(images) if len(shapes) == 1 else images
         if with_labels:
