@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from aecompress import precision
-from aecompress.defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
+from aecompress.defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, GPU_BATCH
 from aecompress.errors import AecError, OutputError
 from aecompress.imageio import IMAGE_SUFFIXES, decoded_name
 
 AEC_SUFFIX = ".aec"
-GPU_BATCH = 16
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from aecompress.defaults import GPU_BATCH
 from aecompress.device import autocast
 from aecompress.modelfile import ModelInfo, load_model
 from aecompress.nn import LatentCodec
@@ -130,9 +131,6 @@ def synthesize(
             crop = img[:, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s]
             out[y0 * s : y1 * s, x0 * s : x1 * s] = crop.permute(1, 2, 0).cpu().numpy()
     return out[:h, :w]
-
-
-GPU_BATCH = 16  # same-sized images through a GPU's networks together
 
 
 def network_batch(requested: int | None, device: torch.device) -> int:
