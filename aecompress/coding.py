@@ -197,6 +197,12 @@ class _Values:
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
+def _popcounts(data: np.ndarray) -> np.ndarray:
+    """Set bits per byte (numpy's own ufunc where it has one, 2.0 on)."""
+    count = getattr(np, "bitwise_count", None)
+    return count(data) if count is not None else _POPCOUNT[data]
+
+
 def _ones(raw: np.ndarray, start: int, n: int) -> int:
     """Set bits among bits ``start`` .. ``start + n`` of a packed (MSB first) byte array that
     holds them all: a class's nonzeros from its ``sig`` bits without unpacking them."""
@@ -204,7 +210,7 @@ def _ones(raw: np.ndarray, start: int, n: int) -> int:
         return 0
     end = start + n
     first, last = start // 8, -(-end // 8)
-    count = int(_POPCOUNT[raw[first:last]].sum(dtype=np.int64))
+    count = int(_popcounts(raw[first:last]).sum(dtype=np.int64))
     head, tail = start - 8 * first, 8 * last - end
     if head:
         count -= int(_POPCOUNT[raw[first] >> (8 - head)])
@@ -848,8 +854,9 @@ def _rebuild(
 
     The latents are rebuilt ``REBUILD_CHUNK`` at a time in flat order, each class's readers
     picking up where the chunk before left them, so the scratch beside the result (positions,
-    flags, magnitudes) is a chunk's whatever the image's size. A chunk's magnitudes are put
-    together in class order, where the streams hold them, and scattered to their places once."""
+    flags, magnitudes) is a chunk's whatever the image's size. Only the nonzero latents (a
+    quarter or less) get a magnitude: they are put together in class order, where the streams
+    hold them, and scattered to their places once."""
     cls = classes.ravel()
     if cls.size and int(cls.max()) >= num_classes:
         raise FormatError("the side information names a class the latents have no streams for")
@@ -858,7 +865,7 @@ def _rebuild(
     readers = _class_readers(kinds, counts)
     signs, escapes = _Bits(sign, "sign"), _Values(esc, "<u2", "esc")
     info = np.iinfo(dtype)
-    out = np.empty(cls.size, dtype=dtype)
+    out = np.zeros(cls.size, dtype=dtype)
 
     def read(kind: int, ends: np.ndarray, size: int) -> np.ndarray:
         part = np.empty(size, dtype=bool if kind < 2 else np.int64)
@@ -871,26 +878,39 @@ def _rebuild(
     for start in range(0, cls.size, REBUILD_CHUNK):
         part = cls[start : start + REBUILD_CHUNK]
         order, edges = first if start == 0 else _sorted_by_class(part, num_classes)
-        significant = read(0, edges, part.size)  # class order, as every stream
-        nonzero = np.flatnonzero(significant)
-        above = nonzero[read(1, np.searchsorted(nonzero, edges), nonzero.size)]
-        extra = read(2, np.searchsorted(above, edges), above.size)
-        ranked = significant.astype(np.int32)
-        ranked[above] = 2 + extra
-        long_at = np.sort(order[above[extra == 255]])  # escapes come in flat order
-        del significant, nonzero, above, extra
-        mags = np.empty(part.size, dtype=np.int32)
-        mags[order] = ranked
-        del order, ranked
-        mags[long_at] += escapes.take(long_at.size)
-        flat_nonzero = np.flatnonzero(mags != 0)
-        mags[flat_nonzero[signs.take(flat_nonzero.size)]] *= -1
-        if part.size and (int(mags.min()) < info.min or int(mags.max()) > info.max):
-            raise FormatError(f"a latent in the streams is outside the header's {np.dtype(dtype).name} range")
-        out[start : start + part.size] = mags
+        nonzero = np.flatnonzero(read(0, edges, part.size))  # in class order, as every stream
+        big = np.flatnonzero(read(1, np.searchsorted(nonzero, edges), nonzero.size))  # of nonzero
+        extra = read(2, np.searchsorted(nonzero[big], edges), big.size)
+        at = order[nonzero]  # the nonzero latents' places in the chunk
+        del order
+        mags = np.ones(nonzero.size, dtype=np.int64)
+        mags[big] = 2 + extra
+        long = big[extra == 255]
+        if long.size:
+            long = long[np.argsort(at[long])]  # escapes come in flat order
+            mags[long] += escapes.take(long.size)
+        del nonzero, big, extra, long
+        flat = np.zeros(part.size, dtype=bool)
+        flat[at] = True
+        negative = np.flatnonzero(flat)[signs.take(at.size)]  # signs come in flat order
+        if (at.size and int(mags.max()) > info.max) or (info.min == 0 and negative.size):
+            _check_range(at, mags, negative, part.size, info)
+        chunk = out[start : start + part.size]
+        chunk[at] = mags
+        chunk[negative] *= -1
     signs.finish()
     escapes.finish()
     return out
+
+
+def _check_range(at: np.ndarray, mags: np.ndarray, negative: np.ndarray, size: int, info: np.iinfo) -> None:
+    """Whether a chunk's signed latents fit the header's type; only run where the largest
+    magnitude alone does not settle it (a corrupt file, or a type's one extra negative value)."""
+    values = np.zeros(size, dtype=np.int64)
+    values[at] = mags
+    values[negative] *= -1
+    if int(values.min()) < info.min or int(values.max()) > info.max:
+        raise FormatError(f"a latent in the streams is outside the header's {info.dtype.name} range")
 
 
 def _sorted_by_class(cls: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

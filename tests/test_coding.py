@@ -278,6 +278,8 @@ def test_a_parse_in_chunks_of_any_size_gives_the_same_integers_in_the_header_dty
     q = _latents(12, (100, 9, 11), 40.0 if dtype == "int16" else 3.0, dtype)
     if dtype == "int16":
         q[3, 2, 4], q[50, 8, 10] = 700, -32768  # past the rest byte: the escape stream
+    else:
+        q[7, 1, 1] = -128  # the type's one magnitude that fits only when negative
     classes = _scale_classes(q.shape)
     tensors = [
         coding.encode_grouped(q, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES),
@@ -292,6 +294,11 @@ def test_a_parse_in_chunks_of_any_size_gives_the_same_integers_in_the_header_dty
     if dtype == "int16":
         with pytest.raises(FormatError, match="outside the header's int8 range"):
             coding.decode_classed(tensors[0], classes, SCALE_K, np.dtype("int8"))
+    else:
+        flipped = -q.astype(np.int16)  # the -128s become 128: refused
+        flipped = coding.encode_grouped(flipped, classes, SCALE_K, coding.SCALE_CLASS_DICTIONARIES)
+        with pytest.raises(FormatError, match="outside the header's int8 range"):
+            coding.decode_classed(flipped, classes, SCALE_K, np.dtype("int8"))
 
 
 def test_class_streams_cut_short_or_left_long_are_refused_in_every_chunking(
