@@ -48,13 +48,36 @@ def step_to_quality(step: float) -> float:
 
 QUANTIZE_CHANNELS = 8  # channels rounded at a time (the float scratch is theirs, not the image's)
 
+# How far past 0.5 a latent of scale class 0, 1, 2, 3 (predicted scales below 0.15, 0.21, 0.30,
+# 0.42 quantization steps) must lie before it is coded as nonzero rather than 0. In those
+# classes a nonzero costs many bits (a rare symbol and its sign) and a zero little, so the
+# encoder zeroes more of them: a dead zone, the simplest rate-distortion optimized quantization.
+# The decoder is untouched. Measured on BSDS500 validation images (never Kodak), both hyperprior
+# members: BD-rate -1.7% to -2.1% in PSNR and MS-SSIM (docs/results.md).
+DEAD_ZONE = np.array([0.5, 0.25, 0.15, 0.05])
 
-def quantize(latents: torch.Tensor | GainScaled, step: float) -> np.ndarray:
+
+def dead_zone(values: torch.Tensor, rounded: torch.Tensor, classes: np.ndarray) -> torch.Tensor:
+    """``rounded`` (round(values)) with the latents of the lowest scale classes that lie
+    within ``0.5 + DEAD_ZONE[class]`` of zero set to zero, in place."""
+    extra = np.zeros(max(int(classes.max(initial=0)) + 1, len(DEAD_ZONE)), dtype=np.float32)
+    extra[: len(DEAD_ZONE)] = DEAD_ZONE
+    limit = torch.from_numpy(0.5 + extra[classes]).to(values.device)
+    return rounded.masked_fill_(values.abs() < limit, 0.0)
+
+
+def quantize(
+    latents: torch.Tensor | GainScaled, step: float, classes: np.ndarray | None = None
+) -> np.ndarray:
     """Round latents / step to integers, int8 when they fit and int16 otherwise (a byte a
-    latent until a value needs two, so a large photo never holds both)."""
+    latent until a value needs two, so a large photo never holds both); with each latent's
+    scale class, through the classes' dead zone (``DEAD_ZONE``)."""
     q = np.empty(tuple(latents.shape), dtype=np.int8)
     for c in range(0, latents.shape[0], QUANTIZE_CHANNELS):
-        part = torch.round(latents[c : c + QUANTIZE_CHANNELS].float() / step).clamp_(-32768, 32767)
+        values = latents[c : c + QUANTIZE_CHANNELS].float() / step
+        part = torch.round(values).clamp_(-32768, 32767)
+        if classes is not None:
+            part = dead_zone(values, part, classes[c : c + QUANTIZE_CHANNELS])
         q = widened(q, part)
         q[c : c + QUANTIZE_CHANNELS] = part.to(torch.int16 if q.dtype != np.int8 else torch.int8).numpy()
     return q
@@ -294,8 +317,8 @@ class ScaleClassCoder:
         hyper = side_information(net)
         scaled = gain_scaled(hyper, latents, quality)
         z = hyper_latents(hyper, scaled)
-        y = quantize(scaled, 1.0)
-        return z, y, hyper.scale_classes(z, y.shape[1:], exact)
+        classes = hyper.scale_classes(z, (scaled.shape[1], scaled.shape[2]), exact)
+        return z, quantize(scaled, 1.0, classes), classes
 
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
         hyper = side_information(net)
@@ -420,13 +443,15 @@ class SliceContextCoder:
                 part = slice(k * sw, (k + 1) * sw)
                 log2, mean = model.integer_slice(k, log2_acc[part], mean_acc[part], decoded)
                 fixed = mean >> MEAN_SHIFT
-                residual = np.round(y[k * sw : (k + 1) * sw].astype(np.float64) - fixed / 2**ACT_BITS)
+                cls = accumulator_classes(log2, count)
+                offset = torch.from_numpy(y[k * sw : (k + 1) * sw].astype(np.float64) - fixed / 2**ACT_BITS)
+                residual = dead_zone(offset, torch.round(offset), cls).numpy()
                 s = np.clip(residual, -32768, 32767).astype(np.int64)
                 decoded.append(s * 2**ACT_BITS + fixed)
                 kept = s[keep]
                 symbols[k] = widened(symbols[k], kept)
                 symbols[k][at] = kept
-                classes[k][at] = accumulator_classes(log2[keep], count)
+                classes[k][at] = cls[keep]
         return z, symbols, classes
 
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
@@ -471,11 +496,12 @@ class SliceContextCoder:
             for k in range(model.slices):
                 part = slice(k * sw, (k + 1) * sw)
                 log2, mean = model.slice_params(k, log2_h, mean_h, decoded)
-                s = torch.round(y[:, part] - mean).clamp_(-32768, 32767)
+                c = torch.floor((log2 - LOG2_SCALE_MIN) * 2).clamp_(0, count - 1).to(torch.uint8).cpu()
+                offset = y[:, part] - mean
+                s = dead_zone(offset, torch.round(offset), c.numpy()).clamp_(-32768, 32767)
                 decoded.append(s + mean)
                 symbols[part][at] = s[0][keep].to(torch.int16).cpu().numpy()
-                c = torch.floor((log2[0][keep] - LOG2_SCALE_MIN) * 2).clamp_(0, count - 1)
-                classes[part][at] = c.to(torch.uint8).cpu().numpy()
+                classes[part][at] = c[0][keep].numpy()
         z_bytes = coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS).coded_bytes
         parts = [slice(k * sw, (k + 1) * sw) for k in range(model.slices)]
         return z_bytes + sum(coding.classed_entropy_bytes(symbols[p], classes[p], count) for p in parts)

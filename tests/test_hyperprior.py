@@ -435,3 +435,38 @@ def test_quantize_widens_to_int16_only_when_a_value_needs_it() -> None:
     assert wide.dtype == np.int16
     np.testing.assert_array_equal(wide, torch.round(y / 2.0).numpy().astype(np.int64))
     assert latents.quantize(torch.zeros(0, 4, 4), 1.0).dtype == np.int8
+
+
+def test_dead_zone_zeroes_only_small_latents_of_the_lowest_scale_classes() -> None:
+    """With classes, a latent of class k < len(DEAD_ZONE) rounds to 0 until |y| reaches
+    0.5 + DEAD_ZONE[k]; every other latent is plain rounding, in whichever chunk it falls."""
+    import aecompress.latents as latents
+
+    rng = np.random.default_rng(5)
+    y = torch.from_numpy(rng.uniform(-2.5, 2.5, size=(20, 9, 7)).astype(np.float32))
+    classes = rng.integers(0, 8, size=(20, 9, 7)).astype(np.uint8)
+    plain = torch.round(y).numpy().astype(np.int64)
+    zoned = latents.quantize(y, 1.0, classes)
+    limit = 0.5 + np.concatenate([latents.DEAD_ZONE, np.zeros(8)])[classes]
+    inside = np.abs(y.numpy()) < limit
+    np.testing.assert_array_equal(zoned, np.where(inside, 0, plain))
+    assert ((plain != 0) & inside).sum() > 20  # latents the dead zone took to zero
+    assert (classes[(plain != 0) & inside] < len(latents.DEAD_ZONE)).all()
+    np.testing.assert_array_equal(latents.quantize(y, 1.0), plain)  # no classes: plain rounding
+
+
+def test_hyperprior_files_hold_the_dead_zoned_integers(hyper_model: Path) -> None:
+    """The coder's integers are the gain-scaled latents through the dead zone of their exact
+    scale classes, and a file decodes to exactly them."""
+    import aecompress.latents as latents
+
+    net, _ = passes.model_on(hyper_model, torch.device("cpu"))
+    image = ImageData(photo_like(64, 96, seed=8), None, "RGB")
+    y = passes.analyse(net, image.rgb, torch.device("cpu"))
+    z, q, classes = ScaleClassCoder()._integers(net, y, 40.0)
+    scaled = latents.gain_scaled(net, y, 40.0)[:]
+    np.testing.assert_array_equal(classes, net.scale_classes(z, tuple(q.shape[1:])))
+    np.testing.assert_array_equal(q, latents.quantize(scaled, 1.0, classes))
+    data = codec.encode(image, str(hyper_model), 40.0, "cpu").data
+    back = ScaleClassCoder().restore_lazily(net, aecformat.unpack(data))
+    np.testing.assert_array_equal(back.latents.numpy(), q)

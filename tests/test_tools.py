@@ -134,6 +134,16 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     assert dictionaries.is_file() and dictionaries.stat().st_size > 0
 
 
+def test_dead_zone_benchmark_compares_both_quantizers(tiny: dict[str, Path]) -> None:
+    """benchmarks/dead_zone.py on two small images: a row per -q with both quantizers' figures,
+    and a BD-rate in each metric."""
+    out = _run(tiny, str(REPO / "benchmarks/dead_zone.py"), "--data", str(tiny["data"]), "--model",
+               str(tiny["high"]), "-q", "20", "40", "60", "80", "--threads", "1")  # fmt: skip
+    rows = _table_rows(out)
+    assert len(rows) == 5, out  # the header and one row per -q
+    assert out.count("BD-rate of the dead zone") == 2, out
+
+
 @pytest.mark.slow
 def test_fine_tuning_benchmark_runs_a_few_steps(tiny: dict[str, Path]) -> None:
     out = _run(tiny, str(REPO / "benchmarks/finetune_domain.py"), "--steps", "2", "--threads", "1",
