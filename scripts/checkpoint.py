@@ -3,7 +3,7 @@ file out of it (the weight average when the run keeps one) without stopping the 
 
     python scripts/checkpoint.py compact runs/hp/hyperprior.pt.ckpt models/next/hyperprior.ckpt
     python scripts/checkpoint.py expand models/next/hyperprior.ckpt runs/hp/hyperprior.pt.ckpt
-    python scripts/checkpoint.py model runs/hp/hyperprior.pt.ckpt /tmp/snapshot.pt
+    python scripts/checkpoint.py model runs/hp/hyperprior.pt.ckpt /tmp/snapshot.pt [NAME]
 
 A checkpoint holds float32 weights and Adam's two moments (12 bytes a parameter, 16 with a weight
 average). The compact form keeps the weights (and the average) in float16, small tensors in
@@ -44,13 +44,16 @@ def _convert(value: Any, weights: torch.dtype) -> Any:
     return value
 
 
-def _model_file(state: dict[str, Any], out: Path) -> None:
+def _model_file(state: dict[str, Any], out: Path, name: str | None = None) -> None:
+    """The run's weights (its average where it keeps one) as a model file, named ``name`` (a
+    release beside an earlier member of the run's name, whose files name that one's weights) or
+    as the run was."""
     cfg = state["config"]
     model = build(cfg["arch"], cfg["arch_config"])
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
     weights.update({k: v.float() for k, v in state.get("ema", {}).items()})
     model.load_state_dict(weights)
-    name = cfg.get("name") or out.stem
+    name = name or cfg.get("name") or out.stem
     save_model(model.eval(), out, name, {"name": name, "steps": state["step"], "snapshot_of": cfg["output"]})
 
 
@@ -83,12 +86,13 @@ def _unpack_moments(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("compact", "expand", "model"):
+    known = argv[:1] in (["compact"], ["expand"]) and len(argv) == 3
+    if not known and not (argv[:1] == ["model"] and len(argv) in (3, 4)):
         print(__doc__)
         return 2
     state = torch.load(argv[1], map_location="cpu", weights_only=True)
     if argv[0] == "model":
-        _model_file(state, Path(argv[2]))
+        _model_file(state, Path(argv[2]), argv[3] if len(argv) == 4 else None)
         print(f"{argv[2]}: model at step {state['step']}{' (weight average)' if 'ema' in state else ''}")
         return 0
     compact = argv[0] == "compact"

@@ -347,6 +347,10 @@ def test_checkpoint_script_compacts_expands_and_takes_out_the_averaged_model(
     model, _ = load_model(snapshot)
     for name, value in model.named_parameters():
         assert torch.equal(value.detach(), _as_stored(full["ema"][name])), name
+    renamed = tmp_path / "release.pt"  # a release under a new name: the same weights and hash
+    subprocess.run([*script, "model", str(expanded), str(renamed), "run-two"], check=True, cwd=REPO)
+    assert read_info(renamed).name == "run-two" and read_info(snapshot).name != "run-two"
+    assert read_info(renamed).weights_hash == read_info(snapshot).weights_hash
     shutil.copy(expanded, f"{out}.ckpt")  # a run resumes from the expanded form
     train(_config(data_dir, out, 5), resume=True)
     assert torch.load(f"{out}.ckpt", map_location="cpu", weights_only=True)["step"] == 5
