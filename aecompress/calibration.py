@@ -43,6 +43,7 @@ def build(
     top_rule: TopRule | None = None,
     fade: float | None = None,
     fixed: Mapping[str, float] | None = None,
+    middle_tops: Mapping[str, float] | None = None,
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
@@ -65,8 +66,10 @@ def build(
     the images of its quality whose file is ``match`` times that top (``_matched_start``); the
     encoder finds it per image. A member named in ``fixed`` starts at the mean for its own ratio
     there, the same for every image (``Member.fixed_start``: no per-image search, one analysis).
+    A middle member named in ``middle_tops`` runs to that quality of its own instead, even where the
+    next one would start to win a little below it (the default -q kept on a faster member).
     """
-    fixed = dict(fixed or {})
+    fixed, told = dict(fixed or {}), dict(middle_tops or {})
     ordered = sorted(curves, key=lambda c: max(p[2] for p in c[1]))
     chosen: list[tuple[str, list[Point]]] = []  # each member's points from where it takes over
     for model, points in ordered:
@@ -91,8 +94,11 @@ def build(
         rules[0] = top_rule if len(chosen) > 1 else None
         takes = [pts[0] for _, pts in chosen]  # where each member first beats the ones before
         for i in range(1, len(chosen)):
-            if i > 1:  # a middle member tops out where the next one starts to win
-                chosen[i - 1] = (chosen[i - 1][0], _below(chosen[i - 1][1], takes[i]))
+            if i > 1:  # a middle member tops out where the next one starts to win, or where told
+                model, pts = chosen[i - 1]
+                given = told.get(model)
+                kept = _below(pts, takes[i]) if given is None else [p for p in pts if p[0] <= given]
+                chosen[i - 1] = (model, kept)
             tops = _tops(chosen[i - 1], per_image, rules[i - 1])
             start = _matched_start(tops, chosen[i][0], per_image, fixed.get(chosen[i][0], match))
             chosen[i] = (chosen[i][0], _from(per_image_curve(per_image, chosen[i][0]), start))

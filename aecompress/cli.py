@@ -550,7 +550,7 @@ def train(
         typer.Option(
             "--init",
             help="Start from this model (name or file): fine-tuning. A family starts from the member "
-            "that codes its default -q (--init default: the default codec's 'hyperprior').",
+            "that codes its default -q (--init default: the default codec's 'hyperprior-hs16').",
         ),
     ] = None,
     resume: Annotated[

@@ -73,8 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         "the calibration images of where its file is RATIO times the previous member's top "
         "(no per-image search: one analysis in its range)",
     )
+    parser.add_argument(
+        "--top",
+        action="append",
+        default=[],
+        metavar="MODEL=Q",
+        help="with --match: a middle MODEL runs to its own -q Q, even where the next member would "
+        "start to win a little below it (to keep a -q, such as the default, on a faster member)",
+    )
     args = parser.parse_args(argv)
-    fixed = _fixed_ratios(parser, args.fixed)
+    fixed = _named_values(parser, args.fixed, "--fixed", "RATIO", (0.5, 2.0))
+    tops = _named_values(parser, args.top, "--top", "Q", (0.0, 100.0))
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
     torch.set_num_threads(args.threads)
     if args.remeasure == "no":
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         given = argv if argv is not None else sys.argv[1:]
         old["rebuilt"] = "python scripts/make_family.py " + " ".join(given)
         rebuilt = calibration.build(
-            args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade, fixed
+            args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade, fixed, tops
         )
         family.save(rebuilt, args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
@@ -124,24 +133,26 @@ def main(argv: list[str] | None = None) -> int:
     _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
     built = calibration.build(
-        args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade, fixed
+        args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade, fixed, tops
     )
     family.save(built, args.out)
     print(json.dumps(built.to_json()["members"], indent=2))
     return 0
 
 
-def _fixed_ratios(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, float]:
-    """``--fixed MODEL=RATIO`` values as {model name: ratio}."""
+def _named_values(
+    parser: argparse.ArgumentParser, specs: list[str], flag: str, what: str, bounds: tuple[float, float]
+) -> dict[str, float]:
+    """``FLAG MODEL=VALUE`` options as {model name: value}, each within ``bounds``."""
     out = {}
     for spec in specs:
-        name, _, ratio = spec.partition("=")
+        name, _, value = spec.partition("=")
         try:
-            out[name] = float(ratio)
+            out[name] = float(value)
         except ValueError:
-            parser.error(f"--fixed needs MODEL=RATIO, got {spec!r}")
-        if not 0.5 <= out[name] <= 2:
-            parser.error(f"--fixed ratio for {name} must lie in 0.5..2")
+            parser.error(f"{flag} needs MODEL={what}, got {spec!r}")
+        if not bounds[0] <= out[name] <= bounds[1]:
+            parser.error(f"{flag} {what.lower()} for {name} must lie in {bounds[0]:g}..{bounds[1]:g}")
     return out
 
 

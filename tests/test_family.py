@@ -446,6 +446,27 @@ def test_build_with_match_tops_a_middle_member_where_the_next_one_starts_to_win(
     assert built.members[2].local_quality == (pytest.approx(start), 100.0)
 
 
+def test_build_runs_a_middle_member_named_in_middle_tops_to_its_given_quality(tmp_path: Path):
+    """Where the next member would win a little below a -q that should stay on the faster one
+    (the default), ``middle_tops`` keeps the middle member to that -q; the next one's start is
+    matched to that top file."""
+    per_image = {
+        "low": {0.0: [(0.10, 25.0)], 100.0: [(0.50, 30.0)]},
+        "mid": {0.0: [(0.30, 27.0)], 50.0: [(0.60, 31.0)], 80.0: [(1.00, 33.0)], 100.0: [(1.60, 34.0)]},
+        "top": {0.0: [(0.80, 31.0)], 50.0: [(1.20, 34.0)], 100.0: [(2.40, 38.0)]},
+    }
+    curves = calibration.mean_curves(per_image)
+    plain = calibration.build("fam", curves, tmp_path, per_image=per_image, match=1.04)
+    tops = {"mid": 100.0}
+    told = calibration.build("fam", curves, tmp_path, per_image=per_image, match=1.04, middle_tops=tops)
+    assert plain.members[1].local_quality[1] == 80.0 and told.members[1].local_quality[1] == 100.0
+    start = 50 + 50 * math.log(1.04 * 1.60 / 1.20) / math.log(2.40 / 1.20)  # 1.04 x mid's 1.60 bpp
+    assert told.members[2].local_quality == (pytest.approx(start), 100.0)
+    assert told.members[1].quality[1] > plain.members[1].quality[1]  # more of -q on the middle one
+    loose = calibration.build("fam", curves, tmp_path, per_image=per_image, middle_tops=tops)
+    assert loose.members == calibration.build("fam", curves, tmp_path, per_image=per_image).members
+
+
 def test_a_placer_for_one_quality_holds_one_analysis_at_a_time(tmp_path: Path):
     """``once`` (what ``codec.encode`` uses): past the previous member's top file its latents are
     dropped, and the file is the one a placer that keeps everything makes."""

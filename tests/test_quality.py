@@ -32,7 +32,7 @@ def test_with_no_user_models_the_default_is_the_bundled_family(
     family = find_family(None)
     assert family is not None and family.folder.resolve() == FAMILY.parent.resolve()
     assert family.name == "default"
-    assert placement.pick_model(None, codec.DEFAULT_QUALITY)[0] == REPO / "models" / "hyperprior.pt"
+    assert placement.pick_model(None, codec.DEFAULT_QUALITY)[0] == REPO / "models" / "hyperprior-hs16.pt"
 
 
 @needs_family
