@@ -651,6 +651,16 @@ def train(
             "texture that MSE alone blurs. Can change at --resume.",
         ),
     ] = None,
+    synthetic: Annotated[
+        float,
+        typer.Option(
+            "--synthetic",
+            min=0.0,
+            max=0.9,
+            help="Share of the crops drawn from generated screens, slides, comics and patterns (flat "
+            "colours, hard edges, text: what photos lack), 0 (default) to 0.9. Fixed for a run.",
+        ),
+    ] = 0.0,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints.")
     ] = 1000,
@@ -684,7 +694,8 @@ def train(
             workers=workers, checkpoint_every=checkpoint_every, log_every=log_every, val=val,
             val_every=val_every, time_budget=time_budget, name=name, precision=precision,
             lr_scales=_lr_scales(lr_scale or []), ema=ema, frozen=list(freeze or []),
-            ms_ssim_weight=ms_ssim_weight, command="aecompress train " + " ".join(sys.argv[2:]),
+            ms_ssim_weight=ms_ssim_weight, synthetic=synthetic,
+            command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
         stop_requested = False
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from aecompress import synthetic as synthetic_images
 from aecompress.errors import ImageError, TrainingError
 from aecompress.imageio import IMAGE_SUFFIXES, read_image
 
@@ -107,22 +108,42 @@ def sample_crop(image: torch.Tensor, size: int, gen: torch.Generator) -> torch.T
 
 
 class CropDataset(Dataset[torch.Tensor]):
-    """Sample i is a deterministic random crop (uint8, 3 x out x out) of a deterministic image."""
+    """Sample i is a deterministic random crop (uint8, 3 x out x out) of a deterministic image:
+    one of ``images``, or with probability ``synthetic`` a generated one (``aecompress.synthetic``,
+    drawn at 1-2 times the crop's size, so its text and shapes come at several scales)."""
 
-    def __init__(self, images: list[torch.Tensor], crop: int, seed: int, out_size: int | None = None) -> None:
+    def __init__(
+        self,
+        images: list[torch.Tensor],
+        crop: int,
+        seed: int,
+        out_size: int | None = None,
+        synthetic: float = 0.0,
+    ) -> None:
         if not images:
             raise TrainingError("no readable images in the training data")
+        if not 0.0 <= synthetic < 1.0:
+            raise TrainingError(f"--synthetic must be in [0, 1), not {synthetic}")
         self.images = images
         self.crop = crop
         self.seed = seed
         self.out_size = out_size
+        self.synthetic = synthetic
 
     def __len__(self) -> int:
         return 1 << 62
 
     def __getitem__(self, index: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed((self.seed * 0x9E3779B1 + index) % (1 << 63))
-        image = self.images[int(torch.randint(0, len(self.images), (1,), generator=gen))]
+        # without a synthetic share no extra number is drawn: earlier runs see the same samples
+        if self.synthetic and float(torch.rand(1, generator=gen)) < self.synthetic:
+            side = int(self.crop * (1.0 + float(torch.rand(1, generator=gen))))
+            drawn = synthetic_images.render_any(
+                int(torch.randint(0, 1 << 62, (1,), generator=gen)), side, side
+            )
+            image = torch.from_numpy(drawn).permute(2, 0, 1).contiguous()
+        else:
+            image = self.images[int(torch.randint(0, len(self.images), (1,), generator=gen))]
         crop = sample_crop(image, self.crop, gen)
         if self.out_size and self.out_size != self.crop:
             scaled = F.interpolate(crop[None].float(), size=(self.out_size, self.out_size), mode="area")

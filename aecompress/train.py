@@ -93,6 +93,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of the weight average that validation and the model file use; 0: off
     frozen: list[str] = field(default_factory=list)  # parameter-name prefixes that do not train
     ms_ssim_weight: float | None = None  # share of MS-SSIM in the distortion; None: as saved, else 0
+    synthetic: float = 0.0  # share of crops drawn from generated screens, slides, comics, patterns
     command: str = ""
 
 
@@ -449,6 +450,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise TrainingError(f"--ms-ssim-weight must be in [0, 1], not {cfg.ms_ssim_weight}")
     if not 0.0 <= cfg.ema < 1.0:
         raise TrainingError(f"--ema must be in [0, 1), not {cfg.ema}")
+    if not 0.0 <= cfg.synthetic < 1.0:
+        raise TrainingError(f"--synthetic must be in [0, 1), not {cfg.synthetic}")
     if cfg.precision not in ("fp32", "bf16"):
         raise TrainingError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
 
@@ -635,8 +638,10 @@ def train(cfg: TrainConfig, resume: bool = False, hooks: TrainHooks | None = Non
     images, val_images, summary = _training_images(cfg)
     summary["world_size"] = world
     dataset = train_data.CropDataset(
-        images, cfg.crop or run.model.default_crop, cfg.seed, run.model.input_size
+        images, cfg.crop or run.model.default_crop, cfg.seed, run.model.input_size, cfg.synthetic
     )
+    if cfg.synthetic:
+        summary["synthetic"] = cfg.synthetic
     workers = cfg.workers if cfg.workers is not None else (0 if run.device.type == "cpu" else 4)
     loader = DataLoader(
         dataset, batch_size=cfg.batch_size,
