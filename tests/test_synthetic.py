@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from aecompress.cli import app
 from aecompress.data import CropDataset
 from aecompress.errors import TrainingError
 from aecompress.modelfile import read_info
-from tests.conftest import photo_like
+from tests.conftest import REPO, photo_like
 
 
 @pytest.mark.parametrize("kind", synthetic.KINDS)
@@ -95,3 +98,18 @@ def test_train_cli_takes_a_synthetic_share_and_records_it(tmp_path: Path) -> Non
     assert torch.load(f"{out}.ckpt", weights_only=True)["config"]["synthetic"] == 0.5
     bad = runner.invoke(app, [*args, "--synthetic", "0.95"])
     assert bad.exit_code == 2 and "synthetic" in bad.output
+
+
+def test_the_held_out_set_script_writes_each_kind(tmp_path: Path) -> None:
+    out = tmp_path / "set"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/synthetic_set.py"), str(out), "--per-kind", "2",
+         "--size", "48x32", "--first-seed", "5"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 8 images" in proc.stdout
+    for kind in synthetic.KINDS:
+        for i in range(2):
+            written = np.asarray(Image.open(out / f"{kind}{i}.png"))
+            assert np.array_equal(written, synthetic.render(kind, 5 + i, 48, 32))
