@@ -160,6 +160,11 @@ class LatentCoder(Protocol):
         searches on it); None where there is no fixed grid (a context model's means move it)."""
         ...
 
+    def coded_zeros(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> torch.Tensor | None:
+        """Which latents (C, H, W, bool) the file would code as 0, the dead zone's included:
+        refinement keeps them at zero. None where ``grid`` is None."""
+        ...
+
 
 class ChannelContextCoder:
     def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
@@ -182,6 +187,9 @@ class ChannelContextCoder:
     def grid(self, net: LatentCodec, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         step = torch.full((net.latent_channels, 1, 1), quality_to_step(quality))
         return 1.0 / step, step
+
+    def coded_zeros(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> torch.Tensor:
+        return torch.from_numpy(quantize(latents, quality_to_step(quality)) == 0)
 
 
 @runtime_checkable
@@ -349,6 +357,9 @@ class ScaleClassCoder:
         gain, igain = gains_at(side_information(net), quality)
         return gain[:, None, None], igain[:, None, None]
 
+    def coded_zeros(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> torch.Tensor:
+        return torch.from_numpy(self._integers(net, latents, quality)[1] == 0)
+
     @torch.inference_mode()
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
         return self.restore_lazily(net, aec)[:]
@@ -508,6 +519,9 @@ class SliceContextCoder:
 
     def grid(self, net: LatentCodec, quality: float) -> None:
         return None  # it quantizes around predicted means: no fixed grid to refine on
+
+    def coded_zeros(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> None:
+        return None
 
     def restore_lazily(self, net: LatentCodec, aec: AecFile) -> torch.Tensor | GainScaled:
         return self.restore(net, aec)  # the means make every latent its own float

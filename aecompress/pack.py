@@ -78,9 +78,11 @@ def refine_and_pack(
     """``effort`` refinement passes on the coder's grid (none at 0), then ``pack_latents``. A
     context model has no fixed grid (it quantizes around predicted means): its files are packed
     unrefined, with a warning, so ``--effort`` on the default family works at every -q."""
-    grid = coder_for(net).grid(net, quality) if effort > 0 else None
+    coder = coder_for(net)
+    grid = coder.grid(net, quality) if effort > 0 else None
     if grid is not None:
-        latents = refine(net, latents, image.rgb, grid, effort, device)
+        zeros = coder.coded_zeros(net, latents, quality)
+        latents = refine(net, latents, image.rgb, grid, effort, device, zeros=zeros)
     elif effort > 0:
         log.warning("--effort does not refine %s (a context model) yet; encoding without it", name)
     return pack_latents(net, name, digest, image, latents, quality, label)

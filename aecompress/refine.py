@@ -3,11 +3,15 @@
 The encoder network predicts latents in a single pass. It was trained to do well on average, so
 for a given image, decoder and quantization step there are better latents nearby. A few steps of
 gradient descent on the latents themselves, through the decoder and a straight-through rounding
-onto the file's quantization grid, find them. Latents that round to zero stay zero: zeros are
-what make the file small, and letting them move costs more bytes than the quality it buys
-(measured: with zeros free, +4 to +20% bytes on some images; with them fixed, sizes stay within a
-few percent either way). The decoder and the file format are unchanged, so any decoder restores the result.
-Each iteration costs a decoder pass forward and backward: it is opt-in, ``encode --effort N``.
+onto the file's quantization grid, find them. Latents that the file would code as zero stay
+zero: zeros are what make the file small, and letting them move costs more bytes than the quality
+it buys (measured: with zeros free, +4 to +20% bytes on some images; with them fixed, sizes stay
+within a few percent either way). Those are the coder's zeros, its dead zone's included
+(``LatentCoder.coded_zeros``): refined as if they were coded, the others would be tuned to a
+decoder that never sees them. They come back unchanged (zeroed, the hyper-analysis would see other
+latents and the coder pick other classes: measured, that costs more than it saves). The decoder
+and the file format are unchanged, so any decoder restores the result. Each iteration costs a
+decoder pass forward and backward: it is opt-in, ``encode --effort N``.
 
 Large images are refined tile by tile over the latent grid, each tile inside a frame of context
 latents that the decoder sees but that stay fixed, so memory is bounded by the tile.
@@ -37,10 +41,13 @@ def refine(
     iterations: int,
     device: torch.device,
     tile: int = REFINE_TILE,
+    zeros: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Latents (C, Lh, Lw) moved to lower the decoded image's error on this quantization grid
     (the coder's ``grid``: a step for a factorized model, the gains of a rate for a hyperprior);
-    never worse.
+    never worse. ``zeros`` (C, Lh, Lw, bool): the latents the file codes as 0 (the coder's
+    ``coded_zeros``), which come back as they were and count as 0 while the others are refined;
+    by default the zeros are those that round to 0 on the grid.
 
     For each tile the latents with the lowest measured error over the iterations are kept (the
     first measurement is the encoder's own), so refinement cannot lose quality on the pixels it
@@ -64,7 +71,8 @@ def refine(
                 target = torch.from_numpy(np.ascontiguousarray(padded[y0 * s : y1 * s, x0 * s : x1 * s]))
                 target = target.to(device).permute(2, 0, 1).float().div_(255.0)
                 window = out[:, ly0:ly1, lx0:lx1].to(device)
-                best = _refine_window(net, window, inner, target, (scale, recon), iterations)
+                fixed = None if zeros is None else zeros[:, ly0:ly1, lx0:lx1].to(device)
+                best = _refine_window(net, window, inner, target, (scale, recon), iterations, fixed)
                 out[:, y0:y1, x0:x1] = best.cpu()
     return out
 
@@ -76,6 +84,7 @@ def _refine_window(
     target: torch.Tensor,
     grid: Grid,
     iterations: int,
+    zeros: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The refined inner part of one window of latents (the frame and the zeros stay fixed).
 
@@ -83,6 +92,8 @@ def _refine_window(
     every channel whatever its gain."""
     scale, recon = grid
     steps = window * scale
+    if zeros is not None:  # the dead zone's latents: 0 in the file, so 0 to the decoder here
+        steps = steps.masked_fill(zeros & (torch.round(steps) != 0), 0.0)
     free = torch.zeros_like(window, dtype=torch.bool)
     free[:, inner[0], inner[1]] = True
     free &= torch.round(steps) != 0

@@ -97,18 +97,42 @@ def test_cli_effort_writes_a_file_any_decoder_restores(tmp_path: Path) -> None:
 @pytest.mark.skipif(not DEFAULT_FAMILY.is_file(), reason="bundled family missing")
 def test_effort_refines_the_default_codecs_hyperprior_members_on_their_gains(crop: np.ndarray) -> None:
     """A hyperprior quantizes round(y * gain) and decodes integer * inverse gain: refinement
-    searches on that grid, so it serves the default codec at every -q. (On this small crop the
-    0.7.7 low member gains nothing at -q 20-30 in bfloat16: eight steps of 0.02 quantization
-    steps move the error by noise there; at -q 45 both precisions gain 0.2 dB.)"""
+    searches on that grid, so it serves the default codec at every -q. Since it keeps the dead
+    zone's latents at 0, the file comes out smaller and decodes better (on this crop 1.2-2.2%
+    smaller for +0.02 to +0.16 dB at -q 30-75, bfloat16 and float32)."""
     image = from_pil(Image.fromarray(crop))
     top = codec.encode(image, DEFAULT_FAMILY, 95, "cpu")  # the context member: packed unrefined
     assert codec.encode(image, DEFAULT_FAMILY, 95, "cpu", effort=8).data == top.data
-    for quality in (45, 75):  # one -q for each hyperprior member
+    for quality in (30, 45, 75):  # both hyperprior members
         plain = codec.encode(image, DEFAULT_FAMILY, quality, "cpu")
         better = codec.encode(image, DEFAULT_FAMILY, quality, "cpu", effort=8)
         assert better.header.model_name == plain.header.model_name
         gain = psnr(crop, codec.decode(better.data, "cpu", DEFAULT_FAMILY).rgb) - psnr(
             crop, codec.decode(plain.data, "cpu", DEFAULT_FAMILY).rgb
         )
-        assert gain > 0.02, (quality, gain)
-        assert len(better.data) < 1.06 * len(plain.data), (quality, len(better.data), len(plain.data))
+        smaller = len(better.data) / len(plain.data)
+        assert gain > -0.005 and smaller <= 1.0, (quality, gain, smaller)
+        assert gain > 0.02 or smaller < 0.99, (quality, gain, smaller)
+
+
+LOW_MEMBER = REPO / "models" / "hyperprior-low2.pt"
+
+
+@pytest.mark.skipif(not LOW_MEMBER.is_file(), reason="bundled member missing")
+def test_refinement_keeps_the_coders_zeros_the_dead_zones_included(crop: np.ndarray) -> None:
+    """Latents the dead zone codes as 0 round to +-1 on the grid: refined as if they were coded,
+    the others would be tuned to a decoder that never sees them; they stay as they are."""
+    net, _ = load_model(LOW_MEMBER)
+    device = torch.device("cpu")
+    latents = passes.analyse(net, crop, device)
+    coder = coder_for(net)
+    grid = coder.grid(net, 40)
+    zeros = coder.coded_zeros(net, latents, 40)
+    assert zeros is not None and zeros.shape == latents.shape
+    dead = zeros & (torch.round(latents * grid[0]) != 0)
+    assert bool(dead.any()) and bool((~zeros).any())
+    refined = refine(net, latents, crop, grid, 2, device, zeros=zeros)
+    assert torch.equal(refined[zeros], latents[zeros])  # bit for bit
+    assert not torch.equal(refined[~zeros], latents[~zeros])  # the coded ones moved
+    plain = refine(net, latents, crop, grid, 2, device)  # without them only round-to-zero stays
+    assert not torch.equal(plain[dead], latents[dead])

@@ -72,9 +72,9 @@ def test_kodak_speed_precision_effort_smoothness_and_zstd_settings_run(tiny: dic
         rows = _table_rows(out)
         assert len(rows) == 2 and rows[1].count("|") == 7, out
         assert (rows[1].split("|")[5].strip() != "") == (model != "default"), out  # the split, where one is
-    out = _run(tiny, str(REPO / "benchmarks/effort.py"), "--data", data, "--every", "1", "-q", "60",
-               "--efforts", "0", "2", "--model", str(tiny["high"]), "--threads", "1")  # fmt: skip
-    assert _table_rows(out)
+    out = _run(tiny, str(REPO / "benchmarks/effort.py"), "--data", data, "--every", "1", "-q", "20", "40",
+               "60", "80", "--efforts", "0", "2", "--model", str(tiny["high"]), "--threads", "1")  # fmt: skip
+    assert len(_table_rows(out)) == 9 and "BD-rate of effort 2 against effort 0" in out, out
     out = _run(tiny, str(REPO / "benchmarks/smoothness.py"), "--data", data, "--threads", "1")
     assert out.strip()
     out = _run(tiny, str(REPO / "benchmarks/zstd_settings.py"), "--data", data, "-q", "40", "60", "20",
