@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -52,7 +53,9 @@ def _colour(rng: random.Random, lo: int = 0, hi: int = 255) -> Colour:
     return (rng.randrange(lo, hi + 1), rng.randrange(lo, hi + 1), rng.randrange(lo, hi + 1))
 
 
+@cache
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font at a size, loaded once (a page draws dozens of lines)."""
     return ImageFont.load_default(size)
 
 
