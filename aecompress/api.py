@@ -54,14 +54,17 @@ def compress(
     device: str = "auto",
     effort: int = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    content: str = "auto",
 ) -> bytes:
     """An image as .aec bytes: at ``quality`` 0..100, or at the highest quality whose file stays
     at or under ``target_bpp`` bits per pixel. ``model`` is a name, a model file or a family;
-    ``effort`` refines the latents with that many decoder passes (``--effort``)."""
+    ``effort`` refines the latents with that many decoder passes (``--effort``); ``content``
+    (``auto``, ``photo``, ``graphics``) picks a family's members for the kind of picture."""
     from aecompress import codec
 
     data = _image_data(image, max_pixels)
-    return codec.encode(data, model, quality, device, effort=effort, target_bpp=target_bpp).data
+    result = codec.encode(data, model, quality, device, effort=effort, target_bpp=target_bpp, content=content)
+    return result.data
 
 
 def compress_many(
@@ -72,13 +75,15 @@ def compress_many(
     device: str = "auto",
     batch: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    content: str = "auto",
 ) -> list[bytes]:
     """Several images at one quality, same-sized ones through the encoder together on a GPU
-    (``batch`` at a time, default 16 there; one at a time on the CPU, where batches are slower)."""
+    (``batch`` at a time, default 16 there; one at a time on the CPU, where batches are slower).
+    ``content`` as ``compress``'s, told per image."""
     from aecompress import codec
 
     datas = [_image_data(image, max_pixels) for image in images]
-    return [r.data for r in codec.encode_many(datas, model, quality, device, batch)]
+    return [r.data for r in codec.encode_many(datas, model, quality, device, batch, content=content)]
 
 
 def decompress(

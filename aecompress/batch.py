@@ -100,6 +100,7 @@ class Options:
     batched: bool | None = None  # same-sized images through the networks together; None: on a GPU
     effort: int = 0  # refinement iterations per image (codec.encode's effort)
     precision: str = "auto"  # the networks' precision in each worker (aecompress.precision)
+    content: str = "auto"  # the kind of picture whose members of a family code each image
 
 
 @dataclass
@@ -335,6 +336,7 @@ def _encode_one(job: Job, options: Options) -> tuple[bytes, int, float | None]:
         options.device,
         effort=options.effort,
         target_bpp=options.target_bpp,
+        content=options.content,
     )
     psnr = _verify(result.data, image, options) if options.verify else None
     return result.data, image.width * image.height, psnr
@@ -517,7 +519,13 @@ def _batched_results(group: list[Job], options: Options) -> list[tuple[bytes, An
         to_encode = [image for image in images if not isinstance(image, AecError)]
         encoded = iter(
             codec.encode_many(
-                to_encode, options.model, options.quality, options.device, GPU_BATCH, effort=options.effort
+                to_encode,
+                options.model,
+                options.quality,
+                options.device,
+                GPU_BATCH,
+                effort=options.effort,
+                content=options.content,
             )
         )
         for image in images:

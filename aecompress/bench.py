@@ -79,8 +79,10 @@ def run(
     settings: dict[str, list[int]] | None = None,
     progress: Callable[[str], None] | None = None,
     effort: int = 0,
+    content: str = "auto",
 ) -> BenchResult:
-    """Measure each codec over its settings on every image of a folder (aecompress at ``effort``)."""
+    """Measure each codec over its settings on every image of a folder (aecompress at ``effort``,
+    each image coded as the kind of picture ``content`` says)."""
     unknown = [c for c in codecs if c not in CODECS]
     if unknown:
         raise ValueError(f"unknown codec {unknown[0]!r} (choose from {', '.join(CODECS)})")
@@ -97,7 +99,10 @@ def run(
             if progress:
                 progress(f"{codec} {setting}")
             if codec == "aec":
-                ms = [measure_aec(name, img, setting, model, device, effort=effort) for name, img in images]
+                ms = [
+                    measure_aec(name, img, setting, model, device, effort=effort, content=content)
+                    for name, img in images
+                ]
             else:
                 ms = [measure_pillow(name, img, _PILLOW[codec], setting) for name, img in images]
             points.append(

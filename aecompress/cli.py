@@ -188,6 +188,16 @@ EffortOpt = Annotated[
 ]
 
 
+ContentOpt = Annotated[
+    str,
+    typer.Option(
+        "--content",
+        help="The kind of picture: auto (default) tells per image; photo or graphics (screens, slides, "
+        "comics, patterns) picks the default codec's members trained for that kind.",
+    ),
+]
+
+
 @app.command()
 def encode(
     images: Annotated[list[str], typer.Argument(help="Images to compress ('-' reads stdin).")],
@@ -215,6 +225,7 @@ def encode(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     effort: EffortOpt = 0,
     threads: ThreadsOpt = None,
+    content: ContentOpt = "auto",
 ) -> None:
     """Compress images into .aec files (default: IMAGE.aec beside each input, which is kept)."""
     with _user_errors():
@@ -233,7 +244,9 @@ def encode(
         for name, target in zip(images, targets, strict=True):
             try:
                 image = read_image(_read_input(name) if name == "-" else Path(name), max_pixels)
-                result = codec.encode(image, model, quality, device, effort=effort, target_bpp=target_bpp)
+                result = codec.encode(
+                    image, model, quality, device, effort=effort, target_bpp=target_bpp, content=content
+                )
                 _write_output(target, result.data, force)
             except AecError as exc:
                 if len(images) == 1:
@@ -347,6 +360,7 @@ def batch(
         int | None,
         typer.Option("--threads", min=1, help="CPU threads in all, shared by the workers (default: all)."),
     ] = None,
+    content: ContentOpt = "auto",
 ) -> None:
     """Compress (or with --decode restore) a whole folder tree, in parallel and incrementally.
 
@@ -376,6 +390,7 @@ def batch(
             max_pixels,
             effort=effort,
             precision=precision_lib.current(),
+            content=content,
         )
         if not plan.todo and not plan.up_to_date and not _state["quiet"]:
             _say(f"aecompress: no {'.aec files' if decode else 'images'} found under {src}")
@@ -803,6 +818,7 @@ def bench(
         Path | None, typer.Option("--plot", help="Write rate-distortion curves to this PNG.")
     ] = None,
     effort: EffortOpt = 0,
+    content: ContentOpt = "auto",
 ) -> None:
     """Rate-distortion and speed of aecompress against JPEG, WebP and AVIF, with BD-rates vs JPEG."""
     with _user_errors():
@@ -819,6 +835,7 @@ def bench(
                 settings,
                 progress=lambda what: log.info("bench: %s", what),
                 effort=effort,
+                content=content,
             )
         except ValueError as exc:
             raise ImageError(str(exc)) from exc
@@ -847,6 +864,10 @@ def models() -> None:
                 continue
             parts = ", ".join(f"{m.model} for -q {m.quality[0]:g}-{m.quality[1]:g}" for m in family.members)
             typer.echo(f"{family.name:16} {'family':12} {_kodak_figures(family.card):36} {parts}")
+            for variant in family.variants:
+                swaps = ", ".join(f"{b} for {a}" for a, b in variant.models.items())
+                when = f"images {variant.flat_share:.0%}+ flat"
+                typer.echo(f"{'':16} {variant.kind:12} {when:36} {swaps}")
         for path in found:
             try:
                 meta = read_info(path)

@@ -17,6 +17,7 @@ import torch
 
 from aecompress import format as aecformat
 from aecompress import placement
+from aecompress.content import AUTO
 from aecompress.defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 from aecompress.device import select_device
 from aecompress.errors import AecError, FormatError
@@ -43,17 +44,20 @@ def encode(
     tile: int | None = None,
     effort: int = 0,
     target_bpp: float | None = None,
+    content: str = AUTO,
 ) -> EncodeResult:
     """Compress an image into .aec bytes with the given model (name, path or family) and quality,
     or, with ``target_bpp``, at the highest quality whose whole file stays at or under it.
 
     ``effort`` > 0 refines the latents with that many decoder passes (slower, better).
+    ``content``: the kind of picture (``photo``, ``graphics``) whose members of a family code it,
+    or ``auto`` to tell from the pixels.
     """
     dev = select_device(device)
     if target_bpp is not None:
-        data, header = placement.encode_to_size(image, target_bpp, model, dev, tile, effort)
+        data, header = placement.encode_to_size(image, target_bpp, model, dev, tile, effort, content)
         return EncodeResult(data, header, dev)
-    placer = placement.Placer(model, image, dev, tile, once=True)
+    placer = placement.Placer(model, image, dev, tile, once=True, content=content)
     path, local = placer.place(quality)
     data, header = pack_file(path, image, placer.analysis(path), local, quality, effort, dev)
     return EncodeResult(data, header, dev)
@@ -68,6 +72,7 @@ def encode_many(
     tile: int | None = None,
     effort: int = 0,
     workers: int | None = None,
+    content: str = AUTO,
 ) -> list[EncodeResult]:
     """Compress several images, running same-sized ones through the encoder as one batch.
 
@@ -78,16 +83,16 @@ def encode_many(
     analyses the next batch, and an image's latents are let go once its file is made, so at
     most two batches' latents are held. Images larger than one tile take the tiled path one by
     one. The files are those of packing each image alone after the same analysis, and come back
-    in the order of ``images``.
+    in the order of ``images``. Each image is told apart by ``content`` as in ``encode``.
     """
     quality_to_step(quality)  # range check, before any work
     dev = select_device(device)
     family = find_family(model)
-    placers = [placement.Placer(model, image, dev, tile, family) for image in images]
+    placers = [placement.Placer(model, image, dev, tile, family, content=content) for image in images]
     if not placers:
         return []
-    paths = placers[0].needs(quality)  # the same models for every image
-    nets = [model_on(path, dev)[0] for path in paths]
+    needs = [placer.needs(quality) for placer in placers]  # per image: its kind's members
+    nets = {path: model_on(path, dev)[0] for paths in needs for path in paths}
     sizes: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(images):
         sizes.setdefault((image.height, image.width), []).append(index)
@@ -104,11 +109,12 @@ def encode_many(
     def analysed(chunk: list[int]) -> list[int]:
         """The chunk's batched analyses (for images within one tile of each model)."""
         image = images[chunk[0]]
-        for path, net in zip(paths, nets, strict=True):
+        for path, net in nets.items():
             s, side = net.stride, tile_latents(net, tile)
-            if -(-image.height // s) <= side and -(-image.width // s) <= side:
-                stack = analyse_stack(net, [images[i].rgb for i in chunk], dev)
-                for index, y in zip(chunk, stack, strict=True):
+            users = [i for i in chunk if path in needs[i]]
+            if users and -(-image.height // s) <= side and -(-image.width // s) <= side:
+                stack = analyse_stack(net, [images[i].rgb for i in users], dev)
+                for index, y in zip(users, stack, strict=True):
                     placers[index].latents[path] = y
         return chunk
 
@@ -186,10 +192,8 @@ def _preferred(model: str | Path | None, member_name: str) -> Path | None:
     family = find_family(model)
     if family is None:
         return resolve(model)
-    for member in family.members:
-        if member.model == member_name:
-            return family.model_path(member)
-    return None
+    member = family.member_named(member_name)
+    return None if member is None else family.model_path(member)
 
 
 def decode(

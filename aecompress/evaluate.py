@@ -48,10 +48,11 @@ def measure_aec(
     device: str = "cpu",
     with_ms_ssim: bool = True,
     effort: int = 0,
+    content: str = "auto",
 ) -> Measure:
     """Encode and decode one image with aecompress, timing both."""
     t0 = time.perf_counter()
-    result = codec.encode(image, model, quality, device, effort=effort)
+    result = codec.encode(image, model, quality, device, effort=effort, content=content)
     t1 = time.perf_counter()
     back = codec.decode(result.data, device, model)
     t2 = time.perf_counter()

@@ -26,6 +26,11 @@ bundled ``context`` member is one: at its calibrated start its files are 1.00-1.
 ``hyperprior`` member's top file on the calibration images, where the two hyperpriors' ratio
 spreads over 0.76-1.36.
 
+A family can also keep stand-ins for one kind of picture (``Variant``): models that replace
+members for images of that kind, each at the member's own -q slice and hand-over, so -q means
+the same on both. The bundled family keeps ``graphics`` members, fine-tuned with generated
+screens, slides, comics and patterns, for images that ``content.kind_of`` finds flat.
+
 Each .aec file names the member that made it, so decoding needs no family at all.
 """
 
@@ -79,6 +84,23 @@ class TopRule:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """Stand-in members for one kind of picture, told apart by how flat an image is.
+
+    ``flat_share``: an image is of this kind when at least that share of its pixels equal their
+    left neighbour (``content.flat_share``); photos rarely pass a half, drawn graphics mostly
+    pass nine tenths. ``models`` maps a member's model to the one that takes its place.
+    """
+
+    kind: str
+    flat_share: float
+    models: dict[str, str]
+
+
+PHOTO = "photo"  # the kind a family's own members serve
+
+
+@dataclass(frozen=True)
 class Family:
     """Members ordered from low to high quality; their global ranges tile 0..100."""
 
@@ -88,6 +110,32 @@ class Family:
     card: dict[str, Any]
     match: float | None = None  # hand over by size: next member's first file / previous top file
     fade: float | None = None  # with match: the share of a member's range its image's start shapes
+    variants: tuple[Variant, ...] = ()  # stand-in members for other kinds of picture
+
+    def kinds(self) -> list[str]:
+        """The kinds of picture this family has members for, its own (photo) first."""
+        return [PHOTO] + [v.kind for v in self.variants]
+
+    def for_kind(self, kind: str) -> Family:
+        """The family as it serves one kind of picture: the variant's stand-ins in their
+        members' places (the family itself for photos)."""
+        if kind == PHOTO:
+            return self
+        for variant in self.variants:
+            if variant.kind == kind:
+                members = tuple(
+                    dataclasses.replace(m, model=variant.models.get(m.model, m.model)) for m in self.members
+                )
+                return dataclasses.replace(self, members=members, variants=())
+        kinds = ", ".join(self.kinds())
+        raise ModelError(f"family {self.name!r} has no members for {kind!r} images (it has: {kinds})")
+
+    def member_named(self, model: str) -> Member | None:
+        """The member whose model (or one of whose stand-ins) is ``model``."""
+        for member in self.members:
+            if member.model == model or any(v.models.get(member.model) == model for v in self.variants):
+                return dataclasses.replace(member, model=model)
+        return None
 
     def pick(self, quality: float) -> tuple[Path, float]:
         """The member model file and its own quality for a global quality (calibrated starts)."""
@@ -146,6 +194,10 @@ class Family:
             data["match"] = self.match
         if self.fade is not None:
             data["fade"] = self.fade
+        if self.variants:
+            data["variants"] = [
+                {"kind": v.kind, "flat_share": v.flat_share, "models": dict(v.models)} for v in self.variants
+            ]
         data["card"] = self.card
         return data
 
@@ -187,10 +239,31 @@ def load_family(path: Path) -> Family:
     if fade is not None and not (share and match is not None and 0 < fade <= 1):
         raise ModelError(f"{path}: fade must be a share between 0 and 1, with match")
     name = str(data.get("name", Path(path).name[: -len(FAMILY_SUFFIX)]))
+    variants = _variants(path, data.get("variants", []), {m.model for m in members})
     return Family(
         name, members, Path(path).parent, card, None if match is None else float(match),
-        None if fade is None else float(fade),
+        None if fade is None else float(fade), variants,
     )  # fmt: skip
+
+
+def _variants(path: Path, value: Any, members: set[str]) -> tuple[Variant, ...]:
+    """A family file's variants, checked: known members, a share in (0, 1], kinds named once."""
+    try:
+        variants = tuple(
+            Variant(str(v["kind"]), float(v["flat_share"]), {str(a): str(b) for a, b in v["models"].items()})
+            for v in value
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{path}: bad variant entry ({exc})") from exc
+    kinds = [PHOTO] + [v.kind for v in variants]
+    if len(set(kinds)) != len(kinds):
+        raise ModelError(f"{path}: each kind of picture may have one variant ({', '.join(kinds)})")
+    for v in variants:
+        if not 0 < v.flat_share <= 1:
+            raise ModelError(f"{path}: variant {v.kind!r}: flat_share must be in (0, 1]")
+        if not v.models or not set(v.models) <= members:
+            raise ModelError(f"{path}: variant {v.kind!r} must replace members of the family")
+    return variants
 
 
 def _rule(value: Any) -> TopRule | None:

@@ -2,7 +2,7 @@
 
 Registered by ``import aecompress``. Opening reads the header only (size and mode, no torch);
 the pixels are decoded on ``load()``, as Pillow does for every format. Saving takes the options
-the CLI has: ``quality``, ``target_bpp``, ``model``, ``device``, ``effort``, and Pillow's own
+the CLI has: ``quality``, ``target_bpp``, ``model``, ``device``, ``effort``, ``content``, and Pillow's own
 ``icc_profile`` and ``exif`` (as for PNG or JPEG: given, they replace the image's; empty, they drop
 it).
 """
@@ -68,7 +68,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     from aecompress.api import compress
 
     options = im.encoderinfo
-    known = {"quality", "target_bpp", "model", "device", "effort"}
+    known = {"quality", "target_bpp", "model", "device", "effort", "content"}
     kwargs = {k: options[k] for k in known if k in options and options[k] is not None}
     source = im
     if "icc_profile" in options or "exif" in options:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from aecompress import format as aecformat
+from aecompress.content import AUTO, kind_of
 from aecompress.family import Family, find_family
 from aecompress.imageio import ImageData
 from aecompress.latents import coder_for, quality_to_step
@@ -61,7 +62,8 @@ class Placer:
     top: found once per member, from the coder's estimates (``LatentCoder.estimate``) at the
     previous member's top and a few of its own qualities, corrected once by real files. A
     member with a ``TopRule`` tops out, for this image, where the estimated rate at its nominal
-    top puts it.
+    top puts it. A family with members for other kinds of picture serves the image with those
+    of its kind (``content``: a kind, or ``auto`` to tell it from the pixels).
     """
 
     def __init__(
@@ -72,12 +74,15 @@ class Placer:
         tile: int | None = None,
         family: Family | None = None,
         once: bool = False,
+        content: str = AUTO,
     ) -> None:
         """``once``: a single quality will be placed (an encode), so a hand-over drops the
         previous member's latents as soon as its top file is measured: one analysis is held
         at a time (a large photo's latents are hundreds of megabytes)."""
         self.once = once
-        self.family = family if family is not None else find_family(model)
+        found = family if family is not None else find_family(model)
+        self.kind = kind_of(image.rgb, found, content)
+        self.family = found.for_kind(self.kind) if found is not None else None
         self.alone = None if self.family is not None else resolve(model)
         self.image, self.device, self.tile = image, device, tile
         self.latents: dict[Path, torch.Tensor] = {}
@@ -211,6 +216,7 @@ def encode_to_size(
     device: torch.device,
     tile: int | None = None,
     effort: int = 0,
+    content: str = AUTO,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """The file at the highest quality whose whole size stays at or under ``target_bpp``.
 
@@ -220,9 +226,9 @@ def encode_to_size(
     matched by size), the file jumps in size, and a target inside that jump would land well
     under it: there both members are pushed past their share of -q to the target, and the one
     that decodes to the higher PSNR is kept. With ``effort``, the chosen quality is then
-    refined, and kept unrefined if refinement would cross the target.
+    refined, and kept unrefined if refinement would cross the target. ``content`` as ``Placer``'s.
     """
-    placer = Placer(model, image, device, tile)
+    placer = Placer(model, image, device, tile, content=content)
     budget = target_bpp * image.width * image.height / 8
     lo, hi, best = _fit(placer.pack, 0.0, 100.0, budget)
     jumps = placer.family is not None and placer.family.match is None  # hand-overs fixed in -q

@@ -17,6 +17,7 @@ members hand over by size, per image (see aecompress/family.py); check it with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -81,7 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         help="with --match: a middle MODEL runs to its own -q Q, even where the next member would "
         "start to win a little below it (to keep a -q, such as the default, on a faster member)",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KIND:SHARE:MODEL=STANDIN,...",
+        help="stand-in members for images of KIND (such as graphics) with at least SHARE of their "
+        "pixels equal to the left neighbour: each STANDIN codes at its MODEL's -q slice",
+    )
     args = parser.parse_args(argv)
+    variants = tuple(_variant(parser, spec) for spec in args.variant)
     fixed = _named_values(parser, args.fixed, "--fixed", "RATIO", (0.5, 2.0))
     tops = _named_values(parser, args.top, "--top", "Q", (0.0, 100.0))
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         rebuilt = calibration.build(
             args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade, fixed, tops
         )
-        family.save(rebuilt, args.out)
+        family.save(dataclasses.replace(rebuilt, variants=variants), args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
     if not args.members or not args.calibration:
@@ -135,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     built = calibration.build(
         args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade, fixed, tops
     )
-    family.save(built, args.out)
-    print(json.dumps(built.to_json()["members"], indent=2))
+    family.save(dataclasses.replace(built, variants=variants), args.out)
+    print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
     return 0
 
 
@@ -154,6 +164,16 @@ def _named_values(
         if not bounds[0] <= out[name] <= bounds[1]:
             parser.error(f"{flag} {what.lower()} for {name} must lie in {bounds[0]:g}..{bounds[1]:g}")
     return out
+
+
+def _variant(parser: argparse.ArgumentParser, spec: str) -> family.Variant:
+    """``--variant KIND:SHARE:MODEL=STANDIN,...`` as a family variant (checked again on loading)."""
+    try:
+        kind, share, swaps = spec.split(":", 2)
+        models = dict(swap.split("=", 1) for swap in swaps.split(","))
+        return family.Variant(kind, float(share), models)
+    except ValueError:
+        parser.error(f"--variant needs KIND:SHARE:MODEL=STANDIN,..., got {spec!r}")
 
 
 def _calibration_path(out: Path) -> Path:

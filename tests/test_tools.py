@@ -123,10 +123,11 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     stored.write_text(json.dumps({**built, "card": {"curves": curves}}))
     (tiny["root"] / "two.calibration.json").write_text(json.dumps(per_image))
     _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
-         "--fixed", "high=1.0", "--out", str(stored))  # fmt: skip
+         "--fixed", "high=1.0", "--variant", "graphics:0.6:high=high-g", "--out", str(stored))  # fmt: skip
     rebuilt = json.loads(stored.read_text())
     pinned = [(m["model"], m.get("fixed_start", False)) for m in rebuilt["members"]]
     assert pinned == [("low", False), ("high", True)]
+    assert rebuilt["variants"] == [{"kind": "graphics", "flat_share": 0.6, "models": {"high": "high-g"}}]
     assert rebuilt["match"] == 1.03 and "--fixed high=1.0" in rebuilt["card"]["rebuilt"]
     dictionaries = tiny["root"] / "set.zdict"
     _run(tiny, str(REPO / "scripts/train_dictionaries.py"), "--data", str(tiny["data"]), "--every", "1",
