@@ -1,14 +1,15 @@
 """How smoothly file size follows -q: every integer -q from 0 to 100 on every image of a folder.
 
     python benchmarks/smoothness.py [--data ../shared/data/kodak] [--model default] [--every 1]
-        [--threads 2]
+        [--threads 2] [--content auto]
 
 A user who moves -q by one expects a small, same-direction change. For each image the encoder
 runs once per model (a family may have several), then every -q is placed as `aecompress encode`
 places it (a family's size-matched hand-over included), quantized and packed. Prints,
 over all images: the largest growth between neighbouring -q (issue 15 asks for at most 12%), the
 largest fall (at most 1%), where each happens, and how many steps grew more than 12% or fell;
-for a family, how the file size and PSNR change across each hand-over (-q just below and above).
+for a family, how the file size and PSNR change across each hand-over (-q just below and above),
+and how many images its stand-in members for other kinds of picture coded (``--content``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--content", default="auto", help="auto, photo or a family's other kind")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     family = find_family(args.model)
@@ -43,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     big, falls = 0, 0
     seams: list[tuple[str, float, float, float]] = []  # image, edge, size ratio, PSNR change
     edges = [m.quality[1] for m in family.members[:-1]] if family else []
+    kinds: dict[str, int] = {}
     for name, image in images:
-        placer = placement.Placer(args.model, image, torch.device("cpu"), family=family)
+        placer = placement.Placer(args.model, image, torch.device("cpu"), family=family, content=args.content)
+        kinds[placer.kind] = kinds.get(placer.kind, 0) + 1
         sizes = [len(placer.pack(float(quality)).data) for quality in range(101)]
         for edge in edges:
             below, above = placer.pack(edge - 0.01), placer.pack(edge + 0.01)
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             if 1 - ratio > worst_fall[0]:
                 worst_fall = (1 - ratio, name, quality)
     steps = 100 * len(images)
-    print(f"{len(images)} images, model {args.model or 'default'}: {steps} steps of -q")
+    coded = ", ".join(f"{n} as {kind}" for kind, n in sorted(kinds.items()))
+    print(f"{len(images)} images ({coded}), model {args.model or 'default'}: {steps} steps of -q")
     print(f"largest growth {100 * worst_growth[0]:.1f}% ({worst_growth[1]} at -q {worst_growth[2]})")
     print(f"largest fall {100 * worst_fall[0]:.2f}% ({worst_fall[1]} at -q {worst_fall[2]})")
     print(f"steps growing more than 12%: {big}; steps that fall: {falls}")

@@ -162,3 +162,13 @@ def test_batch_codes_a_folder_of_both_kinds_each_with_its_members(duo: Path, tmp
             for p in dst.glob("*.aec")
         }
         assert names == expected
+
+
+def test_bench_measures_the_files_of_the_kind_it_is_told(duo: Path, tmp_path: Path):
+    from aecompress import bench
+
+    Image.fromarray(_photo().rgb).save(tmp_path / "photo.png")
+    for kind in ("auto", "graphics"):
+        point = bench.run(tmp_path, ["aec"], "duo", "cpu", {"aec": [50]}, content=kind).points["aec"][0]
+        size = len(codec.encode(_photo(), "duo", 50, "cpu", content=kind).data)
+        assert point.bpp == pytest.approx(8 * size / (48 * 64))
