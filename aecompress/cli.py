@@ -856,25 +856,26 @@ def models() -> None:
         if not found and not families:
             typer.echo(f"no models found (user models go in {user_models_dir()})")
             return
+        w = max([16] + [len(path.stem) + 1 for path in found])  # the name column
         for path in families:
             try:
                 family = load_family(path)
             except AecError as exc:
-                typer.echo(f"{path.name:16} {'family':12} unreadable: {exc}")
+                typer.echo(f"{path.name:{w}} {'family':12} unreadable: {exc}")
                 continue
             parts = ", ".join(f"{m.model} for -q {m.quality[0]:g}-{m.quality[1]:g}" for m in family.members)
-            typer.echo(f"{family.name:16} {'family':12} {_kodak_figures(family.card):36} {parts}")
+            typer.echo(f"{family.name:{w}} {'family':12} {_kodak_figures(family.card):36} {parts}")
             for variant in family.variants:
                 swaps = ", ".join(f"{b} for {a}" for a, b in variant.models.items())
                 when = f"images {variant.flat_share:.0%}+ flat"
-                typer.echo(f"{'':16} {variant.kind:12} {when:36} {swaps}")
+                typer.echo(f"{'':{w}} {variant.kind:12} {when:36} {swaps}")
         for path in found:
             try:
                 meta = read_info(path)
             except AecError as exc:
-                typer.echo(f"{path.stem:16} {'?':12} {'unreadable: ' + str(exc)}")
+                typer.echo(f"{path.stem:{w}} {'?':12} {'unreadable: ' + str(exc)}")
                 continue
-            typer.echo(f"{meta.name:16} {meta.arch:12} {_kodak_figures(meta.card):36} {path}")
+            typer.echo(f"{meta.name:{w}} {meta.arch:12} {_kodak_figures(meta.card):36} {path}")
 
 
 def _kodak_figures(card: dict[str, Any]) -> str:
