@@ -192,8 +192,9 @@ ContentOpt = Annotated[
     str,
     typer.Option(
         "--content",
-        help="The kind of picture: auto (default) tells per image; photo or graphics (screens, slides, "
-        "comics, patterns) picks the default codec's members trained for that kind.",
+        help="The kind of picture whose members of a family code each image: auto (default) tells "
+        "from the pixels; photo, or another kind the family has ('aecompress models' lists them), "
+        "chooses for every image.",
     ),
 ]
 

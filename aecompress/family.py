@@ -28,8 +28,8 @@ spreads over 0.76-1.36.
 
 A family can also keep stand-ins for one kind of picture (``Variant``): models that replace
 members for images of that kind, each at the member's own -q slice and hand-over, so -q means
-the same on both. The bundled family keeps ``graphics`` members, fine-tuned with generated
-screens, slides, comics and patterns, for images that ``content.kind_of`` finds flat.
+the same on both: ``graphics`` members, say, fine-tuned with generated screens, slides, comics
+and patterns, for the images that ``content.kind_of`` finds flat.
 
 Each .aec file names the member that made it, so decoding needs no family at all.
 """
