@@ -91,8 +91,8 @@ def run(
         raise ValueError(f"no images in {folder}")
     settings = {**SETTINGS, **(settings or {})}
     result = BenchResult(str(folder), len(images))
-    if "aec" in codecs:
-        measure_aec(*images[0], 75, model, device, with_ms_ssim=False)  # load and warm the model
+    if "aec" in codecs:  # load and warm the models
+        measure_aec(*images[0], 75, model, device, with_ms_ssim=False, content=content)
     for codec in codecs:
         points = []
         for setting in settings[codec]:
