@@ -13,10 +13,10 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +24,9 @@ from aecompress import __version__
 from aecompress import precision as precision_lib
 from aecompress.defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY
 from aecompress.errors import AecError, ImageError, OutputError
+
+if TYPE_CHECKING:
+    from aecompress.family import Member
 
 app = typer.Typer(
     name="aecompress",
@@ -864,10 +867,11 @@ def models() -> None:
             except AecError as exc:
                 typer.echo(f"{path.name:{w}} {'family':12} unreadable: {exc}")
                 continue
-            parts = ", ".join(f"{m.model} for -q {m.quality[0]:g}-{m.quality[1]:g}" for m in family.members)
+            parts = _served(family.members)
             typer.echo(f"{family.name:{w}} {'family':12} {_kodak_figures(family.card):36} {parts}")
             for variant in family.variants:
                 swaps = ", ".join(f"{b} for {a}" for a, b in variant.models.items())
+                swaps = _served(variant.members) or swaps
                 when = f"images {variant.flat_share:.0%}+ flat"
                 typer.echo(f"{'':{w}} {variant.kind:12} {when:36} {swaps}")
         for path in found:
@@ -877,6 +881,11 @@ def models() -> None:
                 typer.echo(f"{path.stem:{w}} {'?':12} {'unreadable: ' + str(exc)}")
                 continue
             typer.echo(f"{meta.name:{w}} {meta.arch:12} {_kodak_figures(meta.card):36} {path}")
+
+
+def _served(members: Sequence[Member]) -> str:
+    """Which member serves which -q, for ``models``."""
+    return ", ".join(f"{m.model} for -q {m.quality[0]:g}-{m.quality[1]:g}" for m in members)
 
 
 def _kodak_figures(card: dict[str, Any]) -> str:

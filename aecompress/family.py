@@ -27,9 +27,11 @@ bundled ``context`` member is one: at its calibrated start its files are 1.00-1.
 spreads over 0.76-1.36.
 
 A family can also keep stand-ins for one kind of picture (``Variant``): models that replace
-members for images of that kind, each at the member's own -q slice and hand-over, so -q means
-the same on both: ``graphics`` members, say, fine-tuned with generated screens, slides, comics
-and patterns, for the images that ``content.kind_of`` finds flat.
+members for images of that kind, ``graphics`` members, say, fine-tuned with generated screens,
+slides, comics and patterns, for the images that ``content.kind_of`` finds flat. A variant either
+takes its members' -q slices and hand-overs as they are, or carries its own, calibrated on
+images of its kind (the stand-ins' curves cross elsewhere than the photo members' do, so the
+photo hand-overs would cost PSNR there).
 
 Each .aec file names the member that made it, so decoding needs no family at all.
 """
@@ -89,12 +91,15 @@ class Variant:
 
     ``flat_share``: an image is of this kind when at least that share of its pixels equal their
     left neighbour (``content.flat_share``); photos rarely pass a half, drawn graphics mostly
-    pass nine tenths. ``models`` maps a member's model to the one that takes its place.
+    pass nine tenths. ``models`` maps a member's model to the one that takes its place;
+    ``members``, when given, are the stand-ins' own slices, calibrated on images of the kind
+    (otherwise each stand-in takes its member's).
     """
 
     kind: str
     flat_share: float
     models: dict[str, str]
+    members: tuple[Member, ...] = ()
 
 
 PHOTO = "photo"  # the kind a family's own members serve
@@ -123,7 +128,7 @@ class Family:
             return self
         for variant in self.variants:
             if variant.kind == kind:
-                members = tuple(
+                members = variant.members or tuple(
                     dataclasses.replace(m, model=variant.models.get(m.model, m.model)) for m in self.members
                 )
                 return dataclasses.replace(self, members=members, variants=())
@@ -132,6 +137,10 @@ class Family:
 
     def member_named(self, model: str) -> Member | None:
         """The member whose model (or one of whose stand-ins) is ``model``."""
+        for variant in self.variants:
+            own = next((m for m in variant.members if m.model == model), None)
+            if own is not None:
+                return own
         for member in self.members:
             if member.model == model or any(v.models.get(member.model) == model for v in self.variants):
                 return dataclasses.replace(member, model=model)
@@ -183,12 +192,7 @@ class Family:
         data: dict[str, Any] = {
             "kind": FAMILY_KIND,
             "name": self.name,
-            "members": [
-                {"model": m.model, "quality": list(m.quality), "local_quality": list(m.local_quality)}
-                | ({"top_by_rate": dataclasses.asdict(m.top_by_rate)} if m.top_by_rate else {})
-                | ({"fixed_start": True} if m.fixed_start else {})
-                for m in self.members
-            ],
+            "members": _members_json(self.members),
         }
         if self.match is not None:
             data["match"] = self.match
@@ -196,7 +200,9 @@ class Family:
             data["fade"] = self.fade
         if self.variants:
             data["variants"] = [
-                {"kind": v.kind, "flat_share": v.flat_share, "models": dict(v.models)} for v in self.variants
+                {"kind": v.kind, "flat_share": v.flat_share, "models": dict(v.models)}
+                | ({"members": _members_json(v.members)} if v.members else {})
+                for v in self.variants
             ]
         data["card"] = self.card
         return data
@@ -210,25 +216,7 @@ def load_family(path: Path) -> Family:
         raise ModelError(f"{path}: not a readable family file ({exc})") from exc
     if not isinstance(data, dict) or data.get("kind") != FAMILY_KIND:
         raise ModelError(f"{path}: not an aecompress family file")
-    try:
-        members = tuple(
-            Member(
-                str(m["model"]),
-                _pair(m["quality"]),
-                _pair(m["local_quality"]),
-                _rule(m.get("top_by_rate")),
-                _flag(m.get("fixed_start", False)),
-            )
-            for m in data["members"]
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path}: bad member entry ({exc})") from exc
-    if not members:
-        raise ModelError(f"{path}: a family needs at least one member")
-    edges = [members[0].quality[0]] + [m.quality[1] for m in members]
-    starts = [m.quality[0] for m in members]
-    if edges[0] != 0 or edges[-1] != 100 or starts[1:] != edges[1:-1] or edges != sorted(edges):
-        raise ModelError(f"{path}: member quality ranges must tile 0..100 in order")
+    members = _members(path, data.get("members"))
     card = data.get("card", {})
     match = data.get("match")
     ratio = isinstance(match, (int, float)) and not isinstance(match, bool)
@@ -246,11 +234,50 @@ def load_family(path: Path) -> Family:
     )  # fmt: skip
 
 
+def _members_json(members: tuple[Member, ...]) -> list[dict[str, Any]]:
+    return [
+        {"model": m.model, "quality": list(m.quality), "local_quality": list(m.local_quality)}
+        | ({"top_by_rate": dataclasses.asdict(m.top_by_rate)} if m.top_by_rate else {})
+        | ({"fixed_start": True} if m.fixed_start else {})
+        for m in members
+    ]
+
+
+def _members(path: Path, value: Any) -> tuple[Member, ...]:
+    """Member entries, checked: at least one, their global ranges tiling 0..100 in order."""
+    try:
+        members = tuple(
+            Member(
+                str(m["model"]),
+                _pair(m["quality"]),
+                _pair(m["local_quality"]),
+                _rule(m.get("top_by_rate")),
+                _flag(m.get("fixed_start", False)),
+            )
+            for m in value
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: bad member entry ({exc})") from exc
+    if not members:
+        raise ModelError(f"{path}: a family needs at least one member")
+    edges = [members[0].quality[0]] + [m.quality[1] for m in members]
+    starts = [m.quality[0] for m in members]
+    if edges[0] != 0 or edges[-1] != 100 or starts[1:] != edges[1:-1] or edges != sorted(edges):
+        raise ModelError(f"{path}: member quality ranges must tile 0..100 in order")
+    return members
+
+
 def _variants(path: Path, value: Any, members: set[str]) -> tuple[Variant, ...]:
-    """A family file's variants, checked: known members, a share in (0, 1], kinds named once."""
+    """A family file's variants, checked: known members, a share in (0, 1], kinds named once, and
+    their own members (if any) stand-ins of theirs."""
     try:
         variants = tuple(
-            Variant(str(v["kind"]), float(v["flat_share"]), {str(a): str(b) for a, b in v["models"].items()})
+            Variant(
+                str(v["kind"]),
+                float(v["flat_share"]),
+                {str(a): str(b) for a, b in v["models"].items()},
+                _members(path, v["members"]) if "members" in v else (),
+            )
             for v in value
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -263,6 +290,8 @@ def _variants(path: Path, value: Any, members: set[str]) -> tuple[Variant, ...]:
             raise ModelError(f"{path}: variant {v.kind!r}: flat_share must be in (0, 1]")
         if not v.models or not set(v.models) <= members:
             raise ModelError(f"{path}: variant {v.kind!r} must replace members of the family")
+        if not {m.model for m in v.members} <= set(v.models.values()):
+            raise ModelError(f"{path}: variant {v.kind!r}: its own members must be its stand-ins")
     return variants
 
 

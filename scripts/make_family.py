@@ -12,6 +12,13 @@ the measurements already stored beside --out (after a change to the builder); `-
 measures only the members not stored there (a member added to a family). `--match 1.03` makes
 members hand over by size, per image (see aecompress/family.py); check it with
 `python benchmarks/smoothness.py`.
+
+`--variant graphics:0.6:MODEL=STANDIN,...` adds stand-ins for flat images; with
+`--variant-calibration graphics=FOLDER` they get their own slices and hand-overs, built the same
+way from their curves on the images of FOLDER that are of that kind (generated ones, say:
+`python benchmarks/synthetic_set.py FOLDER --first-seed 5000`, seeds apart from any benchmark's),
+measured into NAME.KIND.calibration.json beside --out. Stand-in model files are looked for beside
+--out first.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from pathlib import Path
 import torch
 
 from aecompress import calibration, family
-from aecompress.imageio import IMAGE_SUFFIXES, read_image
-from aecompress.modelfile import read_info
+from aecompress.content import flat_share
+from aecompress.imageio import IMAGE_SUFFIXES, ImageData, read_image
+from aecompress.modelfile import read_info, resolve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         help="stand-in members for images of KIND (such as graphics) with at least SHARE of their "
         "pixels equal to the left neighbour: each STANDIN codes at its MODEL's -q slice",
     )
+    parser.add_argument(
+        "--variant-calibration",
+        action="append",
+        default=[],
+        metavar="KIND=FOLDER",
+        help="give KIND's stand-ins slices of their own, calibrated on FOLDER's images of that kind",
+    )
     args = parser.parse_args(argv)
     variants = tuple(_variant(parser, spec) for spec in args.variant)
+    folders = dict(
+        _named(parser, spec, "--variant-calibration", "FOLDER") for spec in args.variant_calibration
+    )
+    unknown = set(folders) - {v.kind for v in variants}
+    if unknown:
+        parser.error(f"--variant-calibration names no --variant: {', '.join(sorted(unknown))}")
     fixed = _named_values(parser, args.fixed, "--fixed", "RATIO", (0.5, 2.0))
     tops = _named_values(parser, args.top, "--top", "Q", (0.0, 100.0))
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
@@ -106,26 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         rebuilt = calibration.build(
             args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade, fixed, tops
         )
+        variants = tuple(
+            _calibrated(args, v, rebuilt, folders.get(v.kind), rule, fixed, tops) for v in variants
+        )
         family.save(dataclasses.replace(rebuilt, variants=variants), args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
     if not args.members or not args.calibration:
         parser.error("--members and --calibration are needed unless --remeasure no")
-    paths = sorted(p for p in args.calibration.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[
-        : args.images
-    ]
-    images = [(p.name, read_image(p)) for p in paths]
-    qualities = [float(q) for q in args.qualities.split(",")]
-    sidecar = _calibration_path(args.out)
-    kept: calibration.PerImage = {}
-    members = list(args.members)
-    if args.remeasure == "new" and sidecar.is_file():
-        stored = _per_image_from_json(json.loads(sidecar.read_text()))
-        names = {path: read_info(path).name for path in members}
-        kept = {names[p]: stored[names[p]] for p in members if names[p] in stored}
-        members = [p for p in members if names[p] not in stored]
-        print("reused: " + (", ".join(sorted(kept)) or "none"))
-    per_image = {**kept, **calibration.measure_per_image(members, images, qualities)}
+    images = _images(args.calibration, args.images)
+    per_image = _measured(list(args.members), images, args, _calibration_path(args.out))
     curves = calibration.mean_curves(per_image)
     for name, points in curves:
         print(name)
@@ -136,18 +147,106 @@ def main(argv: list[str] | None = None) -> int:
         "curves": {name: points for name, points in curves},
         "command": "python scripts/make_family.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    table = {
-        name: {f"{q:g}": [[round(b, 5), round(p, 3)] for b, p in runs] for q, runs in table.items()}
-        for name, table in per_image.items()
-    }
-    _calibration_path(args.out).write_text(json.dumps(table, separators=(",", ":")) + "\n")
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
     built = calibration.build(
         args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade, fixed, tops
     )
+    variants = tuple(_calibrated(args, v, built, folders.get(v.kind), rule, fixed, tops) for v in variants)
     family.save(dataclasses.replace(built, variants=variants), args.out)
     print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
     return 0
+
+
+def _images(folder: Path, count: int, kind: family.Variant | None = None) -> list[tuple[str, ImageData]]:
+    """The first ``count`` images of a folder (of ``kind``'s flatness, for a variant)."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = []
+    for path in paths:
+        image = read_image(path)
+        if kind is None or flat_share(image.rgb) >= kind.flat_share:
+            images.append((path.name, image))
+        if len(images) == count:
+            break
+    return images
+
+
+def _measured(
+    members: list[Path], images: list[tuple[str, ImageData]], args: argparse.Namespace, sidecar: Path
+) -> calibration.PerImage:
+    """Each model's per-image measurements, kept in ``sidecar`` (with ``--remeasure new``, the
+    models stored there are not measured again)."""
+    qualities = [float(q) for q in args.qualities.split(",")]
+    kept: calibration.PerImage = {}
+    if args.remeasure == "new" and sidecar.is_file():
+        stored = _per_image_from_json(json.loads(sidecar.read_text()))
+        names = {path: read_info(path).name for path in members}
+        kept = {names[p]: stored[names[p]] for p in members if names[p] in stored}
+        members = [p for p in members if names[p] not in stored]
+        print("reused: " + (", ".join(sorted(kept)) or "none"))
+    per_image = {**kept, **calibration.measure_per_image(members, images, qualities)}
+    table = {
+        name: {f"{q:g}": [[round(b, 5), round(p, 3)] for b, p in runs] for q, runs in table.items()}
+        for name, table in per_image.items()
+    }
+    sidecar.write_text(json.dumps(table, separators=(",", ":")) + "\n")
+    return per_image
+
+
+def _calibrated(
+    args: argparse.Namespace,
+    variant: family.Variant,
+    built: family.Family,
+    folder: Path | None,
+    rule: family.TopRule | None,
+    fixed: dict[str, float],
+    tops: dict[str, float],
+) -> family.Variant:
+    """A variant with stand-ins for the members the family kept and, given a ``folder``, slices of
+    its own, built as the family's are from the stand-ins' curves on the images there of its kind."""
+    kept = {m.model for m in built.members}
+    dropped = sorted(set(variant.models) - kept)
+    if dropped:
+        print(f"variant {variant.kind}: no stand-in for {', '.join(dropped)} (not a member)")
+    variant = dataclasses.replace(variant, models={a: b for a, b in variant.models.items() if a in kept})
+    if folder is None or not variant.models:
+        return variant
+    sidecar = _calibration_path(args.out, variant.kind)
+    if args.remeasure == "no":
+        per_image = _per_image_from_json(json.loads(sidecar.read_text()))
+    else:
+        images = _images(folder, args.images, variant)
+        if not images:
+            raise SystemExit(f"{folder}: no images of kind {variant.kind!r} to calibrate on")
+        standins = [_standin_path(args.out.parent, name) for name in variant.models.values()]
+        per_image = _measured(standins, images, args, sidecar)
+    swap = variant.models
+    built = calibration.build(
+        args.name,
+        calibration.mean_curves(per_image),
+        args.out.parent,
+        {},
+        per_image,
+        args.match,
+        rule,
+        args.fade,
+        {swap.get(name, name): ratio for name, ratio in fixed.items()},
+        {swap.get(name, name): q for name, q in tops.items()},
+    )
+    return dataclasses.replace(variant, members=built.members)
+
+
+def _standin_path(folder: Path, name: str) -> Path:
+    """A stand-in's model file: beside the family file first, then the usual model search."""
+    beside = folder / f"{name}.pt"
+    return beside if beside.is_file() else resolve(name)
+
+
+def _named(parser: argparse.ArgumentParser, spec: str, flag: str, what: str) -> tuple[str, Path]:
+    """A ``FLAG NAME=PATH`` option as (name, path)."""
+    name, sep, value = spec.partition("=")
+    if not sep or not name or not value:
+        parser.error(f"{flag} needs KIND={what}, got {spec!r}")
+    return name, Path(value)
 
 
 def _named_values(
@@ -176,9 +275,11 @@ def _variant(parser: argparse.ArgumentParser, spec: str) -> family.Variant:
         parser.error(f"--variant needs KIND:SHARE:MODEL=STANDIN,..., got {spec!r}")
 
 
-def _calibration_path(out: Path) -> Path:
-    """Where every calibration image's measurements are kept, beside the family file."""
-    return out.with_name(out.name.removesuffix(family.FAMILY_SUFFIX) + ".calibration.json")
+def _calibration_path(out: Path, kind: str | None = None) -> Path:
+    """Where every calibration image's measurements are kept, beside the family file (a variant's
+    in a file of its own: its images are others)."""
+    stem = out.name.removesuffix(family.FAMILY_SUFFIX) + (f".{kind}" if kind else "")
+    return out.with_name(stem + ".calibration.json")
 
 
 def _per_image_from_json(data: dict) -> calibration.PerImage:

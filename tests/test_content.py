@@ -20,6 +20,12 @@ from tests.conftest import make_model, photo_like
 runner = CliRunner()
 
 
+_OWN = [  # a graphics variant's own slices: hi-g takes over at -q 70 from its own -q 35
+    {"model": "lo-g", "quality": [0, 70], "local_quality": [0, 90]},
+    {"model": "hi-g", "quality": [70, 100], "local_quality": [35, 100]},
+]
+
+
 def _family_file(folder: Path, variants: object) -> Path:
     path = folder / f"duo{family.FAMILY_SUFFIX}"
     members = [
@@ -113,6 +119,11 @@ def test_a_kind_nobody_serves_is_an_error_and_a_single_model_serves_photos(duo: 
         ],
         [{"kind": "graphics", "models": {"lo": "lo-g"}}],
         {"graphics": 0.6},
+        [{"kind": "graphics", "flat_share": 0.6, "models": {"lo": "lo-g"}, "members": _OWN[:1]}],  # gap
+        [
+            {"kind": "graphics", "flat_share": 0.6, "models": {"lo": "lo-g"}, "members": _OWN}
+        ],  # not a stand-in
+        [{"kind": "graphics", "flat_share": 0.6, "models": {"lo": "lo-g"}, "members": []}],
     ],
 )
 def test_bad_variants_are_refused(tmp_path: Path, variants: object):
@@ -172,3 +183,29 @@ def test_bench_measures_the_files_of_the_kind_it_is_told(duo: Path, tmp_path: Pa
         point = bench.run(tmp_path, ["aec"], "duo", "cpu", {"aec": [50]}, content=kind).points["aec"][0]
         size = len(codec.encode(_photo(), "duo", 50, "cpu", content=kind).data)
         assert point.bpp == pytest.approx(8 * size / (48 * 64))
+
+
+def test_a_variant_with_slices_of_its_own_codes_graphics_there(duo: Path):
+    path = duo / f"duo{family.FAMILY_SUFFIX}"
+    _family_file(duo, [{"kind": "graphics", "flat_share": 0.6, "models": {"lo": "lo-g", "hi": "hi-g"},
+                        "members": _OWN}])  # fmt: skip
+    fam = family.load_family(path)
+    assert fam.for_kind("graphics").members == fam.variants[0].members
+    assert fam.member_named("hi-g") == fam.variants[0].members[1]  # decoding finds the stand-in's own
+    family.save(fam, path)
+    assert family.load_family(path).variants == fam.variants
+    graphic, photo = _graphic(), _photo()
+    for quality, drawn_by, photo_by in ((50, "lo-g", "hi"), (85, "hi-g", "hi")):
+        drawn = codec.encode(graphic, "duo", quality, "cpu")
+        assert (drawn.header.model_name, codec.encode(photo, "duo", quality, "cpu").header.model_name) == (
+            drawn_by,
+            photo_by,
+        )
+        assert codec.decode(drawn.data, "cpu", "duo").width == 64
+    alone = codec.encode(graphic, duo / "lo-g.pt", 90 * 50 / 70, "cpu")  # lo-g's own -q at global 50
+    in_family = codec.encode(graphic, "duo", 50, "cpu")
+    assert in_family.header.step == pytest.approx(alone.header.step)
+    assert len(in_family.data) == len(alone.data)
+    assert np.array_equal(codec.decode(in_family.data, "cpu").rgb, codec.decode(alone.data, "cpu").rgb)
+    listing = runner.invoke(app, ["models"])
+    assert "lo-g for -q 0-70, hi-g for -q 70-100" in listing.stdout

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from aecompress import synthetic
 from aecompress.modelfile import save_model
 from tests.conftest import REPO, photo_like, tiny_hyperprior
 
@@ -103,11 +104,28 @@ def test_batch_dataloading_startup_and_large_image_run(tiny: dict[str, Path]) ->
 
 def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, Path]) -> None:
     family = tiny["root"] / "tiny.family.json"
+    drawn = tiny["root"] / "drawn"  # two graphics and a photo: the variant calibrates on the two
+    drawn.mkdir(exist_ok=True)
+    for i, kind in enumerate(("comic", "screen")):
+        Image.fromarray(synthetic.render(kind, 5, 96, 64)).save(drawn / f"g{i}.png")
+    Image.fromarray(photo_like(64, 96, seed=9)).save(drawn / "photo.png")
+    for seed, name in ((6, "hyper-g"), (7, "hyper-low-g")):
+        save_model(tiny_hyperprior(seed=seed), tiny["root"] / f"{name}.pt", name, {"note": "test model"})
     _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "tiny", "--members", str(tiny["low"]),
          str(tiny["high"]), "--calibration", str(tiny["data"]), "--images", "2", "--qualities", "0,50,100",
-         "--threads", "1", "--out", str(family))  # fmt: skip
+         "--threads", "1", "--variant", "graphics:0.6:hyper-low=hyper-low-g,hyper=hyper-g",
+         "--variant-calibration", f"graphics={drawn}", "--out", str(family))  # fmt: skip
     built = json.loads(family.read_text())
     assert built["kind"] == "aecompress-family" and len(built["members"]) >= 1
+    standins = {"hyper-low": "hyper-low-g", "hyper": "hyper-g"}  # for the members the family kept
+    variant = built["variants"][0]
+    assert variant["models"] == {m["model"]: standins[m["model"]] for m in built["members"]}
+    own = variant["members"]
+    assert own and {m["model"] for m in own} <= set(variant["models"].values())
+    assert (own[0]["quality"][0], own[-1]["quality"][1]) == (0, 100)
+    measured = json.loads((tiny["root"] / "tiny.graphics.calibration.json").read_text())
+    assert sorted(measured) == sorted(variant["models"].values())
+    assert [len(runs) for runs in measured["hyper-g"].values()] == [2, 2, 2]  # the photo left out
     # a rebuild from stored measurements (two members that both pay), the upper one fixed
     per_image = {
         "low": {"0": [[0.1, 25.0], [0.2, 26.0]], "100": [[0.5, 30.0], [0.8, 31.0]]},
@@ -128,6 +146,12 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     pinned = [(m["model"], m.get("fixed_start", False)) for m in rebuilt["members"]]
     assert pinned == [("low", False), ("high", True)]
     assert rebuilt["variants"] == [{"kind": "graphics", "flat_share": 0.6, "models": {"high": "high-g"}}]
+    (tiny["root"] / "two.graphics.calibration.json").write_text(json.dumps({"high-g": per_image["high"]}))
+    _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
+         "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
+         "--out", str(stored))  # fmt: skip
+    own = json.loads(stored.read_text())["variants"][0]["members"]
+    assert [(m["model"], m["quality"], m["local_quality"]) for m in own] == [("high-g", [0, 100], [0, 100])]
     assert rebuilt["match"] == 1.03 and "--fixed high=1.0" in rebuilt["card"]["rebuilt"]
     dictionaries = tiny["root"] / "set.zdict"
     _run(tiny, str(REPO / "scripts/train_dictionaries.py"), "--data", str(tiny["data"]), "--every", "1",
