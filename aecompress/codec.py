@@ -59,7 +59,8 @@ def encode(
         return EncodeResult(data, header, dev)
     placer = placement.Placer(model, image, dev, tile, once=True, content=content)
     path, local = placer.place(quality)
-    data, header = pack_file(path, image, placer.analysis(path), local, quality, effort, dev)
+    latents = placer.analysis(path)
+    data, header = pack_file(path, image, latents, local, quality, effort, dev, placer.residual(quality))
     return EncodeResult(data, header, dev)
 
 
@@ -101,8 +102,10 @@ def encode_many(
 
     def packed(index: int) -> EncodeResult:
         placer = placers[index]
-        path, local = placer.place(quality)  # an image larger than a tile is analysed here
-        data, header = pack_file(path, images[index], placer.analysis(path), local, quality, effort, dev)
+        path, local = placer.place(quality)
+        latents = placer.analysis(path)  # an image larger than a tile is analysed here
+        residual = placer.residual(quality)
+        data, header = pack_file(path, images[index], latents, local, quality, effort, dev, residual)
         placer.latents.clear()
         return EncodeResult(data, header, dev)
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from aecompress.errors import ModelError
+from aecompress.format import MAX_RESIDUAL_STEP, MIN_RESIDUAL_STEP
 from aecompress.modelfile import DEFAULT_MODEL, resolve, search_dirs, search_files
 
 FAMILY_KIND = "aecompress-family"
@@ -62,6 +63,7 @@ class Member:
     local_quality: tuple[float, float]  # the member's own -q at the ends of that range
     top_by_rate: TopRule | None = None  # a lower top, per image, for images it codes at high rates
     fixed_start: bool = False  # in a matched family: starts at local_quality[0] for every image
+    residual: tuple[float, float] | None = None  # a pixel residual's step at the ends of its range
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,14 @@ class Family:
             return min(100.0, max(0.0, min(join, start + t / fade * (join - start))))
         return min(100.0, max(0.0, lo + t * (hi - lo)))
 
+    def residual_step(self, index: int, t: float) -> float | None:
+        """The step of the pixel residual (``aecompress.residual``) member ``index`` adds at
+        fraction ``t`` of its range, geometric between its ends; None for a member without."""
+        steps = self.members[index].residual
+        if steps is None:
+            return None
+        return math.exp(math.log(steps[0]) + t * (math.log(steps[1]) - math.log(steps[0])))
+
     def needs_start(self, index: int, t: float) -> bool:
         """Whether member ``index`` at fraction ``t`` of its range depends on the image's start
         (and so on the previous member's analysis)."""
@@ -239,6 +249,7 @@ def _members_json(members: tuple[Member, ...]) -> list[dict[str, Any]]:
         {"model": m.model, "quality": list(m.quality), "local_quality": list(m.local_quality)}
         | ({"top_by_rate": dataclasses.asdict(m.top_by_rate)} if m.top_by_rate else {})
         | ({"fixed_start": True} if m.fixed_start else {})
+        | ({"residual": list(m.residual)} if m.residual else {})
         for m in members
     ]
 
@@ -253,6 +264,7 @@ def _members(path: Path, value: Any) -> tuple[Member, ...]:
                 _pair(m["local_quality"]),
                 _rule(m.get("top_by_rate")),
                 _flag(m.get("fixed_start", False)),
+                _steps(m.get("residual")),
             )
             for m in value
         )
@@ -302,6 +314,16 @@ def _rule(value: Any) -> TopRule | None:
     if not (rule.bpp > 0 and 0 <= rule.per_octave <= 100 and 0 <= rule.lowest <= 100):
         raise ValueError("top_by_rate needs bpp > 0, per_octave and lowest in 0..100")
     return rule
+
+
+def _steps(value: Any) -> tuple[float, float] | None:
+    """A member's residual steps, each a step the file format stores (falling: -q rising)."""
+    if value is None:
+        return None
+    hi, lo = _pair(value)
+    if not (MIN_RESIDUAL_STEP <= lo <= hi <= MAX_RESIDUAL_STEP):
+        raise ValueError(f"residual steps must fall within {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
+    return hi, lo
 
 
 def _flag(value: Any) -> bool:

@@ -32,11 +32,14 @@ from aecompress.coding import (
 from aecompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 SIGNATURE = b"\x89AEC\r\n\x1a\n"
-FORMAT_VERSION = 6  # the newest version read (files are written in the oldest that holds them)
+FORMAT_VERSION = 7  # the newest version read (files are written in the oldest that holds them)
 PLANAR_VERSION = 3  # the version that introduced int16 latents as zigzag byte planes
 TENSOR_VERSION = 4  # the version that codes integer tensors as context-classed streams (TNSR)
 GROUPED_VERSION = 5  # the version that added scheme 3 (scale classes grouped into shared streams)
 SLICED_VERSION = 6  # the version that added latents coded in channel slices (roles 16 + k)
+RESIDUAL_VERSION = 7  # the version that added a pixel residual over the decoded image (RESD)
+RESIDUAL_INT8 = 1  # RESD layout: the quantized residual as int8, pixel by pixel (R, G, B), one zstd frame
+MIN_RESIDUAL_STEP, MAX_RESIDUAL_STEP = 2.0, 255.0
 MAX_TENSORS = 1 + MAX_SLICES  # the hyper-latents and up to MAX_SLICES latent slices
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 30
@@ -53,6 +56,7 @@ LEGACY_INT16_CODE = 2  # int16 little-endian, as version 2 wrote it (still read)
 
 _FIXED = struct.Struct("<IIBBBH16sIIHIIBf")
 _CHUNK_HEAD = struct.Struct("<4sI")
+_RESIDUAL_HEAD = struct.Struct("<fB")
 _CRC = struct.Struct("<I")
 
 
@@ -90,6 +94,31 @@ class AecHeader:
         return self.channels * self.latent_height * self.latent_width * self.dtype.itemsize
 
 
+@dataclass(frozen=True)
+class ResidualChunk:
+    """A pixel residual over the decoded image (``aecompress.residual``): the difference from
+    the original, quantized with ``step`` and stored as int8 per pixel and channel in one zstd
+    frame (``RESIDUAL_INT8``)."""
+
+    step: float
+    frame: bytes
+    layout: int = RESIDUAL_INT8
+
+    def to_bytes(self) -> bytes:
+        return _RESIDUAL_HEAD.pack(self.step, self.layout) + self.frame
+
+
+def _parse_residual(data: bytes) -> ResidualChunk:
+    if len(data) < _RESIDUAL_HEAD.size:
+        raise FormatError("residual chunk is cut short")
+    step, layout = _RESIDUAL_HEAD.unpack_from(data)
+    if layout != RESIDUAL_INT8:
+        raise FormatError(f"residual chunk uses an unknown layout {layout}")
+    if not (np.isfinite(step) and MIN_RESIDUAL_STEP <= step <= MAX_RESIDUAL_STEP):
+        raise FormatError(f"residual step {step} is outside {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
+    return ResidualChunk(float(step), data[_RESIDUAL_HEAD.size :], layout)
+
+
 @dataclass
 class AecFile:
     """A parsed .aec file: header, quantized latents and the optional chunks."""
@@ -103,6 +132,16 @@ class AecFile:
     exif: bytes | None = None
     chunk_sizes: dict[str, int] = field(default_factory=dict)
     file_size: int = 0
+    residual: ResidualChunk | None = None
+
+    def residual_array(self) -> np.ndarray | None:
+        """The quantized residual as an (H, W, 3) int8 array (times ``residual.step``: pixel
+        values), or None."""
+        if self.residual is None:
+            return None
+        h = self.header
+        raw = inflate(self.residual.frame, h.width * h.height * 3, "residual")
+        return np.frombuffer(raw, dtype=np.int8).reshape(h.height, h.width, 3)
 
     def alpha_array(self) -> np.ndarray | None:
         """The lossless alpha plane as an (H, W) uint8 array, or None."""
@@ -282,17 +321,22 @@ def pack(
     icc: bytes | None = None,
     exif: bytes | None = None,
     order: np.ndarray | None = None,
+    residual: ResidualChunk | None = None,
 ) -> bytes:
     """Serialize a header, coded integer tensors (``aecompress.coding``) and the optional chunks
-    into .aec bytes: version 5 when a tensor uses scheme 3, else version 4, so a file stays
-    readable by the releases that can read what it holds. ``order`` is the latent channels'
-    stored order."""
+    into .aec bytes: version 7 with a residual, 6 with latent slices, 5 when a tensor uses
+    scheme 3, else 4, so a file stays readable by the releases that can read what it holds.
+    ``order`` is the latent channels' stored order."""
     _check_latent_tensors(header, tensors)
     sliced = any(t.role >= ROLE_SLICE for t in tensors)
     grouped = any(t.scheme == SCHEME_GROUPED_CLASSES for t in tensors)
     version = SLICED_VERSION if sliced else GROUPED_VERSION if grouped else TENSOR_VERSION
+    version = RESIDUAL_VERSION if residual is not None else version
     out = _head(header, version) + _order_chunk(header, order)
     out.append(_chunk(b"TNSR", tensor_table(tensors)))
+    if residual is not None:
+        _parse_residual(residual.to_bytes())  # refuse a step or layout no reader would take
+        out.append(_chunk(b"RESD", residual.to_bytes()))
     return b"".join(out + _tail(header, alpha, icc, exif))
 
 
@@ -414,7 +458,7 @@ def unpack(data: bytes) -> AecFile:
             break
         if kind in found:
             raise FormatError(f"chunk {kind!r} appears twice")
-        if kind in (b"LATN", b"TNSR", b"CORD", b"ALPH", b"ICCP", b"EXIF"):
+        if kind in (b"LATN", b"TNSR", b"CORD", b"ALPH", b"ICCP", b"EXIF", b"RESD"):
             found[kind] = payload
             sizes[kind.decode("ascii")] = length
         elif kind[:1].isupper():
@@ -435,6 +479,10 @@ def unpack(data: bytes) -> AecFile:
         raise FormatError(
             f"coding scheme 3 needs format version {GROUPED_VERSION}, the file is version {header.version}"
         )
+    if b"RESD" in found and header.version < RESIDUAL_VERSION:
+        raise FormatError(
+            f"a residual needs format version {RESIDUAL_VERSION}, the file is version {header.version}"
+        )
     has_alpha = header.mode in ("LA", "RGBA")
     if has_alpha != (b"ALPH" in found):
         raise FormatError("alpha chunk presence disagrees with the colour mode")
@@ -449,6 +497,7 @@ def unpack(data: bytes) -> AecFile:
         exif=found.get(b"EXIF"),
         chunk_sizes=sizes,
         file_size=len(data),
+        residual=_parse_residual(found[b"RESD"]) if b"RESD" in found else None,
     )
 
 
@@ -514,6 +563,8 @@ def describe(aec: AecFile) -> dict[str, object]:
         "latent_bytes": aec.chunk_sizes.get("LATN", aec.chunk_sizes.get("TNSR", 0)),
         "latent_coding": _coding_text(aec),
         "channel_order": "sorted by spread" if aec.order is not None else "natural",
+        "residual_bytes": aec.chunk_sizes.get("RESD", 0),
+        "residual_step": round(aec.residual.step, 4) if aec.residual is not None else None,
         "alpha_bytes": aec.chunk_sizes.get("ALPH", 0),
         "icc_bytes": aec.chunk_sizes.get("ICCP", 0),
         "exif_bytes": aec.chunk_sizes.get("EXIF", 0),

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from aecompress import format as aecformat
+from aecompress import residual as pixel_residual
 from aecompress.defaults import DEFAULT_QUALITY
 from aecompress.errors import AecError, FormatError
 from aecompress.imageio import ImageData
@@ -57,11 +58,15 @@ def pack_file(
     label: float,
     effort: int,
     device: torch.device,
+    residual: float | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """The file a model file makes of an image's latents at its own ``quality`` (refined first
-    with ``effort`` > 0), recording ``label`` as the -q."""
+    with ``effort`` > 0), recording ``label`` as the -q; with a pixel residual of step
+    ``residual`` over its decoded image when given."""
     net, info = model_on(path, device)
-    return refine_and_pack(net, info.name, info.weights_hash, image, latents, quality, label, effort, device)
+    return refine_and_pack(
+        net, info.name, info.weights_hash, image, latents, quality, label, effort, device, residual
+    )
 
 
 def refine_and_pack(
@@ -74,6 +79,7 @@ def refine_and_pack(
     label: float | None,
     effort: int,
     device: torch.device,
+    residual: float | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """``effort`` refinement passes on the coder's grid (none at 0), then ``pack_latents``. A
     context model has no fixed grid (it quantizes around predicted means): its files are packed
@@ -85,7 +91,7 @@ def refine_and_pack(
         latents = refine(net, latents, image.rgb, grid, effort, device, zeros=zeros)
     elif effort > 0:
         log.warning("--effort does not refine %s (a context model) yet; encoding without it", name)
-    return pack_latents(net, name, digest, image, latents, quality, label)
+    return pack_latents(net, name, digest, image, latents, quality, label, residual, device)
 
 
 def pack_latents(
@@ -96,8 +102,13 @@ def pack_latents(
     latents: torch.Tensor,
     quality: float,
     label: float | None = None,
+    residual: float | None = None,
+    device: torch.device | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
-    """Quantize at the network's own ``quality`` and pack, recording ``label`` (the asked -q)."""
+    """Quantize at the network's own ``quality`` and pack, recording ``label`` (the asked -q).
+
+    With ``residual`` (a step in pixel levels), the file also holds the difference between the
+    image and what the file without it decodes to (on ``device``), quantized with that step."""
     coded = coder_for(net).code(net, latents, quality)
     c, lh, lw = latents.shape
     header = aecformat.AecHeader(
@@ -117,6 +128,10 @@ def pack_latents(
         step=coded.step,
     )
     data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order)
+    if residual is not None:
+        base = decode_with(net, aecformat.unpack(data), device)
+        chunk = pixel_residual.make(image.rgb, base.rgb, residual)
+        data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
     return data, header
 
 
@@ -129,6 +144,7 @@ def decode_with(
     latents = coder_for(net).restore_lazily(net, aec)
     alpha = aec.alpha_array()
     rgb = synthesize(net, latents, (h.height, h.width), device or torch.device("cpu"), tile)
+    rgb = pixel_residual.apply(rgb, aec)
     return ImageData(rgb, alpha, h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
 
 
@@ -140,7 +156,7 @@ def _synthesized(
     images = []
     for aec, rgb in zip(files, pixels, strict=True):
         h = aec.header
-        crop = np.ascontiguousarray(rgb[: h.height, : h.width])
+        crop = pixel_residual.apply(np.ascontiguousarray(rgb[: h.height, : h.width]), aec)
         images.append(
             ImageData(crop, aec.alpha_array(), h.mode, h.source_mode, h.source_bits, aec.icc, aec.exif)
         )

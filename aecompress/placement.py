@@ -33,6 +33,7 @@ class Packed:
     header: aecformat.AecHeader
     path: Path
     local: float
+    residual: float | None = None
 
 
 def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
@@ -110,6 +111,12 @@ class Placer:
         local = self.family.local(index, t, start, self.top(index))
         return self.family.model_path(self.family.members[index]), local
 
+    def residual(self, quality: float) -> float | None:
+        """The step of the pixel residual the file at a global quality holds (None: none)."""
+        if self.family is None:
+            return None
+        return self.family.residual_step(*self.family.slot(quality))
+
     def analysis(self, path: Path) -> torch.Tensor:
         """The model's float latents of the image (computed on first use; bfloat16 where the
         network ran in it, ``passes.analyse(compact=True)``)."""
@@ -120,12 +127,14 @@ class Placer:
 
     def pack(self, quality: float) -> Packed:
         """The file at a global quality."""
-        return self.pack_own(*self.place(quality), quality)
+        return self.pack_own(*self.place(quality), quality, self.residual(quality))
 
-    def pack_own(self, path: Path, local: float, label: float) -> Packed:
-        """The file a model makes at its own quality ``local``, recording ``label`` as the -q."""
-        data, header = pack_file(path, self.image, self.analysis(path), local, label, 0, self.device)
-        return Packed(data, header, path, local)
+    def pack_own(self, path: Path, local: float, label: float, residual: float | None = None) -> Packed:
+        """The file a model makes at its own quality ``local``, recording ``label`` as the -q
+        (with a pixel residual of that step)."""
+        latents = self.analysis(path)
+        data, header = pack_file(path, self.image, latents, local, label, 0, self.device, residual)
+        return Packed(data, header, path, local, residual)
 
     def estimate(self, path: Path, local: float) -> float:
         """About how many bytes the model's coded latents take at its own quality ``local``."""
@@ -241,7 +250,9 @@ def encode_to_size(
             best = max(fitting, key=lambda c: _psnr_of(c, image, device))
     if effort > 0:
         latents = placer.analysis(best.path)
-        data, header = pack_file(best.path, image, latents, best.local, best.header.quality, effort, device)
+        data, header = pack_file(
+            best.path, image, latents, best.local, best.header.quality, effort, device, best.residual
+        )
         if len(data) <= budget:
             return data, header
     return best.data, best.header

@@ -28,13 +28,15 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 import zstandard
 
-from aecompress import codec, coding
+from aecompress import codec, coding, pack, passes
 from aecompress import format as aecformat
 from aecompress.errors import AecError
 from aecompress.imageio import ImageData
 from aecompress.latents import stored_integers
+from aecompress.modelfile import resolve
 
 SIG = len(aecformat.SIGNATURE)
 HEADER_START = SIG + 5  # signature, version (u8), body length (u32)
@@ -104,8 +106,8 @@ def check(kind: str, data: bytes, report: Report, target: Callable[[bytes], None
 def sample_files() -> list[bytes]:
     """Real .aec files from the current default model: RGB, RGBA with ICC and EXIF, greyscale;
     the same latents as version 4 streams; a hyperprior's (version 5, scheme 3 latents with
-    hyper-latents); a context model's (version 6, latent slices); and, last, the first file's
-    latents as version 3."""
+    hyper-latents); a context model's (version 6, latent slices); the hyperprior's with a pixel
+    residual (version 7); and, last, the first file's latents as version 3."""
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     alpha = rng.integers(0, 256, (17, 3), dtype=np.uint8)
@@ -128,7 +130,10 @@ def sample_files() -> list[bytes]:
     legacy = aecformat.pack_legacy(first.header, q, order=first.order)
     hyper = codec.encode(images[0], model="hyper", quality=40, device="cpu").data  # scheme 3, with z
     sliced = codec.encode(images[0], model="ctx", quality=60, device="cpu").data  # version 6: slices
-    return [streams, *files, hyper, sliced, legacy]
+    net, info = passes.model_on(resolve("hyper"), torch.device("cpu"))
+    latents = passes.analyse(net, rgb, torch.device("cpu"))
+    residual = pack.pack_latents(net, info.name, info.weights_hash, images[0], latents, 40, None, 8.0)[0]
+    return [streams, *files, hyper, sliced, residual, legacy]
 
 
 def header_end(data: bytes) -> int:

@@ -1,0 +1,149 @@
+"""A pixel residual over the decoded image (format version 7): made, stored, parsed and added
+back, alone and as the top of a family's range."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from aecompress import codec, family, pack, passes, residual, synthetic
+from aecompress import format as aecformat
+from aecompress.cli import app
+from aecompress.errors import FormatError, ModelError
+from aecompress.imageio import ImageData
+from aecompress.metrics import psnr
+from aecompress.modelfile import save_model
+from tests.conftest import tiny_hyperprior
+
+runner = CliRunner()
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.pt"
+    save_model(tiny_hyperprior(seed=4), path, "tiny", {"note": "test model"})
+    return path
+
+
+def _drawn(height: int = 40, width: int = 56) -> ImageData:
+    return ImageData(synthetic.render("comic", 3, width, height), None, "RGB")
+
+
+def _files(model: Path, image: ImageData, steps: list[float | None], quality: float = 30.0) -> list[bytes]:
+    net, info = passes.model_on(model, CPU)
+    latents = passes.analyse(net, image.rgb, CPU)
+    return [
+        pack.pack_latents(net, info.name, info.weights_hash, image, latents, quality, None, s, CPU)[0]
+        for s in steps
+    ]
+
+
+def test_the_residual_lifts_the_decoded_image_to_within_half_a_step(tiny: Path):
+    image = _drawn()
+    plain, coarse, fine = _files(tiny, image, [None, 64.0, 4.0])
+    assert aecformat.unpack(plain).header.version < aecformat.RESIDUAL_VERSION
+    base = codec.decode(plain, "cpu", tiny).rgb
+    for data, step in ((coarse, 64.0), (fine, 4.0)):
+        aec = aecformat.unpack(data)
+        assert aec.header.version == aecformat.RESIDUAL_VERSION and aec.residual is not None
+        assert aec.residual.step == step and aecformat.describe(aec)["residual_step"] == step
+        assert aecformat.describe(aec)["residual_bytes"] == len(aec.residual.to_bytes())
+        back = codec.decode(data, "cpu", tiny).rgb
+        error = np.abs(back.astype(int) - image.rgb.astype(int))
+        assert error.max() <= step / 2 + 0.5  # no difference here is past the int8 range
+        assert np.array_equal(codec.decode_many([data], "cpu", tiny)[0].rgb, back)  # the batch path too
+    assert psnr(image.rgb, base) < psnr(image.rgb, codec.decode(coarse, "cpu", tiny).rgb)
+    assert len(plain) < len(coarse) < len(fine)
+    assert psnr(image.rgb, codec.decode(fine, "cpu", tiny).rgb) > 45
+
+
+def test_residual_values_round_and_clip_as_stored():
+    original = np.array([[[0, 255, 100]], [[200, 10, 128]]], np.uint8)
+    decoded = np.array([[[255, 0, 97]], [[190, 10, 140]]], np.uint8)
+    chunk = residual.make(original, decoded, 2.0)
+    header = aecformat.AecHeader(
+        1, 2, "RGB", "RGB", 8, 50, "m", b"\0" * 16, 16, 100, 1, 1, np.dtype(np.int8), 1.0
+    )
+    aec = aecformat.AecFile(header, b"", residual=chunk)
+    assert aec.residual_array().tolist() == [[[-127, 127, 2]], [[5, 0, -6]]]  # ±255 clipped to ±127
+    assert residual.apply(decoded, aec).tolist() == [[[1, 254, 101]], [[200, 10, 128]]]
+    assert residual.apply(decoded, aecformat.AecFile(header, b"")) is decoded
+    for step in (1.0, 300.0, float("nan")):
+        with pytest.raises(ValueError):
+            residual.make(original, decoded, step)
+
+
+def test_damaged_or_misplaced_residual_chunks_are_refused(tiny: Path):
+    plain, data = _files(tiny, _drawn(), [None, 16.0])
+    aec = aecformat.unpack(data)
+    assert aec.residual is not None
+    good = aec.residual.to_bytes()
+    start = data.index(b"RESD")  # a chunk: kind, length, data, CRC
+    end = start + 8 + len(good) + 4
+    for bad, message in (
+        (good[:3], "cut short"),
+        (good[:4] + b"\x09" + good[5:], "unknown layout"),
+        (np.float32(1000.0).tobytes() + good[4:], "outside"),
+    ):
+        with pytest.raises(FormatError, match=message):
+            aecformat.unpack(data[:start] + aecformat._chunk(b"RESD", bad) + data[end:])
+    with pytest.raises(FormatError, match="residual"):  # the residual frame is cut
+        aecformat.unpack(data[:start] + aecformat._chunk(b"RESD", good[:-9]) + data[end:]).residual_array()
+    older = plain.index(b"AEND")  # a residual inside a file of an older version
+    with pytest.raises(FormatError, match="needs format version 7"):
+        aecformat.unpack(plain[:older] + aecformat._chunk(b"RESD", good) + plain[older:])
+    assert aecformat.unpack(plain).residual is None and aecformat.unpack(plain).residual_array() is None
+
+
+def _family(folder: Path, tail: object) -> Path:
+    path = folder / f"tail{family.FAMILY_SUFFIX}"
+    members = [
+        {"model": "tiny", "quality": [0, 60], "local_quality": [0, 40]},
+        {
+            "model": "tiny",
+            "quality": [60, 100],
+            "local_quality": [40, 40],
+            "fixed_start": True,
+            "residual": tail,
+        },
+    ]
+    path.write_text(json.dumps({"kind": family.FAMILY_KIND, "name": "tail", "members": members}))
+    return path
+
+
+def test_a_family_tail_adds_the_residual_from_where_its_member_stops(tiny: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("AECOMPRESS_MODELS", str(tmp_path))
+    path = _family(tmp_path, [128, 8])
+    fam = family.load_family(path)
+    assert fam.residual_step(1, 0.0) == pytest.approx(128) and fam.residual_step(1, 1.0) == pytest.approx(8)
+    assert fam.residual_step(1, 0.5) == pytest.approx(32)  # geometric: -q moves the rate evenly
+    assert fam.residual_step(0, 0.5) is None
+    family.save(fam, path)
+    assert family.load_family(path).members == fam.members
+    image = _drawn()
+    sizes, top = [], codec.encode(image, tiny, 40, "cpu").header.step
+    for quality in (59, 60, 80, 100):
+        result = codec.encode(image, "tail", quality, "cpu")
+        aec = aecformat.unpack(result.data)
+        assert (aec.residual is None) == (quality < 60)
+        assert (aec.header.step == pytest.approx(top)) == (quality >= 60)  # the tail: the member's top
+        sizes.append(len(result.data))
+    assert sizes == sorted(sizes)
+    assert json.loads(runner.invoke(app, ["info", "--json", str(_saved(tmp_path, "tail", 100))]).stdout)[0][
+        "residual_step"
+    ] == pytest.approx(8)
+    for bad in ([1, 8], [8, 128], [300, 8], "x"):
+        with pytest.raises(ModelError):
+            family.load_family(_family(tmp_path, bad))
+
+
+def _saved(folder: Path, model: str, quality: float) -> Path:
+    out = folder / f"drawn-{quality:g}.aec"
+    out.write_bytes(codec.encode(_drawn(), model, quality, "cpu").data)
+    return out
