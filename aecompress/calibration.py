@@ -7,6 +7,7 @@ reads at run time (``aecompress.family``). Nothing else imports this module.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from aecompress import pack, passes
 from aecompress.device import select_device
 from aecompress.errors import ModelError
 from aecompress.family import Family, Member, TopRule
-from aecompress.format import unpack
+from aecompress.format import MAX_RESIDUAL_STEP, MIN_RESIDUAL_STEP, unpack
 from aecompress.metrics import psnr
 
 Point = tuple[float, float, float]  # (member's own -q, mean bpp, mean PSNR)
@@ -121,6 +122,34 @@ def build(
         members.append(Member(model, (edge, top), (pts[0][0], pts[-1][0]), rules[i], pinned))
         edge = top
     return Family(name, tuple(members), folder, card or {}, match, fade if match is not None else None)
+
+
+def with_residual_tail(
+    members: Sequence[Member], start: float, top: float, steps: tuple[float, float]
+) -> tuple[Member, ...]:
+    """The members squeezed into the global -q 0..``start``, the last one stopping at its own
+    ``top``, and from ``start`` to 100 that member at ``top`` plus a pixel residual whose step
+    falls from ``steps[0]`` to ``steps[1]`` (``aecompress.residual``): where a member's PSNR
+    levels off (drawn graphics), the residual keeps the curve rising."""
+    last = members[-1]
+    if last.top_by_rate is not None:
+        raise ModelError(f"{last.model} tops out per image (top_by_rate): a residual tail needs a fixed top")
+    if not 0 < start < 100:
+        raise ModelError(f"a residual tail starts inside 0..100, not at {start:g}")
+    if not MIN_RESIDUAL_STEP <= steps[1] <= steps[0] <= MAX_RESIDUAL_STEP:
+        raise ModelError(f"residual steps fall within {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
+    if not last.local_quality[0] <= top <= 100:
+        raise ModelError(
+            f"{last.model} starts at its -q {last.local_quality[0]:.4g}: a tail at {top:g} is below it"
+        )
+    scale = start / 100
+    squeezed = [
+        dataclasses.replace(m, quality=(round(m.quality[0] * scale, 2), round(m.quality[1] * scale, 2)))
+        for m in members
+    ]
+    squeezed[-1] = dataclasses.replace(squeezed[-1], quality=(squeezed[-1].quality[0], start),
+                                       local_quality=(last.local_quality[0], top))  # fmt: skip
+    return (*squeezed, Member(last.model, (start, 100.0), (top, top), None, True, steps))
 
 
 def per_image_curve(per_image: PerImage, model: str) -> list[Point]:

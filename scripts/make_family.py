@@ -19,6 +19,11 @@ way from their curves on the images of FOLDER that are of that kind (generated o
 `python benchmarks/synthetic_set.py FOLDER --first-seed 5000`, seeds apart from any benchmark's),
 measured into NAME.KIND.calibration.json beside --out. Stand-in model files are looked for beside
 --out first.
+
+`--residual-tail graphics=80:50:128:6` ends a kind's range (photo, the family's own, when no KIND
+is named) with a pixel residual: its members squeezed into `-q` 0-80, the last stopping at its
+own -q 50, and from 80 to 100 that member at 50 plus a residual whose step falls from 128 to 6
+(aecompress/residual.py). Pick the numbers from `benchmarks/residual.py` on calibration images.
 """
 
 from __future__ import annotations
@@ -105,14 +110,26 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KIND=FOLDER",
         help="give KIND's stand-ins slices of their own, calibrated on FOLDER's images of that kind",
     )
+    parser.add_argument(
+        "--residual-tail",
+        action="append",
+        default=[],
+        metavar="[KIND=]FROM:TOP:STEP_FROM:STEP_100",
+        help="end KIND's range (default: photo) with its last member at its own -q TOP plus a pixel "
+        "residual, from the global -q FROM, its step falling from STEP_FROM to STEP_100",
+    )
     args = parser.parse_args(argv)
     variants = tuple(_variant(parser, spec) for spec in args.variant)
+    tails = dict(_tail(parser, spec) for spec in args.residual_tail)
     folders = dict(
         _named(parser, spec, "--variant-calibration", "FOLDER") for spec in args.variant_calibration
     )
     unknown = set(folders) - {v.kind for v in variants}
     if unknown:
         parser.error(f"--variant-calibration names no --variant: {', '.join(sorted(unknown))}")
+    unknown = set(tails) - {v.kind for v in variants} - {family.PHOTO}
+    if unknown:
+        parser.error(f"--residual-tail names no --variant: {', '.join(sorted(unknown))}")
     fixed = _named_values(parser, args.fixed, "--fixed", "RATIO", (0.5, 2.0))
     tops = _named_values(parser, args.top, "--top", "Q", (0.0, 100.0))
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
@@ -130,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = tuple(
             _calibrated(args, v, rebuilt, folders.get(v.kind), rule, fixed, tops) for v in variants
         )
-        family.save(dataclasses.replace(rebuilt, variants=variants), args.out)
+        family.save(_tailed(dataclasses.replace(rebuilt, variants=variants), tails), args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
         return 0
     if not args.members or not args.calibration:
@@ -152,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade, fixed, tops
     )
     variants = tuple(_calibrated(args, v, built, folders.get(v.kind), rule, fixed, tops) for v in variants)
-    family.save(dataclasses.replace(built, variants=variants), args.out)
+    family.save(_tailed(dataclasses.replace(built, variants=variants), tails), args.out)
     print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
     return 0
 
@@ -233,6 +250,38 @@ def _calibrated(
         {swap.get(name, name): q for name, q in tops.items()},
     )
     return dataclasses.replace(variant, members=built.members)
+
+
+Tail = tuple[float, float, tuple[float, float]]  # from (global -q), the member's top, the steps
+
+
+def _tail(parser: argparse.ArgumentParser, spec: str) -> tuple[str, Tail]:
+    """``--residual-tail [KIND=]FROM:TOP:STEP_FROM:STEP_100`` as (kind, tail)."""
+    kind, _, numbers = spec.rpartition("=")
+    try:
+        start, top, high, low = (float(v) for v in numbers.split(":"))
+    except ValueError:
+        parser.error(f"--residual-tail needs [KIND=]FROM:TOP:STEP_FROM:STEP_100, got {spec!r}")
+    return kind or family.PHOTO, (start, top, (high, low))
+
+
+def _tailed(built: family.Family, tails: dict[str, Tail]) -> family.Family:
+    """The family with a residual tail on each kind named in ``tails``."""
+    for kind, (start, top, steps) in tails.items():
+        if kind == family.PHOTO:
+            built = dataclasses.replace(
+                built, members=calibration.with_residual_tail(built.members, start, top, steps)
+            )
+            continue
+        variants = list(built.variants)
+        for i, v in enumerate(variants):
+            if v.kind == kind:
+                own = built.for_kind(kind).members
+                variants[i] = dataclasses.replace(
+                    v, members=calibration.with_residual_tail(own, start, top, steps)
+                )
+        built = dataclasses.replace(built, variants=tuple(variants))
+    return built
 
 
 def _standin_path(folder: Path, name: str) -> Path:

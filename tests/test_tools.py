@@ -152,6 +152,28 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
          "--out", str(stored))  # fmt: skip
     own = json.loads(stored.read_text())["variants"][0]["members"]
     assert [(m["model"], m["quality"], m["local_quality"]) for m in own] == [("high-g", [0, 100], [0, 100])]
+    _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
+         "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
+         "--residual-tail", "graphics=80:90:128:6", "--residual-tail", "95:100:64:4",
+         "--out", str(stored))  # fmt: skip
+    tailed = json.loads(stored.read_text())
+    ends = [
+        (m["model"], m["quality"], m["local_quality"], m.get("residual"))
+        for m in tailed["variants"][0]["members"]
+    ]
+    assert ends == [("high-g", [0, 80], [0, 90], None), ("high-g", [80, 100], [90, 90], [128, 6])]
+    photo = tailed["members"]
+    assert (
+        photo[-1]["quality"] == [95, 100]
+        and photo[-1]["residual"] == [64, 4]
+        and photo[-2]["quality"][1] == 95
+    )
+    out = _run(tiny, str(REPO / "benchmarks/residual.py"), "--model", str(tiny["high"]), "--data",
+               str(tiny["data"]), "-q", "20", "80", "--steps", "64", "8", "--threads", "1")  # fmt: skip
+    rows = _table_rows(out)[1:]
+    assert len(rows) == 6  # each -q alone and with each step
+    psnrs = [float(row.split("|")[4]) for row in rows]
+    assert psnrs[2] > psnrs[0] and psnrs[5] > psnrs[3]  # the finer residual restores more
     assert rebuilt["match"] == 1.03 and "--fixed high=1.0" in rebuilt["card"]["rebuilt"]
     dictionaries = tiny["root"] / "set.zdict"
     _run(tiny, str(REPO / "scripts/train_dictionaries.py"), "--data", str(tiny["data"]), "--every", "1",
