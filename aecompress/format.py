@@ -564,9 +564,8 @@ def describe(aec: AecFile) -> dict[str, object]:
         "latent_coding": _coding_text(aec),
         "channel_order": "sorted by spread" if aec.order is not None else "natural",
         "residual_bytes": aec.chunk_sizes.get("RESD", 0),
-        "residual_step": round(aec.residual.step, 4) if aec.residual is not None else None,
         "alpha_bytes": aec.chunk_sizes.get("ALPH", 0),
         "icc_bytes": aec.chunk_sizes.get("ICCP", 0),
         "exif_bytes": aec.chunk_sizes.get("EXIF", 0),
         "bpp": round(8 * aec.file_size / (h.width * h.height), 4),
-    }
+    } | ({"residual_step": round(aec.residual.step, 4)} if aec.residual is not None else {})
