@@ -125,12 +125,14 @@ def build(
 
 
 def with_residual_tail(
-    members: Sequence[Member], start: float, top: float, steps: tuple[float, float]
+    members: Sequence[Member], start: float, qualities: tuple[float, float], steps: tuple[float, float]
 ) -> tuple[Member, ...]:
     """The members squeezed into the global -q 0..``start``, the last one stopping at its own
-    ``top``, and from ``start`` to 100 that member at ``top`` plus a pixel residual whose step
-    falls from ``steps[0]`` to ``steps[1]`` (``aecompress.residual``): where a member's PSNR
-    levels off (drawn graphics), the residual keeps the curve rising."""
+    ``qualities[0]``, and from ``start`` to 100 that member climbing on to ``qualities[1]`` with a
+    pixel residual whose step falls from ``steps[0]`` to ``steps[1]`` (``aecompress.residual``):
+    where a member's PSNR levels off (drawn graphics), the residual keeps the curve rising. On
+    generated images the best pairs of the member's -q and the step climb together (a finer step
+    wants a finer base), so the tail moves both."""
     last = members[-1]
     if last.top_by_rate is not None:
         raise ModelError(f"{last.model} tops out per image (top_by_rate): a residual tail needs a fixed top")
@@ -138,9 +140,10 @@ def with_residual_tail(
         raise ModelError(f"a residual tail starts inside 0..100, not at {start:g}")
     if not MIN_RESIDUAL_STEP <= steps[1] <= steps[0] <= MAX_RESIDUAL_STEP:
         raise ModelError(f"residual steps fall within {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
-    if not last.local_quality[0] <= top <= 100:
+    if not last.local_quality[0] <= qualities[0] <= qualities[1] <= 100:
         raise ModelError(
-            f"{last.model} starts at its -q {last.local_quality[0]:.4g}: a tail at {top:g} is below it"
+            f"{last.model} starts at its -q {last.local_quality[0]:.4g}: a tail from its {qualities[0]:g} "
+            f"to {qualities[1]:g} must lie above that, rising, within 100"
         )
     scale = start / 100
     squeezed = [
@@ -148,8 +151,8 @@ def with_residual_tail(
         for m in members
     ]
     squeezed[-1] = dataclasses.replace(squeezed[-1], quality=(squeezed[-1].quality[0], start),
-                                       local_quality=(last.local_quality[0], top))  # fmt: skip
-    return (*squeezed, Member(last.model, (start, 100.0), (top, top), None, True, steps))
+                                       local_quality=(last.local_quality[0], qualities[0]))  # fmt: skip
+    return (*squeezed, Member(last.model, (start, 100.0), qualities, None, True, steps))
 
 
 def per_image_curve(per_image: PerImage, model: str) -> list[Point]:

@@ -20,10 +20,11 @@ way from their curves on the images of FOLDER that are of that kind (generated o
 measured into NAME.KIND.calibration.json beside --out. Stand-in model files are looked for beside
 --out first.
 
-`--residual-tail graphics=80:50:128:6` ends a kind's range (photo, the family's own, when no KIND
-is named) with a pixel residual: its members squeezed into `-q` 0-80, the last stopping at its
-own -q 50, and from 80 to 100 that member at 50 plus a residual whose step falls from 128 to 6
-(aecompress/residual.py). Pick the numbers from `benchmarks/residual.py` on calibration images.
+`--residual-tail graphics=61:60-100:128-4` ends a kind's range (photo, the family's own, when no
+KIND is named) with a pixel residual: its members squeezed into `-q` 0-61, the last stopping at
+its own -q 60, and from 61 to 100 that member climbing from its 60 to 100 while a residual's step
+falls from 128 to 4 (aecompress/residual.py). Pick the numbers from `benchmarks/residual.py` on
+calibration images.
 """
 
 from __future__ import annotations
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         "--residual-tail",
         action="append",
         default=[],
-        metavar="[KIND=]FROM:TOP:STEP_FROM:STEP_100",
-        help="end KIND's range (default: photo) with its last member at its own -q TOP plus a pixel "
-        "residual, from the global -q FROM, its step falling from STEP_FROM to STEP_100",
+        metavar="[KIND=]FROM:Q-Q100:STEP-STEP100",
+        help="end KIND's range (default: photo) from the global -q FROM with its last member, from "
+        "its own -q Q to Q100, plus a pixel residual whose step falls from STEP to STEP100",
     )
     args = parser.parse_args(argv)
     variants = tuple(_variant(parser, spec) for spec in args.variant)
@@ -252,17 +253,19 @@ def _calibrated(
     return dataclasses.replace(variant, members=built.members)
 
 
-Tail = tuple[float, float, tuple[float, float]]  # from (global -q), the member's top, the steps
+Tail = tuple[float, tuple[float, float], tuple[float, float]]  # from, the member's -q, the steps
 
 
 def _tail(parser: argparse.ArgumentParser, spec: str) -> tuple[str, Tail]:
-    """``--residual-tail [KIND=]FROM:TOP:STEP_FROM:STEP_100`` as (kind, tail)."""
+    """``--residual-tail [KIND=]FROM:Q-Q100:STEP-STEP100`` as (kind, tail)."""
     kind, _, numbers = spec.rpartition("=")
     try:
-        start, top, high, low = (float(v) for v in numbers.split(":"))
+        start, qualities, steps = numbers.split(":")
+        q_from, q_to = (float(v) for v in qualities.split("-"))
+        s_from, s_to = (float(v) for v in steps.split("-"))
+        return kind or family.PHOTO, (float(start), (q_from, q_to), (s_from, s_to))
     except ValueError:
-        parser.error(f"--residual-tail needs [KIND=]FROM:TOP:STEP_FROM:STEP_100, got {spec!r}")
-    return kind or family.PHOTO, (start, top, (high, low))
+        parser.error(f"--residual-tail needs [KIND=]FROM:Q-Q100:STEP-STEP100, got {spec!r}")
 
 
 def _tailed(built: family.Family, tails: dict[str, Tail]) -> family.Family:

@@ -154,14 +154,14 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     assert [(m["model"], m["quality"], m["local_quality"]) for m in own] == [("high-g", [0, 100], [0, 100])]
     _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
          "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
-         "--residual-tail", "graphics=80:90:128:6", "--residual-tail", "95:100:64:4",
+         "--residual-tail", "graphics=80:90-95:128-6", "--residual-tail", "95:100-100:64-4",
          "--out", str(stored))  # fmt: skip
     tailed = json.loads(stored.read_text())
     ends = [
         (m["model"], m["quality"], m["local_quality"], m.get("residual"))
         for m in tailed["variants"][0]["members"]
     ]
-    assert ends == [("high-g", [0, 80], [0, 90], None), ("high-g", [80, 100], [90, 90], [128, 6])]
+    assert ends == [("high-g", [0, 80], [0, 90], None), ("high-g", [80, 100], [90, 95], [128, 6])]
     photo = tailed["members"]
     assert (
         photo[-1]["quality"] == [95, 100]
