@@ -45,6 +45,7 @@ def build(
     fade: float | None = None,
     fixed: Mapping[str, float] | None = None,
     middle_tops: Mapping[str, float] | None = None,
+    last_top: float | None = None,
 ) -> Family:
     """A family from measured curves: (model, [(its -q, mean bpp, mean PSNR), ...]) per member.
 
@@ -67,6 +68,8 @@ def build(
     the images of its quality whose file is ``match`` times that top (``_matched_start``); the
     encoder finds it per image. A member named in ``fixed`` starts at the mean for its own ratio
     there, the same for every image (``Member.fixed_start``: no per-image search, one analysis).
+    ``last_top`` ends the last member at that quality of its own (where a residual tail takes
+    over: ``with_residual_tail``), its share of the scale measured to there.
     A middle member named in ``middle_tops`` runs to that quality of its own instead, even where the
     next one would start to win a little below it (the default -q kept on a faster member).
     """
@@ -109,6 +112,9 @@ def build(
         if per_image is not None:
             for i in range(len(chosen) - 1):
                 chosen[i], chosen[i + 1] = _seam(chosen[i], chosen[i + 1], per_image, first=i == 0)
+    if last_top is not None:
+        model, pts = chosen[-1]
+        chosen[-1] = (model, _until(pts, last_top))
     spans = [max(math.log(pts[-1][1]) - math.log(pts[0][1]), 1e-3) for _, pts in chosen]
     if rules[0] is not None and per_image is not None:  # the first member's span ends at each image's top
         first_model, first_pts = chosen[0]
@@ -193,6 +199,20 @@ def _matched_start(tops: Sequence[float], high: str, per_image: PerImage, match:
         by_rate = [(math.log(runs[j][0]), q) for q, runs in table]  # rising with q
         starts.append(_interpolate(by_rate, math.log(match * top_bpp)))
     return sum(starts) / len(starts)
+
+
+def _until(points: Sequence[Point], top: float) -> list[Point]:
+    """A curve up to quality ``top``, its last point interpolated there (its first point at
+    least: a top below the curve's start leaves that start)."""
+    pts = sorted(points)
+    before = [p for p in pts if p[0] < top]
+    after = [p for p in pts if p[0] >= top]
+    if not before or not after:
+        return before or [pts[0]]
+    (q0, b0, p0), (q1, b1, p1) = before[-1], after[0]
+    t = (top - q0) / (q1 - q0)
+    last = (top, math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0))), p0 + t * (p1 - p0))
+    return [*before, last]
 
 
 def _from(points: Sequence[Point], start: float) -> list[Point]:

@@ -143,10 +143,20 @@ def main(argv: list[str] | None = None) -> int:
         given = argv if argv is not None else sys.argv[1:]
         old["rebuilt"] = "python scripts/make_family.py " + " ".join(given)
         rebuilt = calibration.build(
-            args.name, curves, args.out.parent, old, per_image, args.match, rule, args.fade, fixed, tops
+            args.name,
+            curves,
+            args.out.parent,
+            old,
+            per_image,
+            args.match,
+            rule,
+            args.fade,
+            fixed,
+            tops,
+            _tail_top(tails, family.PHOTO),
         )
         variants = tuple(
-            _calibrated(args, v, rebuilt, folders.get(v.kind), rule, fixed, tops) for v in variants
+            _calibrated(args, v, tails, rebuilt, folders.get(v.kind), rule, fixed, tops) for v in variants
         )
         family.save(_tailed(dataclasses.replace(rebuilt, variants=variants), tails), args.out)
         print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
@@ -167,9 +177,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
     built = calibration.build(
-        args.name, curves, args.out.parent, card, per_image, args.match, rule, args.fade, fixed, tops
+        args.name,
+        curves,
+        args.out.parent,
+        card,
+        per_image,
+        args.match,
+        rule,
+        args.fade,
+        fixed,
+        tops,
+        _tail_top(tails, family.PHOTO),
     )
-    variants = tuple(_calibrated(args, v, built, folders.get(v.kind), rule, fixed, tops) for v in variants)
+    variants = tuple(
+        _calibrated(args, v, tails, built, folders.get(v.kind), rule, fixed, tops) for v in variants
+    )
     family.save(_tailed(dataclasses.replace(built, variants=variants), tails), args.out)
     print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
     return 0
@@ -213,6 +235,7 @@ def _measured(
 def _calibrated(
     args: argparse.Namespace,
     variant: family.Variant,
+    tails: dict[str, Tail],
     built: family.Family,
     folder: Path | None,
     rule: family.TopRule | None,
@@ -249,6 +272,7 @@ def _calibrated(
         args.fade,
         {swap.get(name, name): ratio for name, ratio in fixed.items()},
         {swap.get(name, name): q for name, q in tops.items()},
+        _tail_top(tails, variant.kind),
     )
     return dataclasses.replace(variant, members=built.members)
 
@@ -266,6 +290,11 @@ def _tail(parser: argparse.ArgumentParser, spec: str) -> tuple[str, Tail]:
         return kind or family.PHOTO, (float(start), (q_from, q_to), (s_from, s_to))
     except ValueError:
         parser.error(f"--residual-tail needs [KIND=]FROM:Q-Q100:STEP-STEP100, got {spec!r}")
+
+
+def _tail_top(tails: dict[str, Tail], kind: str) -> float | None:
+    """Where a kind's last member stops for its residual tail (None: no tail)."""
+    return tails[kind][1][0] if kind in tails else None
 
 
 def _tailed(built: family.Family, tails: dict[str, Tail]) -> family.Family:
