@@ -4,7 +4,8 @@ Golden files of every format version live in tests/assets/golden/: their decoded
 compared with the integers they were made from (rebuilt from seeds) and with SHA-256 hashes pinned
 in expected.json, and one file written by a small real hyperprior (committed beside it) pins the
 classes its integer h_s computes. ``AECOMPRESS_REGEN_GOLDEN=1 pytest tests/test_coding.py`` writes
-the synthetic ones again (only ever needed when a new format version is added).
+the synthetic ones and the version-7 residual file again (only ever needed when a new format
+version is added).
 """
 
 from __future__ import annotations
@@ -582,4 +583,54 @@ def test_golden_context_file_parses_slice_by_slice_to_the_pinned_integers() -> N
     )
     back = codec.decode(data, "cpu", GOLDEN / "context-small.pt").rgb
     reference = read_image(GOLDEN / "v6-context.png").rgb
+    assert np.abs(back.astype(int) - reference.astype(int)).max() <= 1
+
+
+def _write_residual_golden() -> None:
+    """Version 7: a drawn image coded by the small hyperprior with a residual of step 8 (run
+    only under AECOMPRESS_REGEN_GOLDEN=1; the pixels it restores are pinned beside it)."""
+    import torch
+
+    from aecompress import pack, passes, synthetic
+    from aecompress.imageio import encode_image_bytes
+
+    cpu = torch.device("cpu")
+    image = ImageData(synthetic.render("comic", 7, 56, 40), None, "RGB")
+    net, info = passes.model_on(GOLDEN / "hyperprior-small.pt", cpu)
+    latents = passes.analyse(net, image.rgb, cpu)
+    data, _ = pack.pack_latents(net, info.name, info.weights_hash, image, latents, 40.0, None, 8.0, cpu)
+    (GOLDEN / "v7-residual.aec").write_bytes(data)
+    restored = codec.decode(data, "cpu", GOLDEN / "hyperprior-small.pt")
+    (GOLDEN / "v7-residual.png").write_bytes(encode_image_bytes(restored, "PNG"))
+    aec = fmt.unpack(data)
+    values = aec.residual_array()
+    assert values is not None
+    expected_path = GOLDEN / "expected.json"
+    pinned = json.loads(expected_path.read_text())
+    pinned["v7-residual.aec"] = {
+        "version": aec.header.version,
+        "residual_step": aec.residual.step if aec.residual else None,
+        "residual_sha256": hashlib.sha256(values.tobytes()).hexdigest(),
+    }
+    expected_path.write_text(json.dumps(pinned, indent=2) + "\n")
+
+
+def test_golden_residual_file_parses_its_residual_to_the_pinned_values() -> None:
+    """Format version 7: a hyperprior file with a pixel residual (RESD). The residual's int8
+    values and step are pinned; the restored pixels, which move with the synthesis's floats,
+    may differ by one level from those written with it."""
+    if REGEN:
+        _write_residual_golden()
+    pinned = json.loads((GOLDEN / "expected.json").read_text())["v7-residual.aec"]
+    data = (GOLDEN / "v7-residual.aec").read_bytes()
+    aec = fmt.unpack(data)
+    assert aec.header.version == pinned["version"] == fmt.RESIDUAL_VERSION
+    assert aec.residual is not None and aec.residual.step == pinned["residual_step"]
+    values = aec.residual_array()
+    assert values is not None and values.shape == (aec.header.height, aec.header.width, 3)
+    assert np.count_nonzero(values) > 0  # a residual that changes pixels, not an empty chunk
+    assert hashlib.sha256(values.tobytes()).hexdigest() == pinned["residual_sha256"]
+    assert fmt.describe(aec)["residual_step"] == pinned["residual_step"]
+    back = codec.decode(data, "cpu", GOLDEN / "hyperprior-small.pt").rgb
+    reference = read_image(GOLDEN / "v7-residual.png").rgb
     assert np.abs(back.astype(int) - reference.astype(int)).max() <= 1
