@@ -131,14 +131,19 @@ def build(
 
 
 def with_residual_tail(
-    members: Sequence[Member], start: float, qualities: tuple[float, float], steps: tuple[float, float]
+    members: Sequence[Member],
+    start: float,
+    qualities: tuple[float, float],
+    steps: tuple[float, float],
+    only_last: bool = False,
 ) -> tuple[Member, ...]:
     """The members squeezed into the global -q 0..``start``, the last one stopping at its own
     ``qualities[0]``, and from ``start`` to 100 that member climbing on to ``qualities[1]`` with a
     pixel residual whose step falls from ``steps[0]`` to ``steps[1]`` (``aecompress.residual``):
     where a member's PSNR levels off (drawn graphics), the residual keeps the curve rising. On
     generated images the best pairs of the member's -q and the step climb together (a finer step
-    wants a finer base), so the tail moves both."""
+    wants a finer base), so the tail moves both. With ``only_last`` the members below the last keep
+    their ranges and only the last one's shrinks to end at ``start`` (every lower -q as before)."""
     last = members[-1]
     if last.top_by_rate is not None:
         raise ModelError(f"{last.model} tops out per image (top_by_rate): a residual tail needs a fixed top")
@@ -151,7 +156,9 @@ def with_residual_tail(
             f"{last.model} starts at its -q {last.local_quality[0]:.4g}: a tail from its {qualities[0]:g} "
             f"to {qualities[1]:g} must lie above that, rising, within 100"
         )
-    scale = start / 100
+    if only_last and start <= last.quality[0]:
+        raise ModelError(f"{last.model} starts at -q {last.quality[0]:g}: its tail must start above that")
+    scale = 1.0 if only_last else start / 100
     squeezed = [
         dataclasses.replace(m, quality=(round(m.quality[0] * scale, 2), round(m.quality[1] * scale, 2)))
         for m in members

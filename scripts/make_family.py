@@ -23,8 +23,9 @@ measured into NAME.KIND.calibration.json beside --out. Stand-in model files are 
 `--residual-tail graphics=61:60-100:128-4` ends a kind's range (photo, the family's own, when no
 KIND is named) with a pixel residual: its members squeezed into `-q` 0-61, the last stopping at
 its own -q 60, and from 61 to 100 that member climbing from its 60 to 100 while a residual's step
-falls from 128 to 4 (aecompress/residual.py). Pick the numbers from `benchmarks/residual.py` on
-calibration images.
+falls from 128 to 4 (aecompress/residual.py). A trailing `:last` (`94:100-100:12-4:last`) leaves
+the members below the last where they were and shrinks only the last one's range to end at 94.
+Pick the numbers from `benchmarks/residual.py` on calibration images.
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "--residual-tail",
         action="append",
         default=[],
-        metavar="[KIND=]FROM:Q-Q100:STEP-STEP100",
+        metavar="[KIND=]FROM:Q-Q100:STEP-STEP100[:last]",
         help="end KIND's range (default: photo) from the global -q FROM with its last member, from "
-        "its own -q Q to Q100, plus a pixel residual whose step falls from STEP to STEP100",
+        "its own -q Q to Q100, plus a pixel residual whose step falls from STEP to STEP100 (with "
+        ":last, only the last member's range shrinks to make room)",
     )
     args = parser.parse_args(argv)
     variants = tuple(_variant(parser, spec) for spec in args.variant)
@@ -277,19 +279,22 @@ def _calibrated(
     return dataclasses.replace(variant, members=built.members)
 
 
-Tail = tuple[float, tuple[float, float], tuple[float, float]]  # from, the member's -q, the steps
+# from, the member's -q, the steps, whether only the last member makes room
+Tail = tuple[float, tuple[float, float], tuple[float, float], bool]
 
 
 def _tail(parser: argparse.ArgumentParser, spec: str) -> tuple[str, Tail]:
-    """``--residual-tail [KIND=]FROM:Q-Q100:STEP-STEP100`` as (kind, tail)."""
+    """``--residual-tail [KIND=]FROM:Q-Q100:STEP-STEP100[:last]`` as (kind, tail)."""
     kind, _, numbers = spec.rpartition("=")
+    fields = numbers.split(":")
+    only_last = len(fields) == 4 and fields[3] == "last"
     try:
-        start, qualities, steps = numbers.split(":")
+        start, qualities, steps = fields[:3] if only_last else fields
         q_from, q_to = (float(v) for v in qualities.split("-"))
         s_from, s_to = (float(v) for v in steps.split("-"))
-        return kind or family.PHOTO, (float(start), (q_from, q_to), (s_from, s_to))
+        return kind or family.PHOTO, (float(start), (q_from, q_to), (s_from, s_to), only_last)
     except ValueError:
-        parser.error(f"--residual-tail needs [KIND=]FROM:Q-Q100:STEP-STEP100, got {spec!r}")
+        parser.error(f"--residual-tail needs [KIND=]FROM:Q-Q100:STEP-STEP100[:last], got {spec!r}")
 
 
 def _tail_top(tails: dict[str, Tail], kind: str) -> float | None:
@@ -299,10 +304,10 @@ def _tail_top(tails: dict[str, Tail], kind: str) -> float | None:
 
 def _tailed(built: family.Family, tails: dict[str, Tail]) -> family.Family:
     """The family with a residual tail on each kind named in ``tails``."""
-    for kind, (start, top, steps) in tails.items():
+    for kind, (start, top, steps, only_last) in tails.items():
         if kind == family.PHOTO:
             built = dataclasses.replace(
-                built, members=calibration.with_residual_tail(built.members, start, top, steps)
+                built, members=calibration.with_residual_tail(built.members, start, top, steps, only_last)
             )
             continue
         variants = list(built.variants)
@@ -310,7 +315,7 @@ def _tailed(built: family.Family, tails: dict[str, Tail]) -> family.Family:
             if v.kind == kind:
                 own = built.for_kind(kind).members
                 variants[i] = dataclasses.replace(
-                    v, members=calibration.with_residual_tail(own, start, top, steps)
+                    v, members=calibration.with_residual_tail(own, start, top, steps, only_last)
                 )
         built = dataclasses.replace(built, variants=tuple(variants))
     return built

@@ -150,7 +150,8 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
          "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
          "--out", str(stored))  # fmt: skip
-    own = json.loads(stored.read_text())["variants"][0]["members"]
+    untailed = json.loads(stored.read_text())
+    own = untailed["variants"][0]["members"]
     assert [(m["model"], m["quality"], m["local_quality"]) for m in own] == [("high-g", [0, 100], [0, 100])]
     _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
          "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
@@ -168,6 +169,12 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
         and photo[-1]["residual"] == [64, 4]
         and photo[-2]["quality"][1] == 95
     )
+    _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
+         "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
+         "--residual-tail", "95:100-100:64-4:last", "--out", str(stored))  # fmt: skip
+    below, shrunk, tail = json.loads(stored.read_text())["members"]
+    assert below == untailed["members"][0]  # every -q below the last member's as without the tail
+    assert shrunk["quality"] == [untailed["members"][1]["quality"][0], 95] and tail["quality"] == [95, 100]
     out = _run(tiny, str(REPO / "benchmarks/residual.py"), "--model", str(tiny["high"]), "--data",
                str(tiny["data"]), "-q", "20", "80", "--steps", "64", "8", "--threads", "1")  # fmt: skip
     rows = _table_rows(out)[1:]
