@@ -8,8 +8,9 @@ runs once per model (a family may have several), then every -q is placed as `aec
 places it (a family's size-matched hand-over included), quantized and packed. Prints,
 over all images: the largest growth between neighbouring -q (issue 15 asks for at most 12%), the
 largest fall (at most 1%), where each happens, and how many steps grew more than 12% or fell;
-for a family, how the file size and PSNR change across each hand-over (-q just below and above),
-and how many images its stand-in members for other kinds of picture coded (``--content``).
+for a family, how the file size and PSNR change across each hand-over of each kind's members (-q
+just below and above), and how many images its stand-in members for other kinds of picture coded
+(``--content``).
 """
 
 from __future__ import annotations
@@ -43,18 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     worst_growth = (0.0, "", 0)
     worst_fall = (0.0, "", 0)
     big, falls = 0, 0
-    seams: list[tuple[str, float, float, float]] = []  # image, edge, size ratio, PSNR change
-    edges = [m.quality[1] for m in family.members[:-1]] if family else []
+    seams: list[tuple[str, str, float, float, float]] = []  # image, kind, edge, size ratio, PSNR change
     kinds: dict[str, int] = {}
     for name, image in images:
         placer = placement.Placer(args.model, image, torch.device("cpu"), family=family, content=args.content)
         kinds[placer.kind] = kinds.get(placer.kind, 0) + 1
         sizes = [len(placer.pack(float(quality)).data) for quality in range(101)]
+        edges = [m.quality[1] for m in family.for_kind(placer.kind).members[:-1]] if family else []
         for edge in edges:
             below, above = placer.pack(edge - 0.01), placer.pack(edge + 0.01)
             cpu = torch.device("cpu")
             change = placement._psnr_of(below, image, cpu) - placement._psnr_of(above, image, cpu)
-            seams.append((name, edge, len(above.data) / len(below.data), -change))
+            seams.append((name, placer.kind, edge, len(above.data) / len(below.data), -change))
         for quality in range(1, 101):
             ratio = sizes[quality] / sizes[quality - 1]
             if ratio > 1.12:
@@ -71,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"largest growth {100 * worst_growth[0]:.1f}% ({worst_growth[1]} at -q {worst_growth[2]})")
     print(f"largest fall {100 * worst_fall[0]:.2f}% ({worst_fall[1]} at -q {worst_fall[2]})")
     print(f"steps growing more than 12%: {big}; steps that fall: {falls}")
-    for edge in edges:
-        at = [seam for seam in seams if seam[1] == edge]
-        losses = sorted((change, name) for name, _, _, change in at if change < 0)
+    for kind, edge in sorted({(seam[1], seam[2]) for seam in seams}):
+        at = [seam for seam in seams if seam[1:3] == (kind, edge)]
+        losses = sorted((change, name) for name, _, _, _, change in at if change < 0)
         print(
-            f"hand-over at -q {edge:g} (-0.01 -> +0.01): size x{min(r for _, _, r, _ in at):.3f}"
-            f"-x{max(r for _, _, r, _ in at):.3f}; PSNR rises on {len(at) - len(losses)} of {len(at)}"
+            f"hand-over at -q {edge:g} ({kind}, -0.01 -> +0.01): size x{min(s[3] for s in at):.3f}"
+            f"-x{max(s[3] for s in at):.3f}; PSNR rises on {len(at) - len(losses)} of {len(at)}"
             + "".join(f", {change:+.2f} dB on {name}" for change, name in losses)
         )
     return 0
