@@ -39,6 +39,9 @@ GROUPED_VERSION = 5  # the version that added scheme 3 (scale classes grouped in
 SLICED_VERSION = 6  # the version that added latents coded in channel slices (roles 16 + k)
 RESIDUAL_VERSION = 7  # the version that added a pixel residual over the decoded image (RESD)
 RESIDUAL_INT8 = 1  # RESD layout: the quantized residual as int8, pixel by pixel (R, G, B), one zstd frame
+RESIDUAL_INT8_ROWS = 2  # as 1, with a finer step on a share of the rows (``residual_rows``)
+ROW_SHARE_ONE = 1 << 16  # a row share counts in 65536ths
+_ROW_HASH = 40503  # 65536 / the golden ratio, odd: consecutive rows land far apart in 0..65535
 MIN_RESIDUAL_STEP, MAX_RESIDUAL_STEP = 2.0, 255.0
 MAX_TENSORS = 1 + MAX_SLICES  # the hyper-latents and up to MAX_SLICES latent slices
 MAX_SIDE = 65535
@@ -57,6 +60,7 @@ LEGACY_INT16_CODE = 2  # int16 little-endian, as version 2 wrote it (still read)
 _FIXED = struct.Struct("<IIBBBH16sIIHIIBf")
 _CHUNK_HEAD = struct.Struct("<4sI")
 _RESIDUAL_HEAD = struct.Struct("<fB")
+_RESIDUAL_ROWS = struct.Struct("<fH")  # layout 2: the finer step, and the share of rows that take it
 _CRC = struct.Struct("<I")
 
 
@@ -98,25 +102,63 @@ class AecHeader:
 class ResidualChunk:
     """A pixel residual over the decoded image (``aecompress.residual``): the difference from
     the original, quantized with ``step`` and stored as int8 per pixel and channel in one zstd
-    frame (``RESIDUAL_INT8``)."""
+    frame (``RESIDUAL_INT8``). With ``RESIDUAL_INT8_ROWS`` the rows that ``residual_rows`` picks
+    for ``fine_share`` (in 65536ths) use ``fine_step`` instead: the differences are integers, so
+    a single step's file size moves in jumps as the step crosses even numbers, and a share of
+    rows at the next finer step fills in between them."""
 
     step: float
     frame: bytes
     layout: int = RESIDUAL_INT8
+    fine_step: float | None = None
+    fine_share: int = 0
 
     def to_bytes(self) -> bytes:
-        return _RESIDUAL_HEAD.pack(self.step, self.layout) + self.frame
+        head = _RESIDUAL_HEAD.pack(self.step, self.layout)
+        if self.layout == RESIDUAL_INT8_ROWS:
+            head += _RESIDUAL_ROWS.pack(self.fine_step, self.fine_share)
+        return head + self.frame
+
+    def row_steps(self, rows: slice, height: int) -> np.ndarray:
+        """The step of each of ``rows`` (of an image ``height`` rows tall), float32."""
+        steps = np.full(len(range(*rows.indices(height))), np.float32(self.step), np.float32)
+        if self.layout == RESIDUAL_INT8_ROWS and self.fine_step is not None:
+            fine = residual_rows(height, self.fine_share)[rows]
+            steps[fine] = np.float32(self.fine_step)
+        return steps
+
+    @property
+    def nominal_step(self) -> float:
+        """One step that stands for the chunk's: the geometric blend of its two steps by share."""
+        if self.layout != RESIDUAL_INT8_ROWS or self.fine_step is None:
+            return self.step
+        share = self.fine_share / ROW_SHARE_ONE
+        return float(self.step ** (1 - share) * self.fine_step**share)
+
+
+def residual_rows(height: int, share: int) -> np.ndarray:
+    """Which rows take a layout-2 residual's finer step: ``share`` of every 65536, spread evenly
+    down the image (Fibonacci hashing of the row number; integer arithmetic, the same everywhere)."""
+    return (np.arange(height, dtype=np.int64) * _ROW_HASH) % ROW_SHARE_ONE < share
 
 
 def _parse_residual(data: bytes) -> ResidualChunk:
     if len(data) < _RESIDUAL_HEAD.size:
         raise FormatError("residual chunk is cut short")
     step, layout = _RESIDUAL_HEAD.unpack_from(data)
-    if layout != RESIDUAL_INT8:
+    if layout not in (RESIDUAL_INT8, RESIDUAL_INT8_ROWS):
         raise FormatError(f"residual chunk uses an unknown layout {layout}")
     if not (np.isfinite(step) and MIN_RESIDUAL_STEP <= step <= MAX_RESIDUAL_STEP):
         raise FormatError(f"residual step {step} is outside {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
-    return ResidualChunk(float(step), data[_RESIDUAL_HEAD.size :], layout)
+    if layout == RESIDUAL_INT8:
+        return ResidualChunk(float(step), data[_RESIDUAL_HEAD.size :], layout)
+    if len(data) < _RESIDUAL_HEAD.size + _RESIDUAL_ROWS.size:
+        raise FormatError("residual chunk is cut short")
+    fine, share = _RESIDUAL_ROWS.unpack_from(data, _RESIDUAL_HEAD.size)
+    if not (np.isfinite(fine) and MIN_RESIDUAL_STEP <= fine < step) or share == 0:
+        raise FormatError(f"residual rows: a finer step {fine} than {step} on {share}/65536 of the rows")
+    start = _RESIDUAL_HEAD.size + _RESIDUAL_ROWS.size
+    return ResidualChunk(float(step), data[start:], layout, float(fine), int(share))
 
 
 @dataclass
@@ -135,8 +177,8 @@ class AecFile:
     residual: ResidualChunk | None = None
 
     def residual_array(self) -> np.ndarray | None:
-        """The quantized residual as an (H, W, 3) int8 array (times ``residual.step``: pixel
-        values), or None."""
+        """The quantized residual as an (H, W, 3) int8 array (times each row's step,
+        ``residual.row_steps``: pixel values), or None."""
         if self.residual is None:
             return None
         h = self.header
@@ -568,4 +610,4 @@ def describe(aec: AecFile) -> dict[str, object]:
         "icc_bytes": aec.chunk_sizes.get("ICCP", 0),
         "exif_bytes": aec.chunk_sizes.get("EXIF", 0),
         "bpp": round(8 * aec.file_size / (h.width * h.height), 4),
-    } | ({"residual_step": round(aec.residual.step, 4)} if aec.residual is not None else {})
+    } | ({"residual_step": round(aec.residual.nominal_step, 4)} if aec.residual is not None else {})

@@ -14,23 +14,40 @@ everywhere; the image it restores moves with the decoder's floats, as the base i
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 
 from aecompress.coding import compress_payload
-from aecompress.format import MAX_RESIDUAL_STEP, MIN_RESIDUAL_STEP, AecFile, ResidualChunk
+from aecompress.format import (
+    MAX_RESIDUAL_STEP,
+    MIN_RESIDUAL_STEP,
+    RESIDUAL_INT8_ROWS,
+    ROW_SHARE_ONE,
+    AecFile,
+    ResidualChunk,
+)
 
 
 def make(original: np.ndarray, decoded: np.ndarray, step: float) -> ResidualChunk:
     """The residual of ``decoded`` against ``original`` (both (H, W, 3) uint8), quantized with
-    ``step`` (MIN_RESIDUAL_STEP..MAX_RESIDUAL_STEP pixel levels)."""
+    ``step`` (MIN_RESIDUAL_STEP..MAX_RESIDUAL_STEP pixel levels).
+
+    The differences are integers, so what a step keeps changes only where half of it crosses an
+    integer: a step between two even numbers is coded as the coarser one, with the finer one on a
+    share of the rows that grows (in log step) as the step nears it, and the file's size follows
+    the step smoothly instead of in jumps of 20% and more (docs/results.md)."""
     if not MIN_RESIDUAL_STEP <= step <= MAX_RESIDUAL_STEP:
         raise ValueError(f"residual step {step} is outside {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
-    step = float(np.float32(step))  # as the file stores it, so the encoder rounds as the decoder scales
+    chunk = _layout(step)
     quantized = np.empty(original.shape, np.int8)
-    for rows in _bands(original.shape[0]):
+    height = original.shape[0]
+    for rows in _bands(height):
         diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
-        quantized[rows] = np.clip(np.rint(diff / np.float32(step)), -127, 127)
-    return ResidualChunk(step, compress_payload(quantized.tobytes()))
+        steps = chunk.row_steps(rows, height)[:, None, None]
+        quantized[rows] = np.clip(np.rint(diff / steps), -127, 127)
+    return dataclasses.replace(chunk, frame=compress_payload(quantized.tobytes()))
 
 
 def apply(decoded: np.ndarray, aec: AecFile) -> np.ndarray:
@@ -38,12 +55,29 @@ def apply(decoded: np.ndarray, aec: AecFile) -> np.ndarray:
     values = aec.residual_array()
     if values is None or aec.residual is None:
         return decoded
-    step = np.float32(aec.residual.step)
     out = np.empty(decoded.shape, np.uint8)
-    for rows in _bands(decoded.shape[0]):
-        restored = decoded[rows].astype(np.float32) + values[rows].astype(np.float32) * step
+    height = decoded.shape[0]
+    for rows in _bands(height):
+        steps = aec.residual.row_steps(rows, height)[:, None, None]
+        restored = decoded[rows].astype(np.float32) + values[rows].astype(np.float32) * steps
         out[rows] = np.clip(np.rint(restored), 0, 255)
     return out
+
+
+def _layout(step: float) -> ResidualChunk:
+    """The chunk (without its values) for ``step``: the even numbers of levels either side of it,
+    the finer one on a share of the rows; one step where it is even, rounds to one side, or is
+    so coarse (254 and up) that no difference reaches half of it."""
+    fine = 2.0 * math.floor(step / 2)
+    if step == fine or fine >= MAX_RESIDUAL_STEP - 1:
+        return ResidualChunk(float(np.float32(step)), b"")
+    coarse = fine + 2.0
+    share = round(ROW_SHARE_ONE * math.log(coarse / step) / math.log(coarse / fine))
+    if share <= 0:
+        return ResidualChunk(coarse, b"")
+    if share >= ROW_SHARE_ONE:
+        return ResidualChunk(fine, b"")
+    return ResidualChunk(coarse, b"", RESIDUAL_INT8_ROWS, fine, share)
 
 
 BAND_ROWS = 256  # rows at a time: the float scratch of a 6000-pixel-wide image stays near 18 MB

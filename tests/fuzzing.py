@@ -107,7 +107,7 @@ def sample_files() -> list[bytes]:
     """Real .aec files from the current default model: RGB, RGBA with ICC and EXIF, greyscale;
     the same latents as version 4 streams; a hyperprior's (version 5, scheme 3 latents with
     hyper-latents); a context model's (version 6, latent slices); the hyperprior's with a pixel
-    residual (version 7); and, last, the first file's latents as version 3."""
+    residual of each layout (version 7); and, last, the first file's latents as version 3."""
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     alpha = rng.integers(0, 256, (17, 3), dtype=np.uint8)
@@ -132,8 +132,11 @@ def sample_files() -> list[bytes]:
     sliced = codec.encode(images[0], model="ctx", quality=60, device="cpu").data  # version 6: slices
     net, info = passes.model_on(resolve("hyper"), torch.device("cpu"))
     latents = passes.analyse(net, rgb, torch.device("cpu"))
-    residual = pack.pack_latents(net, info.name, info.weights_hash, images[0], latents, 40, None, 8.0)[0]
-    return [streams, *files, hyper, sliced, residual, legacy]
+    residuals = [  # one step (layout 1), and two steps by rows (layout 2)
+        pack.pack_latents(net, info.name, info.weights_hash, images[0], latents, 40, None, step)[0]
+        for step in (8.0, 5.0)
+    ]
+    return [streams, *files, hyper, sliced, *residuals, legacy]
 
 
 def header_end(data: bytes) -> int:

@@ -3,6 +3,7 @@ back, alone and as the top of a family's range."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from aecompress import codec, family, pack, passes, residual, synthetic
 from aecompress import format as aecformat
 from aecompress.cli import app
+from aecompress.coding import compress_payload
 from aecompress.errors import FormatError, ModelError
 from aecompress.imageio import ImageData
 from aecompress.metrics import psnr
@@ -79,6 +81,49 @@ def test_residual_values_round_and_clip_as_stored():
             residual.make(original, decoded, step)
 
 
+def _photo_like_pair(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """An original and a decoded image that differ as a good photo member's do: small integers."""
+    rng = np.random.default_rng(seed)
+    original = rng.integers(20, 236, size=(96, 80, 3)).astype(np.uint8)
+    noise = np.rint(rng.normal(0, 2.2, size=original.shape)).astype(int)
+    return original, np.clip(original.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+def test_steps_between_even_numbers_fill_in_the_jumps_with_a_share_of_finer_rows():
+    """Integer differences make a single step's size jump where half the step crosses an integer
+    (5.9 keeps the 3s that 6 drops); between two even steps a share of rows at the finer one
+    makes size and error move a little with every change of step, and in order."""
+    original, decoded = _photo_like_pair()
+    steps = [6.0 * (4.0 / 6.0) ** (i / 12) for i in range(13)]  # 6 down to 4, evenly in log
+    sizes, errors = [], []
+    header = aecformat.AecHeader(
+        80, 96, "RGB", "RGB", 8, 50, "m", b"\0" * 16, 16, 100, 6, 5, np.dtype(np.int8), 1.0
+    )
+    for step in steps:
+        chunk = residual.make(original, decoded, step)
+        rows_layout = step not in (6.0, 4.0)
+        assert chunk.layout == (aecformat.RESIDUAL_INT8_ROWS if rows_layout else aecformat.RESIDUAL_INT8)
+        parsed = aecformat._parse_residual(chunk.to_bytes())
+        assert parsed == chunk and parsed.nominal_step == pytest.approx(step, rel=1e-3)
+        aec = aecformat.AecFile(header, b"", residual=parsed)
+        restored = residual.apply(decoded, aec)
+        row_steps = parsed.row_steps(slice(None), 96)
+        assert set(np.unique(row_steps).tolist()) <= {4.0, 6.0}
+        assert (np.abs(restored.astype(int) - original.astype(int)).max(axis=(1, 2)) <= row_steps / 2).all()
+        sizes.append(len(chunk.frame))
+        errors.append(float(np.mean((restored.astype(float) - original) ** 2)))
+    assert sizes == sorted(sizes) and errors == sorted(errors, reverse=True)
+    growth = [b / a for a, b in itertools.pairwise(sizes)]
+    assert sizes[-1] / sizes[0] > 1.3 and max(growth) < 1.12
+    diff = original.astype(np.float32) - decoded.astype(np.float32)
+    one_step = [len(compress_payload(np.clip(np.rint(diff / s), -127, 127).astype(np.int8).tobytes()))
+                for s in (6.0, 5.99)]  # fmt: skip
+    assert one_step[1] / one_step[0] > 1.12  # the jump a single step of 5.99 would make
+    assert len(residual.make(original, decoded, 5.99).frame) / sizes[0] < 1.02
+    rows = aecformat.residual_rows(1000, aecformat.ROW_SHARE_ONE // 4)
+    assert 240 <= rows.sum() <= 260 and 240 <= rows[:500].sum() * 2 <= 260  # spread down the image
+
+
 def test_damaged_or_misplaced_residual_chunks_are_refused(tiny: Path):
     plain, data = _files(tiny, _drawn(), [None, 16.0])
     aec = aecformat.unpack(data)
@@ -93,6 +138,10 @@ def test_damaged_or_misplaced_residual_chunks_are_refused(tiny: Path):
     ):
         with pytest.raises(FormatError, match=message):
             aecformat.unpack(data[:start] + aecformat._chunk(b"RESD", bad) + data[end:])
+    rows = residual.make(*_photo_like_pair(), 5.0).to_bytes()
+    for bad in (rows[:7], rows[:5] + np.float32(6.0).tobytes() + rows[9:], rows[:9] + b"\0\0" + rows[11:]):
+        with pytest.raises(FormatError, match="residual"):  # cut, a finer step not finer, no rows
+            aecformat._parse_residual(bad)
     with pytest.raises(FormatError, match="residual"):  # the residual frame is cut
         aecformat.unpack(data[:start] + aecformat._chunk(b"RESD", good[:-9]) + data[end:]).residual_array()
     older = plain.index(b"AEND")  # a residual inside a file of an older version
