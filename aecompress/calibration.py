@@ -134,7 +134,7 @@ def with_residual_tail(
     members: Sequence[Member],
     start: float,
     qualities: tuple[float, float],
-    steps: tuple[float, float],
+    steps: Sequence[float],
     only_last: bool = False,
 ) -> tuple[Member, ...]:
     """The members squeezed into the global -q 0..``start``, the last one stopping at its own
@@ -142,14 +142,18 @@ def with_residual_tail(
     pixel residual whose step falls from ``steps[0]`` to ``steps[1]`` (``aecompress.residual``):
     where a member's PSNR levels off (drawn graphics), the residual keeps the curve rising. On
     generated images the best pairs of the member's -q and the step climb together (a finer step
-    wants a finer base), so the tail moves both. With ``only_last`` the members below the last keep
-    their ranges and only the last one's shrinks to end at ``start`` (every lower -q as before)."""
+    wants a finer base), so the tail moves both. More than two ``steps`` split the tail into even
+    pieces of -q, one member each, the step falling geometrically within each: a residual's size
+    grows faster as its step gets finer, so a slower fall at the fine end keeps each -q's growth
+    even. With ``only_last`` the members below the last keep their ranges and only the last one's
+    shrinks to end at ``start`` (every lower -q as before)."""
     last = members[-1]
     if last.top_by_rate is not None:
         raise ModelError(f"{last.model} tops out per image (top_by_rate): a residual tail needs a fixed top")
     if not 0 < start < 100:
         raise ModelError(f"a residual tail starts inside 0..100, not at {start:g}")
-    if not MIN_RESIDUAL_STEP <= steps[1] <= steps[0] <= MAX_RESIDUAL_STEP:
+    falling = all(a >= b for a, b in itertools.pairwise(steps))
+    if len(steps) < 2 or not falling or not MIN_RESIDUAL_STEP <= steps[-1] <= steps[0] <= MAX_RESIDUAL_STEP:
         raise ModelError(f"residual steps fall within {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
     if not last.local_quality[0] <= qualities[0] <= qualities[1] <= 100:
         raise ModelError(
@@ -165,7 +169,21 @@ def with_residual_tail(
     ]
     squeezed[-1] = dataclasses.replace(squeezed[-1], quality=(squeezed[-1].quality[0], start),
                                        local_quality=(last.local_quality[0], qualities[0]))  # fmt: skip
-    return (*squeezed, Member(last.model, (start, 100.0), qualities, None, True, steps))
+    pieces = len(steps) - 1
+    edges = [round(start + (100.0 - start) * i / pieces, 2) for i in range(pieces + 1)]
+    local = [qualities[0] + (qualities[1] - qualities[0]) * i / pieces for i in range(pieces + 1)]
+    tail = [
+        Member(
+            last.model,
+            (edges[i], edges[i + 1]),
+            (local[i], local[i + 1]),
+            None,
+            True,
+            (steps[i], steps[i + 1]),
+        )
+        for i in range(pieces)
+    ]
+    return (*squeezed, *tail)
 
 
 def per_image_curve(per_image: PerImage, model: str) -> list[Point]:

@@ -23,8 +23,9 @@ measured into NAME.KIND.calibration.json beside --out. Stand-in model files are 
 `--residual-tail graphics=61:60-100:128-4` ends a kind's range (photo, the family's own, when no
 KIND is named) with a pixel residual: its members squeezed into `-q` 0-61, the last stopping at
 its own -q 60, and from 61 to 100 that member climbing from its 60 to 100 while a residual's step
-falls from 128 to 4 (aecompress/residual.py). A trailing `:last` (`94:100-100:12-4:last`) leaves
-the members below the last where they were and shrinks only the last one's range to end at 94.
+falls from 128 to 4 (aecompress/residual.py). More steps (`128-16-4`) split the tail into even
+pieces, the step falling geometrically within each. A trailing `:last` (`90:100-100:24-8-4:last`)
+leaves the members below the last where they were and shrinks only the last one's range.
 Pick the numbers from `benchmarks/residual.py` on calibration images.
 """
 
@@ -116,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         "--residual-tail",
         action="append",
         default=[],
-        metavar="[KIND=]FROM:Q-Q100:STEP-STEP100[:last]",
+        metavar="[KIND=]FROM:Q-Q100:STEP-...-STEP100[:last]",
         help="end KIND's range (default: photo) from the global -q FROM with its last member, from "
-        "its own -q Q to Q100, plus a pixel residual whose step falls from STEP to STEP100 (with "
-        ":last, only the last member's range shrinks to make room)",
+        "its own -q Q to Q100, plus a pixel residual whose step falls from STEP to STEP100 (through "
+        "each step between, in even pieces; with :last, only the last member's range shrinks)",
     )
     args = parser.parse_args(argv)
     variants = tuple(_variant(parser, spec) for spec in args.variant)
@@ -280,21 +281,23 @@ def _calibrated(
 
 
 # from, the member's -q, the steps, whether only the last member makes room
-Tail = tuple[float, tuple[float, float], tuple[float, float], bool]
+Tail = tuple[float, tuple[float, float], tuple[float, ...], bool]
 
 
 def _tail(parser: argparse.ArgumentParser, spec: str) -> tuple[str, Tail]:
-    """``--residual-tail [KIND=]FROM:Q-Q100:STEP-STEP100[:last]`` as (kind, tail)."""
+    """``--residual-tail [KIND=]FROM:Q-Q100:STEP-...-STEP100[:last]`` as (kind, tail)."""
     kind, _, numbers = spec.rpartition("=")
     fields = numbers.split(":")
     only_last = len(fields) == 4 and fields[3] == "last"
     try:
         start, qualities, steps = fields[:3] if only_last else fields
         q_from, q_to = (float(v) for v in qualities.split("-"))
-        s_from, s_to = (float(v) for v in steps.split("-"))
-        return kind or family.PHOTO, (float(start), (q_from, q_to), (s_from, s_to), only_last)
+        knots = tuple(float(v) for v in steps.split("-"))
+        if len(knots) < 2:
+            raise ValueError(steps)
+        return kind or family.PHOTO, (float(start), (q_from, q_to), knots, only_last)
     except ValueError:
-        parser.error(f"--residual-tail needs [KIND=]FROM:Q-Q100:STEP-STEP100[:last], got {spec!r}")
+        parser.error(f"--residual-tail needs [KIND=]FROM:Q-Q100:STEP-...-STEP100[:last], got {spec!r}")
 
 
 def _tail_top(tails: dict[str, Tail], kind: str) -> float | None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from aecompress import codec, family, pack, passes, residual, synthetic
+from aecompress import calibration, codec, family, pack, passes, residual, synthetic
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.coding import compress_payload
@@ -196,3 +196,27 @@ def _saved(folder: Path, model: str, quality: float) -> Path:
     out = folder / f"drawn-{quality:g}.aec"
     out.write_bytes(codec.encode(_drawn(), model, quality, "cpu").data)
     return out
+
+
+def test_a_tail_of_several_steps_splits_into_even_pieces_that_meet():
+    """``calibration.with_residual_tail``: three steps make two members of the same model, each
+    a half of the tail, the step and the member's -q continuous where they meet; with
+    ``only_last`` every member below the last keeps its range."""
+    members = (
+        family.Member("low", (0.0, 50.0), (0.0, 100.0)),
+        family.Member("high", (50.0, 100.0), (40.0, 100.0), fixed_start=True),
+    )
+    tailed = calibration.with_residual_tail(members, 80.0, (60.0, 100.0), (24.0, 8.0, 4.0), only_last=True)
+    assert tailed[0] == members[0]
+    assert [(m.model, m.quality, m.local_quality, m.residual) for m in tailed[1:]] == [
+        ("high", (50.0, 80.0), (40.0, 60.0), None),
+        ("high", (80.0, 90.0), (60.0, 80.0), (24.0, 8.0)),
+        ("high", (90.0, 100.0), (80.0, 100.0), (8.0, 4.0)),
+    ]
+    squeezed = calibration.with_residual_tail(members, 80.0, (60.0, 100.0), (24.0, 4.0))
+    assert squeezed[0].quality == (0.0, 40.0) and squeezed[1].quality == (40.0, 80.0) and len(squeezed) == 3
+    for bad in ((8.0, 24.0, 4.0), (4.0,), (24.0, 8.0, 1.0)):
+        with pytest.raises(ModelError):
+            calibration.with_residual_tail(members, 80.0, (60.0, 100.0), bad)
+    with pytest.raises(ModelError):  # only the last makes room, but the tail starts below it
+        calibration.with_residual_tail(members, 40.0, (60.0, 100.0), (24.0, 4.0), only_last=True)

@@ -171,10 +171,11 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     )
     _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
          "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
-         "--residual-tail", "95:100-100:64-4:last", "--out", str(stored))  # fmt: skip
-    below, shrunk, tail = json.loads(stored.read_text())["members"]
+         "--residual-tail", "95:100-100:64-16-4:last", "--out", str(stored))  # fmt: skip
+    below, shrunk, *tail = json.loads(stored.read_text())["members"]
     assert below == untailed["members"][0]  # every -q below the last member's as without the tail
-    assert shrunk["quality"] == [untailed["members"][1]["quality"][0], 95] and tail["quality"] == [95, 100]
+    assert shrunk["quality"] == [untailed["members"][1]["quality"][0], 95]
+    assert [(m["quality"], m["residual"]) for m in tail] == [([95, 97.5], [64, 16]), ([97.5, 100], [16, 4])]
     out = _run(tiny, str(REPO / "benchmarks/residual.py"), "--model", str(tiny["high"]), "--data",
                str(tiny["data"]), "-q", "20", "80", "--steps", "64", "8", "--threads", "1")  # fmt: skip
     rows = _table_rows(out)[1:]
