@@ -178,14 +178,6 @@ class Family:
             return min(100.0, max(0.0, min(join, start + t / fade * (join - start))))
         return min(100.0, max(0.0, lo + t * (hi - lo)))
 
-    def residual_step(self, index: int, t: float) -> float | None:
-        """The step of the pixel residual (``aecompress.residual``) member ``index`` adds at
-        fraction ``t`` of its range, geometric between its ends; None for a member without."""
-        steps = self.members[index].residual
-        if steps is None:
-            return None
-        return math.exp(math.log(steps[0]) + t * (math.log(steps[1]) - math.log(steps[0])))
-
     def needs_start(self, index: int, t: float) -> bool:
         """Whether member ``index`` at fraction ``t`` of its range depends on the image's start
         (and so on the previous member's analysis)."""

@@ -58,7 +58,7 @@ def pack_file(
     label: float,
     effort: int,
     device: torch.device,
-    residual: float | None = None,
+    residual: float | pixel_residual.Span | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """The file a model file makes of an image's latents at its own ``quality`` (refined first
     with ``effort`` > 0), recording ``label`` as the -q; with a pixel residual of step
@@ -79,7 +79,7 @@ def refine_and_pack(
     label: float | None,
     effort: int,
     device: torch.device,
-    residual: float | None = None,
+    residual: float | pixel_residual.Span | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """``effort`` refinement passes on the coder's grid (none at 0), then ``pack_latents``. A
     context model has no fixed grid (it quantizes around predicted means): its files are packed
@@ -102,13 +102,14 @@ def pack_latents(
     latents: torch.Tensor,
     quality: float,
     label: float | None = None,
-    residual: float | None = None,
+    residual: float | pixel_residual.Span | None = None,
     device: torch.device | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """Quantize at the network's own ``quality`` and pack, recording ``label`` (the asked -q).
 
-    With ``residual`` (a step in pixel levels), the file also holds the difference between the
-    image and what the file without it decodes to (on ``device``), quantized with that step."""
+    With ``residual`` (a step in pixel levels, or a family member's ``Span`` of steps, the step
+    then chosen for this image), the file also holds the difference between the image and what
+    the file without it decodes to (on ``device``), quantized with that step."""
     coded = coder_for(net).code(net, latents, quality)
     c, lh, lw = latents.shape
     header = aecformat.AecHeader(
@@ -130,6 +131,8 @@ def pack_latents(
     data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order)
     if residual is not None:
         base = decode_with(net, aecformat.unpack(data), device)
+        if isinstance(residual, pixel_residual.Span):
+            residual = pixel_residual.choose_step(image.rgb, base.rgb, residual, len(data))
         chunk = pixel_residual.make(image.rgb, base.rgb, residual)
         data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
     return data, header

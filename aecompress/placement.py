@@ -23,6 +23,7 @@ from aecompress.metrics import psnr
 from aecompress.modelfile import resolve
 from aecompress.pack import decode_with, pack_file
 from aecompress.passes import analyse, model_on
+from aecompress.residual import Span
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Packed:
     header: aecformat.AecHeader
     path: Path
     local: float
-    residual: float | None = None
+    residual: Span | None = None
 
 
 def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
@@ -111,11 +112,14 @@ class Placer:
         local = self.family.local(index, t, start, self.top(index))
         return self.family.model_path(self.family.members[index]), local
 
-    def residual(self, quality: float) -> float | None:
-        """The step of the pixel residual the file at a global quality holds (None: none)."""
+    def residual(self, quality: float) -> Span | None:
+        """Where the file at a global quality sits in its member's pixel-residual range (None:
+        the member adds none); the step itself comes from the image (``residual.choose_step``)."""
         if self.family is None:
             return None
-        return self.family.residual_step(*self.family.slot(quality))
+        index, t = self.family.slot(quality)
+        steps = self.family.members[index].residual
+        return None if steps is None else Span(steps[0], steps[1], t)
 
     def analysis(self, path: Path) -> torch.Tensor:
         """The model's float latents of the image (computed on first use; bfloat16 where the
@@ -129,7 +133,7 @@ class Placer:
         """The file at a global quality."""
         return self.pack_own(*self.place(quality), quality, self.residual(quality))
 
-    def pack_own(self, path: Path, local: float, label: float, residual: float | None = None) -> Packed:
+    def pack_own(self, path: Path, local: float, label: float, residual: Span | None = None) -> Packed:
         """The file a model makes at its own quality ``local``, recording ``label`` as the -q
         (with a pixel residual of that step)."""
         latents = self.analysis(path)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 
 import numpy as np
+import zstandard
 
 from aecompress.coding import compress_payload
 from aecompress.format import (
@@ -78,6 +80,67 @@ def _layout(step: float) -> ResidualChunk:
     if share >= ROW_SHARE_ONE:
         return ResidualChunk(fine, b"")
     return ResidualChunk(coarse, b"", RESIDUAL_INT8_ROWS, fine, share)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A file's place in a family member's residual range: the steps at the range's ends and
+    the fraction ``t`` of the way from the first. How fast a residual grows as its step falls
+    depends on the image (noisy ones grow sooner), so a fixed step for each -q lets some images
+    jump; ``choose_step`` instead picks, per image, the step whose file size sits at ``t``
+    between the two ends' file sizes, geometrically: every image then grows evenly with -q."""
+
+    start: float
+    end: float
+    t: float
+
+
+SEARCH_PIXELS = 1 << 20  # pixels of the image the step search measures (bands spread over it)
+SEARCH_ROUNDS = 12  # halvings of the log-step interval
+
+
+def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_bytes: int) -> float:
+    """The step for ``span`` on this image (both (H, W, 3) uint8) whose file, ``base_bytes``
+    without the residual, has its share of the way between the ends' sizes. The residual's size
+    is measured with a fast zstd on a sample of rows, scaled to the image, which follows the
+    final size closely enough to keep the step monotone in ``t``."""
+    if span.t <= 0 or span.start == span.end:
+        return span.start
+    if span.t >= 1:
+        return span.end
+    height = original.shape[0]
+    rows = _sample(original.shape[0], original.shape[1])
+    diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
+    scale = height / len(rows)
+
+    def size(step: float) -> float:
+        steps = _layout(step).row_steps(slice(None), height)[rows][:, None, None]
+        values = np.clip(np.rint(diff / steps), -127, 127).astype(np.int8)
+        return math.log(base_bytes + scale * len(_FAST.compress(values.tobytes())))
+
+    target = (1 - span.t) * size(span.start) + span.t * size(span.end)
+    coarse, fine = math.log(span.start), math.log(span.end)
+    for _ in range(SEARCH_ROUNDS):
+        middle = (coarse + fine) / 2
+        if size(math.exp(middle)) > target:
+            fine = middle
+        else:
+            coarse = middle
+    return math.exp((coarse + fine) / 2)
+
+
+_FAST = zstandard.ZstdCompressor(level=3)
+_SEARCH_BAND = 16
+
+
+def _sample(height: int, width: int) -> np.ndarray:
+    """Row indices for the step search: all rows of a small image, else bands of 16 rows spread
+    evenly so that about SEARCH_PIXELS pixels are measured."""
+    if height * width <= SEARCH_PIXELS:
+        return np.arange(height)
+    bands = max(1, SEARCH_PIXELS // (width * _SEARCH_BAND))
+    starts = np.linspace(0, max(height - _SEARCH_BAND, 0), bands).astype(np.int64)
+    return np.unique((starts[:, None] + np.arange(_SEARCH_BAND)[None, :]).ravel().clip(0, height - 1))
 
 
 BAND_ROWS = 256  # rows at a time: the float scratch of a 6000-pixel-wide image stays near 18 MB

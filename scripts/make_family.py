@@ -301,8 +301,9 @@ def _tail(parser: argparse.ArgumentParser, spec: str) -> tuple[str, Tail]:
 
 
 def _tail_top(tails: dict[str, Tail], kind: str) -> float | None:
-    """Where a kind's last member stops for its residual tail (None: no tail)."""
-    return tails[kind][1][0] if kind in tails else None
+    """Where a kind's last member stops for its residual tail, for the calibration to spread the
+    scale by (None: no tail, or one that leaves the lower members where they were)."""
+    return tails[kind][1][0] if kind in tails and not tails[kind][3] else None
 
 
 def _tailed(built: family.Family, tails: dict[str, Tail]) -> family.Family:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from aecompress import calibration, codec, family, pack, passes, residual, synthetic
+from aecompress import calibration, codec, family, pack, passes, placement, residual, synthetic
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.coding import compress_payload
@@ -170,12 +170,11 @@ def test_a_family_tail_adds_the_residual_from_where_its_member_stops(tiny: Path,
     monkeypatch.setenv("AECOMPRESS_MODELS", str(tmp_path))
     path = _family(tmp_path, [128, 8])
     fam = family.load_family(path)
-    assert fam.residual_step(1, 0.0) == pytest.approx(128) and fam.residual_step(1, 1.0) == pytest.approx(8)
-    assert fam.residual_step(1, 0.5) == pytest.approx(32)  # geometric: -q moves the rate evenly
-    assert fam.residual_step(0, 0.5) is None
     family.save(fam, path)
     assert family.load_family(path).members == fam.members
     image = _drawn()
+    placer = placement.Placer("tail", image, CPU)
+    assert placer.residual(59) is None and placer.residual(80) == residual.Span(128, 8, 0.5)
     sizes, top = [], codec.encode(image, tiny, 40, "cpu").header.step
     for quality in (59, 60, 80, 100):
         result = codec.encode(image, "tail", quality, "cpu")
@@ -184,6 +183,8 @@ def test_a_family_tail_adds_the_residual_from_where_its_member_stops(tiny: Path,
         assert (aec.header.step == pytest.approx(top)) == (quality >= 60)  # the tail: the member's top
         sizes.append(len(result.data))
     assert sizes == sorted(sizes)
+    middle = (sizes[1] * sizes[3]) ** 0.5  # half way: the file's size, not the step, in the middle
+    assert 0.9 * middle < sizes[2] < 1.1 * middle
     assert json.loads(runner.invoke(app, ["info", "--json", str(_saved(tmp_path, "tail", 100))]).stdout)[0][
         "residual_step"
     ] == pytest.approx(8)
@@ -220,3 +221,17 @@ def test_a_tail_of_several_steps_splits_into_even_pieces_that_meet():
             calibration.with_residual_tail(members, 80.0, (60.0, 100.0), bad)
     with pytest.raises(ModelError):  # only the last makes room, but the tail starts below it
         calibration.with_residual_tail(members, 40.0, (60.0, 100.0), (24.0, 4.0), only_last=True)
+
+
+def test_the_chosen_step_falls_with_t_and_the_sizes_it_gives_grow_evenly():
+    original, decoded = _photo_like_pair(5)
+    base = 4000  # bytes of latents beside the residual
+    steps = [residual.choose_step(original, decoded, residual.Span(24.0, 4.0, t / 8), base) for t in range(9)]
+    assert steps[0] == 24.0 and steps[-1] == 4.0 and steps == sorted(steps, reverse=True)
+    sizes = [base + len(residual.make(original, decoded, step).frame) for step in steps]
+    growth = [b / a for a, b in itertools.pairwise(sizes)]
+    even = (sizes[-1] / sizes[0]) ** (1 / 8)
+    assert all(abs(g / even - 1) < 0.05 for g in growth), (growth, even)
+    rows = residual._sample(5000, 700)  # a large image: bands spread down it, about 2^20 pixels
+    assert rows[0] == 0 and rows[-1] == 4999 and abs(len(rows) * 700 - residual.SEARCH_PIXELS) < 16 * 700
+    assert np.array_equal(residual._sample(300, 400), np.arange(300))
