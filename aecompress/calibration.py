@@ -136,6 +136,7 @@ def with_residual_tail(
     qualities: tuple[float, float],
     steps: Sequence[float],
     only_last: bool = False,
+    knee: float | None = None,
 ) -> tuple[Member, ...]:
     """The members squeezed into the global -q 0..``start``, the last one stopping at its own
     ``qualities[0]``, and from ``start`` to 100 that member climbing on to ``qualities[1]`` with a
@@ -146,7 +147,9 @@ def with_residual_tail(
     pieces of -q, one member each, the step falling geometrically within each: a residual's size
     grows faster as its step gets finer, so a slower fall at the fine end keeps each -q's growth
     even. With ``only_last`` the members below the last keep their ranges and only the last one's
-    shrinks to end at ``start`` (every lower -q as before)."""
+    shrinks to end at ``start`` (every lower -q as before); with a ``knee`` as well, it keeps
+    its own pace of -q up to that global -q and only the rest of its range, a member of the same
+    model, speeds up (a uniform squeeze would steepen the step just past the hand-over into it)."""
     last = members[-1]
     if last.top_by_rate is not None:
         raise ModelError(f"{last.model} tops out per image (top_by_rate): a residual tail needs a fixed top")
@@ -162,6 +165,8 @@ def with_residual_tail(
         )
     if only_last and start <= last.quality[0]:
         raise ModelError(f"{last.model} starts at -q {last.quality[0]:g}: its tail must start above that")
+    if knee is not None and not (only_last and last.quality[0] < knee < start):
+        raise ModelError(f"a knee at -q {knee:g} must lie between {last.model}'s start and the tail's")
     scale = 1.0 if only_last else start / 100
     squeezed = [
         dataclasses.replace(m, quality=(round(m.quality[0] * scale, 2), round(m.quality[1] * scale, 2)))
@@ -169,6 +174,12 @@ def with_residual_tail(
     ]
     squeezed[-1] = dataclasses.replace(squeezed[-1], quality=(squeezed[-1].quality[0], start),
                                        local_quality=(last.local_quality[0], qualities[0]))  # fmt: skip
+    if knee is not None:
+        (q0, q1), (l0, l1) = last.quality, last.local_quality
+        bend = l0 + (knee - q0) * (l1 - l0) / (q1 - q0)
+        faster = Member(last.model, (knee, start), (bend, qualities[0]), None, True)
+        kept = dataclasses.replace(squeezed[-1], quality=(q0, knee), local_quality=(l0, bend))
+        squeezed[-1:] = [kept, faster]
     pieces = len(steps) - 1
     edges = [round(start + (100.0 - start) * i / pieces, 2) for i in range(pieces + 1)]
     local = [qualities[0] + (qualities[1] - qualities[0]) * i / pieces for i in range(pieces + 1)]

@@ -24,8 +24,9 @@ measured into NAME.KIND.calibration.json beside --out. Stand-in model files are 
 KIND is named) with a pixel residual: its members squeezed into `-q` 0-61, the last stopping at
 its own -q 60, and from 61 to 100 that member climbing from its 60 to 100 while a residual's step
 falls from 128 to 4 (aecompress/residual.py). More steps (`128-16-4`) split the tail into even
-pieces, the step falling geometrically within each. A trailing `:last` (`90:100-100:24-8-4:last`)
-leaves the members below the last where they were and shrinks only the last one's range.
+pieces, the step falling geometrically within each. A trailing `:last` (`93:100-100:24-4:last`)
+leaves the members below the last where they were and shrinks only the last one's range;
+`:last@84` keeps the last one's own pace up to `-q` 84 and speeds up only above it.
 Pick the numbers from `benchmarks/residual.py` on calibration images.
 """
 
@@ -117,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         "--residual-tail",
         action="append",
         default=[],
-        metavar="[KIND=]FROM:Q-Q100:STEP-...-STEP100[:last]",
+        metavar="[KIND=]FROM:Q-Q100:STEP-...-STEP100[:last[@KNEE]]",
         help="end KIND's range (default: photo) from the global -q FROM with its last member, from "
         "its own -q Q to Q100, plus a pixel residual whose step falls from STEP to STEP100 (through "
-        "each step between, in even pieces; with :last, only the last member's range shrinks)",
+        "each step between, in even pieces; with :last, only the last member's range shrinks, and "
+        "with :last@KNEE only above KNEE)",
     )
     args = parser.parse_args(argv)
     variants = tuple(_variant(parser, spec) for spec in args.variant)
@@ -280,24 +282,25 @@ def _calibrated(
     return dataclasses.replace(variant, members=built.members)
 
 
-# from, the member's -q, the steps, whether only the last member makes room
-Tail = tuple[float, tuple[float, float], tuple[float, ...], bool]
+# from, the member's -q, the steps, whether only the last member makes room, and from where
+Tail = tuple[float, tuple[float, float], tuple[float, ...], bool, float | None]
 
 
 def _tail(parser: argparse.ArgumentParser, spec: str) -> tuple[str, Tail]:
-    """``--residual-tail [KIND=]FROM:Q-Q100:STEP-...-STEP100[:last]`` as (kind, tail)."""
+    """``--residual-tail [KIND=]FROM:Q-Q100:STEP-...-STEP100[:last[@KNEE]]`` as (kind, tail)."""
     kind, _, numbers = spec.rpartition("=")
     fields = numbers.split(":")
-    only_last = len(fields) == 4 and fields[3] == "last"
+    only_last = len(fields) == 4 and fields[3].partition("@")[0] == "last"
     try:
+        knee = float(fields[3].partition("@")[2]) if only_last and "@" in fields[3] else None
         start, qualities, steps = fields[:3] if only_last else fields
         q_from, q_to = (float(v) for v in qualities.split("-"))
         knots = tuple(float(v) for v in steps.split("-"))
         if len(knots) < 2:
             raise ValueError(steps)
-        return kind or family.PHOTO, (float(start), (q_from, q_to), knots, only_last)
+        return kind or family.PHOTO, (float(start), (q_from, q_to), knots, only_last, knee)
     except ValueError:
-        parser.error(f"--residual-tail needs [KIND=]FROM:Q-Q100:STEP-...-STEP100[:last], got {spec!r}")
+        parser.error(f"--residual-tail needs [KIND=]FROM:Q-Q100:STEP-...-STEP100[:last[@KNEE]], got {spec!r}")
 
 
 def _tail_top(tails: dict[str, Tail], kind: str) -> float | None:
@@ -308,18 +311,17 @@ def _tail_top(tails: dict[str, Tail], kind: str) -> float | None:
 
 def _tailed(built: family.Family, tails: dict[str, Tail]) -> family.Family:
     """The family with a residual tail on each kind named in ``tails``."""
-    for kind, (start, top, steps, only_last) in tails.items():
+    for kind, (start, top, steps, only_last, knee) in tails.items():
         if kind == family.PHOTO:
-            built = dataclasses.replace(
-                built, members=calibration.with_residual_tail(built.members, start, top, steps, only_last)
-            )
+            members = calibration.with_residual_tail(built.members, start, top, steps, only_last, knee)
+            built = dataclasses.replace(built, members=members)
             continue
         variants = list(built.variants)
         for i, v in enumerate(variants):
             if v.kind == kind:
                 own = built.for_kind(kind).members
                 variants[i] = dataclasses.replace(
-                    v, members=calibration.with_residual_tail(own, start, top, steps, only_last)
+                    v, members=calibration.with_residual_tail(own, start, top, steps, only_last, knee)
                 )
         built = dataclasses.replace(built, variants=tuple(variants))
     return built

@@ -221,6 +221,14 @@ def test_a_tail_of_several_steps_splits_into_even_pieces_that_meet():
             calibration.with_residual_tail(members, 80.0, (60.0, 100.0), bad)
     with pytest.raises(ModelError):  # only the last makes room, but the tail starts below it
         calibration.with_residual_tail(members, 40.0, (60.0, 100.0), (24.0, 4.0), only_last=True)
+    bent = calibration.with_residual_tail(members, 90.0, (100.0, 100.0), (24.0, 4.0), True, knee=70.0)
+    assert [(m.quality, m.local_quality) for m in bent[1:3]] == [
+        ((50.0, 70.0), (40.0, 64.0)),
+        ((70.0, 90.0), (64.0, 100.0)),
+    ]
+    for knee in (50.0, 95.0):
+        with pytest.raises(ModelError):
+            calibration.with_residual_tail(members, 90.0, (100.0, 100.0), (24.0, 4.0), True, knee=knee)
 
 
 def test_the_chosen_step_falls_with_t_and_the_sizes_it_gives_grow_evenly():

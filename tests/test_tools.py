@@ -176,6 +176,18 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     assert below == untailed["members"][0]  # every -q below the last member's as without the tail
     assert shrunk["quality"] == [untailed["members"][1]["quality"][0], 95]
     assert [(m["quality"], m["residual"]) for m in tail] == [([95, 97.5], [64, 16]), ([97.5, 100], [16, 4])]
+    high = untailed["members"][1]
+    knee = round((high["quality"][0] + 95) / 2, 2)
+    _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
+         "--residual-tail", f"95:100-100:64-4:last@{knee}", "--out", str(stored))  # fmt: skip
+    _, kept, faster, _ = json.loads(stored.read_text())["members"]
+    pace = (high["local_quality"][1] - high["local_quality"][0]) / (high["quality"][1] - high["quality"][0])
+    assert kept["quality"] == [high["quality"][0], knee] and faster["quality"] == [knee, 95]
+    assert (
+        kept["local_quality"][1]
+        == faster["local_quality"][0]
+        == pytest.approx(high["local_quality"][0] + pace * (knee - high["quality"][0]))
+    )  # its own pace up to the knee, then faster to its top
     out = _run(tiny, str(REPO / "benchmarks/residual.py"), "--model", str(tiny["high"]), "--data",
                str(tiny["data"]), "-q", "20", "80", "--steps", "64", "8", "--threads", "1")  # fmt: skip
     rows = _table_rows(out)[1:]
