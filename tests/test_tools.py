@@ -77,7 +77,12 @@ def test_kodak_speed_precision_effort_smoothness_and_zstd_settings_run(tiny: dic
                "60", "80", "--efforts", "0", "2", "--model", str(tiny["high"]), "--threads", "1")  # fmt: skip
     assert len(_table_rows(out)) == 9 and "BD-rate of effort 2 against effort 0" in out, out
     out = _run(tiny, str(REPO / "benchmarks/smoothness.py"), "--data", data, "--threads", "1")
-    assert "2 images (2 as photo)" in out and "largest growth" in out, out
+    assert "2 images (2 as photo)" in out and "largest growth" in out and "200 steps" in out, out
+    out = _run(tiny, str(REPO / "benchmarks/smoothness.py"), "--data", data, "--threads", "1", "--from", "91",
+               "--per-q")  # fmt: skip
+    rows = _table_rows(out)
+    swept = [row.split("|")[1].strip() for row in rows[1:]]
+    assert "20 steps" in out and swept == [str(q) for q in range(91, 101)], out
     out = _run(tiny, str(REPO / "benchmarks/zstd_settings.py"), "--data", data, "-q", "40", "60", "20",
                "--every", "1", "--levels", "3")  # fmt: skip
     assert out.strip()
