@@ -140,47 +140,29 @@ def main(argv: list[str] | None = None) -> int:
     tops = _named_values(parser, args.top, "--top", "Q", (0.0, 100.0))
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
     torch.set_num_threads(args.threads)
+    given = "python scripts/make_family.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.remeasure == "no":
-        old = json.loads(args.out.read_text(encoding="utf-8"))["card"]
-        curves = [(name, [tuple(p) for p in points]) for name, points in old["curves"].items()]
+        card = json.loads(args.out.read_text(encoding="utf-8"))["card"]
+        curves = [(name, [tuple(p) for p in points]) for name, points in card["curves"].items()]
         sidecar = _calibration_path(args.out)
         per_image = _per_image_from_json(json.loads(sidecar.read_text())) if sidecar.is_file() else None
-        given = argv if argv is not None else sys.argv[1:]
-        old["rebuilt"] = "python scripts/make_family.py " + " ".join(given)
-        rebuilt = calibration.build(
-            args.name,
-            curves,
-            args.out.parent,
-            old,
-            per_image,
-            args.match,
-            rule,
-            args.fade,
-            fixed,
-            tops,
-            _tail_top(tails, family.PHOTO),
-        )
-        variants = tuple(
-            _calibrated(args, v, tails, rebuilt, folders.get(v.kind), rule, fixed, tops) for v in variants
-        )
-        family.save(_tailed(dataclasses.replace(rebuilt, variants=variants), tails), args.out)
-        print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
-        return 0
-    if not args.members or not args.calibration:
-        parser.error("--members and --calibration are needed unless --remeasure no")
-    images = _images(args.calibration, args.images)
-    per_image = _measured(list(args.members), images, args, _calibration_path(args.out))
-    curves = calibration.mean_curves(per_image)
-    for name, points in curves:
-        print(name)
-        for q, bpp, psnr in points:
-            print(f"  -q {q:5.1f}: {bpp:.4f} bpp, {psnr:.2f} dB")
-    card = {
-        "calibration": f"{len(images)} images from {args.calibration}",
-        "curves": {name: points for name, points in curves},
-        "command": "python scripts/make_family.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
-    card["per_image"] = f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}"
+        card["rebuilt"] = given
+    else:
+        if not args.members or not args.calibration:
+            parser.error("--members and --calibration are needed unless --remeasure no")
+        images = _images(args.calibration, args.images)
+        per_image = _measured(list(args.members), images, args, _calibration_path(args.out))
+        curves = calibration.mean_curves(per_image)
+        for name, points in curves:
+            print(name)
+            for q, bpp, psnr in points:
+                print(f"  -q {q:5.1f}: {bpp:.4f} bpp, {psnr:.2f} dB")
+        card = {
+            "calibration": f"{len(images)} images from {args.calibration}",
+            "curves": {name: points for name, points in curves},
+            "command": given,
+            "per_image": f"every calibration image's bpp and PSNR: {_calibration_path(args.out).name}",
+        }
     built = calibration.build(
         args.name,
         curves,
