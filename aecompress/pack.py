@@ -61,8 +61,8 @@ def pack_file(
     residual: float | pixel_residual.Span | None = None,
 ) -> tuple[bytes, aecformat.AecHeader]:
     """The file a model file makes of an image's latents at its own ``quality`` (refined first
-    with ``effort`` > 0), recording ``label`` as the -q; with a pixel residual of step
-    ``residual`` over its decoded image when given."""
+    with ``effort`` > 0), recording ``label`` as the -q; with a pixel residual over its decoded
+    image when given ``residual`` (a step, or a ``Span`` that ``pack_latents`` turns into one)."""
     net, info = model_on(path, device)
     return refine_and_pack(
         net, info.name, info.weights_hash, image, latents, quality, label, effort, device, residual

@@ -135,7 +135,7 @@ class Placer:
 
     def pack_own(self, path: Path, local: float, label: float, residual: Span | None = None) -> Packed:
         """The file a model makes at its own quality ``local``, recording ``label`` as the -q
-        (with a pixel residual of that step)."""
+        (with a pixel residual where ``residual`` places one)."""
         latents = self.analysis(path)
         data, header = pack_file(path, self.image, latents, local, label, 0, self.device, residual)
         return Packed(data, header, path, local, residual)
