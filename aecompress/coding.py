@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -294,6 +294,21 @@ SMALL_PAYLOAD_PARAMS = (
 )
 ZSTD_LEVEL_LARGE = 12
 _LARGE_PAYLOAD = 4 << 20
+
+
+def compress_parts(parts: Iterable[bytes], total: int) -> bytes:
+    """One zstd frame of the concatenated ``parts`` (``total`` bytes in all), the same frame
+    ``compress_payload`` makes of a small payload; a large one is streamed part by part, so an
+    encoder that makes it a band at a time never holds all of it (a 6000x4000 image's residual:
+    72 MB, twice over as array and bytes)."""
+    if total <= _LARGE_PAYLOAD:
+        return compress_payload(b"".join(parts))
+    stream = zstandard.ZstdCompressor(
+        level=ZSTD_LEVEL_LARGE, write_checksum=True, write_content_size=True
+    ).compressobj(size=total)
+    frame = [stream.compress(part) for part in parts]
+    frame.append(stream.flush())
+    return b"".join(frame)
 
 
 def compress_payload(raw: bytes) -> bytes:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from aecompress.coding import compress_payload
+from aecompress.coding import compress_parts, compress_payload
 from aecompress.format import (
     MAX_RESIDUAL_STEP,
     MIN_RESIDUAL_STEP,
@@ -42,13 +43,15 @@ def make(original: np.ndarray, decoded: np.ndarray, step: float) -> ResidualChun
     if not MIN_RESIDUAL_STEP <= step <= MAX_RESIDUAL_STEP:
         raise ValueError(f"residual step {step} is outside {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
     chunk = _layout(step)
-    quantized = np.empty(original.shape, np.int8)
     height = original.shape[0]
-    for rows in _bands(height):
-        diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
-        steps = chunk.row_steps(rows, height)[:, None, None]
-        quantized[rows] = np.clip(np.rint(diff / steps), -127, 127)
-    return dataclasses.replace(chunk, frame=compress_payload(quantized.tobytes()))
+
+    def bands() -> Iterator[bytes]:
+        for rows in _bands(height):
+            diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
+            steps = chunk.row_steps(rows, height)[:, None, None]
+            yield np.clip(np.rint(diff / steps), -127, 127).astype(np.int8).tobytes()
+
+    return dataclasses.replace(chunk, frame=compress_parts(bands(), original.size))
 
 
 def apply(decoded: np.ndarray, aec: AecFile) -> np.ndarray:

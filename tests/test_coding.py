@@ -634,3 +634,15 @@ def test_golden_residual_file_parses_its_residual_to_the_pinned_values() -> None
     back = codec.decode(data, "cpu", GOLDEN / "hyperprior-small.pt").rgb
     reference = read_image(GOLDEN / "v7-residual.png").rgb
     assert np.abs(back.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_parts_compress_to_one_frame_of_their_whole_small_or_streamed():
+    """``coding.compress_parts``: a small payload gets ``compress_payload``'s very frame; a large
+    one (over 4 MiB) is streamed part by part into one frame that declares its whole size."""
+    rng = np.random.default_rng(8)
+    small = [rng.integers(-3, 4, 1000).astype(np.int8).tobytes() for _ in range(5)]
+    assert coding.compress_parts(iter(small), 5000) == coding.compress_payload(b"".join(small))
+    large = [rng.integers(-3, 4, 1 << 20).astype(np.int8).tobytes() for _ in range(5)]
+    frame = coding.compress_parts(iter(large), 5 << 20)
+    assert fmt.inflate(frame, 5 << 20, "parts") == b"".join(large)
+    assert len(frame) < (5 << 20) // 2  # compressed, not stored
