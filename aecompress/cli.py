@@ -884,8 +884,16 @@ def models() -> None:
 
 
 def _served(members: Sequence[Member]) -> str:
-    """Which member serves which -q, for ``models``."""
-    return ", ".join(f"{m.model} for -q {m.quality[0]:g}-{m.quality[1]:g}" for m in members)
+    """Which member serves which -q, for ``models``: neighbours of one model (a change of pace,
+    pieces of a residual tail) as one slice, a residual tail marked."""
+    slices: list[tuple[str, float, float]] = []
+    for m in members:
+        name = m.model + (" + residual" if m.residual else "")
+        if slices and slices[-1][0] == name:
+            slices[-1] = (name, slices[-1][1], m.quality[1])
+        else:
+            slices.append((name, m.quality[0], m.quality[1]))
+    return ", ".join(f"{name} for -q {lo:g}-{hi:g}" for name, lo, hi in slices)
 
 
 def _kodak_figures(card: dict[str, Any]) -> str:

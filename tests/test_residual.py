@@ -173,6 +173,8 @@ def test_a_family_tail_adds_the_residual_from_where_its_member_stops(tiny: Path,
     family.save(fam, path)
     assert family.load_family(path).members == fam.members
     image = _drawn()
+    listing = runner.invoke(app, ["models"]).stdout
+    assert "tiny for -q 0-60, tiny + residual for -q 60-100" in listing, listing
     placer = placement.Placer("tail", image, CPU)
     assert placer.residual(59) is None and placer.residual(80) == residual.Span(128, 8, 0.5)
     sizes, top = [], codec.encode(image, tiny, 40, "cpu").header.step
