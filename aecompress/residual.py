@@ -49,7 +49,7 @@ def make(original: np.ndarray, decoded: np.ndarray, step: float) -> ResidualChun
         for rows in _bands(height):
             diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
             steps = chunk.row_steps(rows, height)[:, None, None]
-            yield np.clip(np.rint(diff / steps), -127, 127).astype(np.int8).tobytes()
+            yield _quantized(diff, steps).tobytes()
 
     return dataclasses.replace(chunk, frame=compress_parts(bands(), original.size))
 
@@ -66,6 +66,12 @@ def apply(decoded: np.ndarray, aec: AecFile) -> np.ndarray:
         restored = decoded[rows].astype(np.float32) + values[rows].astype(np.float32) * steps
         out[rows] = np.clip(np.rint(restored), 0, 255)
     return out
+
+
+def _quantized(diff: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Differences (float32) divided by their rows' steps, rounded and clipped to int8: the
+    stored values, for the file and for the step search alike."""
+    return np.clip(np.rint(diff / steps), -127, 127).astype(np.int8)
 
 
 def _layout(step: float) -> ResidualChunk:
@@ -117,8 +123,7 @@ def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_byte
 
     def size(step: float) -> float:
         steps = _layout(step).row_steps(slice(None), height)[rows][:, None, None]
-        values = np.clip(np.rint(diff / steps), -127, 127).astype(np.int8)
-        return math.log(base_bytes + scale * len(compress_payload(values.tobytes())))
+        return math.log(base_bytes + scale * len(compress_payload(_quantized(diff, steps).tobytes())))
 
     target = (1 - span.t) * size(span.start) + span.t * size(span.end)
     coarse, fine = math.log(span.start), math.log(span.end)
