@@ -46,6 +46,12 @@ def step_to_quality(step: float) -> float:
     return DEFAULT_QUALITY - 25.0 * math.log2(step)
 
 
+def parsed_quality(quality: float) -> float:
+    """The -q a decoder reads back for ``quality`` (the header stores the step as float32): the
+    one whose gains its reconstruction uses."""
+    return step_to_quality(float(np.float32(quality_to_step(quality))))
+
+
 QUANTIZE_CHANNELS = 8  # channels rounded at a time (the float scratch is theirs, not the image's)
 
 # How far past 0.5 a latent of scale class 0, 1, 2, 3 (predicted scales below 0.15, 0.21, 0.30,
@@ -132,11 +138,17 @@ class CodedLatents:
     order: np.ndarray | None
     dtype: np.dtype
     step: float
+    # what a decoder's ``restore_lazily`` will give for these tensors, where asked for: an encoder
+    # that adds a pixel residual synthesizes from it instead of parsing its own file again
+    restored: torch.Tensor | GainScaled | None = None
 
 
 class LatentCoder(Protocol):
-    def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
-        """Float latents (C, H, W) of the analysis transform at the model's own -q -> tensors."""
+    def code(
+        self, net: LatentCodec, latents: torch.Tensor, quality: float, restored: bool = False
+    ) -> CodedLatents:
+        """Float latents (C, H, W) of the analysis transform at the model's own -q -> tensors
+        (and, with ``restored``, the latents a decoder will restore from them, the same floats)."""
         ...
 
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
@@ -167,13 +179,15 @@ class LatentCoder(Protocol):
 
 
 class ChannelContextCoder:
-    def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
+    def code(
+        self, net: LatentCodec, latents: torch.Tensor, quality: float, restored: bool = False
+    ) -> CodedLatents:
         step = quality_to_step(quality)
         q = quantize(latents, step)
         order = channel_order(q)
-        return CodedLatents(
-            [coding.encode_tensor(q[order], workers=torch.get_num_threads())], order, q.dtype, step
-        )
+        tensors = [coding.encode_tensor(q[order], workers=torch.get_num_threads())]
+        again = torch.from_numpy(q.astype(np.float32)) * step if restored else None
+        return CodedLatents(tensors, order, q.dtype, step, again)
 
     def restore(self, net: LatentCodec, aec: AecFile) -> torch.Tensor:
         return torch.from_numpy(stored_integers(aec).astype(np.float32)) * aec.header.step
@@ -328,7 +342,9 @@ class ScaleClassCoder:
         classes = hyper.scale_classes(z, (scaled.shape[1], scaled.shape[2]), exact)
         return z, quantize(scaled, 1.0, classes), classes
 
-    def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
+    def code(
+        self, net: LatentCodec, latents: torch.Tensor, quality: float, restored: bool = False
+    ) -> CodedLatents:
         hyper = side_information(net)
         z, y, classes = self._integers(net, latents, quality)
         tensors = [
@@ -341,7 +357,10 @@ class ScaleClassCoder:
                 workers=torch.get_num_threads(),
             ),
         ]
-        return CodedLatents(tensors, None, y.dtype, quality_to_step(quality))
+        again = None
+        if restored:
+            again = GainScaled(torch.from_numpy(y), gains_at(hyper, parsed_quality(quality))[1])
+        return CodedLatents(tensors, None, y.dtype, quality_to_step(quality), again)
 
     def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:
         """z coded as the file codes it, y at the order-0 entropy of each scale class (classes
@@ -427,10 +446,11 @@ class SliceContextCoder:
 
     @torch.inference_mode()
     def _integers(
-        self, net: LatentCodec, latents: torch.Tensor, quality: float
-    ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        self, net: LatentCodec, latents: torch.Tensor, quality: float, restored: bool = False
+    ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], torch.Tensor | None]:
         """The hyper-latents z, each slice's residuals round(y - mean) (int8, or int16 where a
-        value needs it) and their classes.
+        value needs it) and their classes; with ``restored``, the float latents a decoder will
+        restore from them.
 
         Tile by tile (``CONTEXT_TILE``): each tile runs the hyper synthesis and every slice over
         itself and a halo of (slices - 1) x one context's reach (each slice carries the error at
@@ -444,6 +464,7 @@ class SliceContextCoder:
         # int8 until a value needs more: a large photo's residuals are a byte a latent, not two
         symbols = [np.empty((sw, h, w), dtype=np.int8) for _ in range(model.slices)]
         classes = [np.empty((sw, h, w), dtype=np.uint8) for _ in range(model.slices)]
+        again = np.empty((model.slices * sw, h, w), dtype=np.float32) if restored else None
         halo = (model.slices - 1) * model.context_reach
         for rows, cols, outer in _context_tiles(h, w, halo):
             log2_acc, mean_acc = model.integer_hyper_outputs(model.integer_hyper_features(z, *outer))
@@ -463,11 +484,18 @@ class SliceContextCoder:
                 symbols[k] = widened(symbols[k], kept)
                 symbols[k][at] = kept
                 classes[k][at] = cls[keep]
-        return z, symbols, classes
+                if again is not None:  # as ``restore`` computes it: float64, rounded once to float32
+                    again[part][at] = decoded[-1][keep] / 2**ACT_BITS
+        if again is None:
+            return z, symbols, classes, None
+        igain = gains_at(model, parsed_quality(quality))[1]
+        return z, symbols, classes, torch.from_numpy(again).mul_(igain[:, None, None])
 
-    def code(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> CodedLatents:
+    def code(
+        self, net: LatentCodec, latents: torch.Tensor, quality: float, restored: bool = False
+    ) -> CodedLatents:
         model = _sliced(net)
-        z, symbols, classes = self._integers(net, latents, quality)
+        z, symbols, classes, again = self._integers(net, latents, quality, restored)
         small = all(s.min() >= -128 and s.max() <= 127 for s in symbols if s.size)
         dtype = np.dtype(np.int8) if small else np.dtype("<i2")
         workers = torch.get_num_threads()
@@ -483,7 +511,7 @@ class SliceContextCoder:
             )
             for k, (s, c) in enumerate(zip(symbols, classes, strict=True))
         ]
-        return CodedLatents(tensors, None, dtype, quality_to_step(quality))
+        return CodedLatents(tensors, None, dtype, quality_to_step(quality), again)
 
     @torch.inference_mode()
     def estimate(self, net: LatentCodec, latents: torch.Tensor, quality: float) -> float:

@@ -110,7 +110,7 @@ def pack_latents(
     With ``residual`` (a step in pixel levels, or a family member's ``Span`` of steps, the step
     then chosen for this image), the file also holds the difference between the image and what
     the file without it decodes to (on ``device``), quantized with that step."""
-    coded = coder_for(net).code(net, latents, quality)
+    coded = coder_for(net).code(net, latents, quality, restored=residual is not None)
     c, lh, lw = latents.shape
     header = aecformat.AecHeader(
         width=image.width,
@@ -130,10 +130,12 @@ def pack_latents(
     )
     data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order)
     if residual is not None:
-        base = decode_with(net, aecformat.unpack(data), device)
+        assert coded.restored is not None  # what the file's latents decode to, without a parse
+        base = synthesize(net, coded.restored, (image.height, image.width), device or torch.device("cpu"))
+        coded.restored = None
         if isinstance(residual, pixel_residual.Span):
-            residual = pixel_residual.choose_step(image.rgb, base.rgb, residual, len(data))
-        chunk = pixel_residual.make(image.rgb, base.rgb, residual)
+            residual = pixel_residual.choose_step(image.rgb, base, residual, len(data))
+        chunk = pixel_residual.make(image.rgb, base, residual)
         data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
     return data, header
 

@@ -104,7 +104,8 @@ class Span:
 
 
 SEARCH_PIXELS = 1 << 16  # pixels of the image the step search measures (bands spread over it)
-SEARCH_ROUNDS = 10  # halvings of the log-step interval
+SEARCH_ROUNDS = 8  # at most this many sizings between the ends (3-4 reach the tolerance)
+SEARCH_TOLERANCE = 0.003  # in log file size: 0.3%, against 7-8% of growth per -q
 
 
 def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_bytes: int) -> float:
@@ -125,15 +126,28 @@ def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_byte
         steps = _layout(step).row_steps(slice(None), height)[rows][:, None, None]
         return math.log(base_bytes + scale * len(compress_payload(_quantized(diff, steps).tobytes())))
 
-    target = (1 - span.t) * size(span.start) + span.t * size(span.end)
+    first, last = size(span.start), size(span.end)
+    target = (1 - span.t) * first + span.t * last
+    # log size is smooth and falling in log step: regula falsi (Illinois) on it, from the ends
     coarse, fine = math.log(span.start), math.log(span.end)
+    below, above = first - target, last - target  # <= 0 at the coarse end, >= 0 at the fine one
+    if above - below <= 0:
+        return math.exp(coarse + span.t * (fine - coarse))
+    middle, side = coarse, 0
     for _ in range(SEARCH_ROUNDS):
-        middle = (coarse + fine) / 2
-        if size(math.exp(middle)) > target:
-            fine = middle
+        middle = coarse + (fine - coarse) * -below / (above - below)
+        off = size(math.exp(middle)) - target
+        if abs(off) <= SEARCH_TOLERANCE:
+            break
+        if off > 0:
+            fine, above = middle, off
+            below = below / 2 if side > 0 else below  # the same end twice: pull the other's weight
+            side = 1
         else:
-            coarse = middle
-    return math.exp((coarse + fine) / 2)
+            coarse, below = middle, off
+            above = above / 2 if side < 0 else above
+            side = -1
+    return math.exp(middle)
 
 
 _SEARCH_BAND = 16

@@ -99,7 +99,7 @@ def test_files_parse_to_the_encoders_integers_slice_by_slice(tmp_path: Path) -> 
     ]
     coder = SliceContextCoder()
     latents = passes.analyse(net, image.rgb, torch.device("cpu"))
-    _, symbols, classes = coder._integers(net, latents, 70.0)
+    _, symbols, classes, _ = coder._integers(net, latents, 70.0)
     assert any(len(np.unique(c)) > 3 for c in classes)  # the classes vary
     restored = coder.restore(net, aec)
     igain = net.gains(torch.tensor([net.rate_position(70.0)]))[1][0]
@@ -257,7 +257,7 @@ def test_estimates_follow_the_exact_integers(tmp_path: Path, monkeypatch: pytest
     coder = SliceContextCoder()
     sizes = []
     for quality in (50.0, 75.0, 100.0):
-        z, symbols, classes = coder._integers(net, latents, quality)
+        z, symbols, classes, _ = coder._integers(net, latents, quality)
         exact = coding.encode_tensor(z, role=coding.ROLE_HYPER_LATENTS).coded_bytes + sum(
             coding.classed_entropy_bytes(s, c, net.scale_class_count)
             for s, c in zip(symbols, classes, strict=True)

@@ -20,7 +20,7 @@ from aecompress.errors import FormatError, ModelError
 from aecompress.imageio import ImageData
 from aecompress.metrics import psnr
 from aecompress.modelfile import save_model
-from tests.conftest import tiny_hyperprior
+from tests.conftest import photo_like, tiny_hyperprior
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -245,3 +245,31 @@ def test_the_chosen_step_falls_with_t_and_the_sizes_it_gives_grow_evenly():
     rows = residual._sample(5000, 700)  # a large image: bands spread down it, about 2^20 pixels
     assert rows[0] == 0 and rows[-1] == 4999 and abs(len(rows) * 700 - residual.SEARCH_PIXELS) < 16 * 700
     assert np.array_equal(residual._sample(100, 400), np.arange(100))  # a small one: every row
+
+
+@pytest.mark.parametrize("model", ["default.pt", "hyper.pt", "ctx.pt"])
+@pytest.mark.parametrize("quality", [61.3, 97.0])
+def test_the_coder_restores_what_a_decoder_parses_so_the_encoder_need_not(
+    models_dir: Path, model: str, quality: float
+) -> None:
+    """The latents an encoder synthesizes its residual's base from are the decoder's, bit for
+    bit, for every kind of coder (the hyperprior's gains at the -q read back from the header)."""
+    from aecompress.latents import coder_for
+
+    net, _ = passes.model_on(models_dir / model, CPU)
+    image = ImageData(photo_like(40, 72, seed=8), None, "RGB")
+    latents = passes.analyse(net, image.rgb, CPU) * 30  # a random tiny model's latents are small
+    coded = coder_for(net).code(net, latents, quality, restored=True)
+    assert coded.restored is not None and coder_for(net).code(net, latents, quality).restored is None
+    header = aecformat.AecHeader(
+        width=image.width, height=image.height, mode="RGB", source_mode="RGB", source_bits=8,
+        quality=round(quality), model_name="m", model_hash=bytes(16), stride=net.stride,
+        channels=latents.shape[0], latent_height=latents.shape[1], latent_width=latents.shape[2],
+        dtype=coded.dtype, step=coded.step,
+    )  # fmt: skip
+    aec = aecformat.unpack(aecformat.pack(header, coded.tensors, None, None, None, coded.order))
+    parsed = coder_for(net).restore_lazily(net, aec)
+    mine = coded.restored
+    assert type(mine) is type(parsed)
+    torch.testing.assert_close(mine[:], parsed[:], rtol=0, atol=0)
+    assert float(parsed[:].abs().sum()) > 0
