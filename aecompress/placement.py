@@ -23,7 +23,7 @@ from aecompress.metrics import psnr
 from aecompress.modelfile import resolve
 from aecompress.pack import decode_with, pack_file
 from aecompress.passes import analyse, model_on
-from aecompress.residual import Span
+from aecompress.residual import TAIL_GROWTH, Span
 
 
 @dataclass
@@ -118,8 +118,11 @@ class Placer:
         if self.family is None:
             return None
         index, t = self.family.slot(quality)
-        steps = self.family.members[index].residual
-        return None if steps is None else Span(steps[0], steps[1], t)
+        member = self.family.members[index]
+        if member.residual is None:
+            return None
+        width = member.quality[1] - member.quality[0]
+        return Span(member.residual[0], member.residual[1], t, TAIL_GROWTH**width)
 
     def analysis(self, path: Path) -> torch.Tensor:
         """The model's float latents of the image (computed on first use; bfloat16 where the

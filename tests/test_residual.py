@@ -176,7 +176,8 @@ def test_a_family_tail_adds_the_residual_from_where_its_member_stops(tiny: Path,
     listing = runner.invoke(app, ["models"]).stdout
     assert "tiny for -q 0-60, tiny + residual for -q 60-100" in listing, listing
     placer = placement.Placer("tail", image, CPU)
-    assert placer.residual(59) is None and placer.residual(80) == residual.Span(128, 8, 0.5)
+    assert placer.residual(59) is None
+    assert placer.residual(80) == residual.Span(128, 8, 0.5, residual.TAIL_GROWTH**40)
     sizes, top = [], codec.encode(image, tiny, 40, "cpu").header.step
     for quality in (59, 60, 80, 100):
         result = codec.encode(image, "tail", quality, "cpu")
@@ -242,8 +243,19 @@ def test_the_chosen_step_falls_with_t_and_the_sizes_it_gives_grow_evenly():
     growth = [b / a for a, b in itertools.pairwise(sizes)]
     even = (sizes[-1] / sizes[0]) ** (1 / 8)
     assert all(abs(g / even - 1) < 0.05 for g in growth), (growth, even)
-    rows = residual._sample(5000, 700)  # a large image: bands spread down it, about 2^20 pixels
-    assert rows[0] == 0 and rows[-1] == 4999 and abs(len(rows) * 700 - residual.SEARCH_PIXELS) < 16 * 700
+    # a cap on the range's growth: the end stops where the file is that many times the start's
+    ratio = sizes[-1] / sizes[0]
+    capped = [
+        residual.choose_step(original, decoded, residual.Span(24.0, 4.0, t, ratio**0.5), base)
+        for t in (0.5, 1.0)
+    ]
+    assert abs(capped[0] / steps[2] - 1) < 0.05 and abs(capped[1] / steps[4] - 1) < 0.05
+    sizes = [base + len(residual.make(original, decoded, step).frame) for step in capped]
+    assert abs(sizes[1] / (base + len(residual.make(original, decoded, 24.0).frame)) / ratio**0.5 - 1) < 0.05
+    rows = residual._sample(5000, 700)  # a large image: rows drawn all down it, about 2^16 pixels
+    assert np.all(np.diff(rows) > 0) and rows[0] < 60 and rows[-1] > 4940
+    assert abs(len(rows) * 700 - residual.SEARCH_PIXELS) < 700
+    assert np.array_equal(rows, residual._sample(5000, 700))  # the same image, the same rows
     assert np.array_equal(residual._sample(100, 400), np.arange(100))  # a small one: every row
 
 
