@@ -296,13 +296,13 @@ ZSTD_LEVEL_LARGE = 12
 _LARGE_PAYLOAD = 4 << 20
 
 
-def compress_parts(parts: Iterable[bytes], total: int) -> bytes:
+def compress_parts(parts: Iterable[bytes], total: int, setting: int | None = None) -> bytes:
     """One zstd frame of the concatenated ``parts`` (``total`` bytes in all), the same frame
     ``compress_payload`` makes of a small payload; a large one is streamed part by part, so an
     encoder that makes it a band at a time never holds all of it (a 6000x4000 image's residual:
     72 MB, twice over as array and bytes)."""
     if total <= _LARGE_PAYLOAD:
-        return compress_payload(b"".join(parts))
+        return compress_payload(b"".join(parts), setting)
     stream = zstandard.ZstdCompressor(
         level=ZSTD_LEVEL_LARGE, write_checksum=True, write_content_size=True
     ).compressobj(size=total)
@@ -311,15 +311,24 @@ def compress_parts(parts: Iterable[bytes], total: int) -> bytes:
     return b"".join(frame)
 
 
-def compress_payload(raw: bytes) -> bytes:
-    """One zstd frame (content size and checksum recorded) of plain bytes."""
+def compress_payload(raw: bytes, setting: int | None = None) -> bytes:
+    """One zstd frame (content size and checksum recorded) of plain bytes: the smaller of the
+    ``SMALL_PAYLOAD_PARAMS`` settings' frames, or only ``setting``'s (an index into them), for a
+    caller that has seen which one wins on data like it (``payload_frames``)."""
     if len(raw) > _LARGE_PAYLOAD:
         return zstandard.ZstdCompressor(
             level=ZSTD_LEVEL_LARGE, write_checksum=True, write_content_size=True
         ).compress(raw)
+    if setting is not None:
+        return zstandard.ZstdCompressor(compression_params=SMALL_PAYLOAD_PARAMS[setting]).compress(raw)
+    return min(payload_frames(raw), key=len)
+
+
+def payload_frames(raw: bytes) -> list[bytes]:
+    """The frame of a small payload under each of the ``SMALL_PAYLOAD_PARAMS`` settings, in turn
+    (compressed side by side)."""
     compressors = [zstandard.ZstdCompressor(compression_params=p) for p in SMALL_PAYLOAD_PARAMS]
-    frames = list(_zstd_pool().map(lambda c: c.compress(raw), compressors))
-    return min(frames, key=len)
+    return list(_zstd_pool().map(lambda c: c.compress(raw), compressors))
 
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}

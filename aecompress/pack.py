@@ -134,8 +134,10 @@ def pack_latents(
         base = synthesize(net, coded.restored, (image.height, image.width), device or torch.device("cpu"))
         coded.restored = None
         if isinstance(residual, pixel_residual.Span):
-            residual = pixel_residual.choose_step(image.rgb, base, residual, len(data))
-        chunk = pixel_residual.make(image.rgb, base, residual)
+            choice = pixel_residual.choose_step(image.rgb, base, residual, len(data))
+        else:
+            choice = pixel_residual.Choice(residual)
+        chunk = pixel_residual.make(image.rgb, base, choice.step, choice.setting)
         data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
     return data, header
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aecompress.coding import compress_parts, compress_payload
+from aecompress.coding import compress_parts, payload_frames
 from aecompress.format import (
     MAX_RESIDUAL_STEP,
     MIN_RESIDUAL_STEP,
@@ -32,9 +32,10 @@ from aecompress.format import (
 )
 
 
-def make(original: np.ndarray, decoded: np.ndarray, step: float) -> ResidualChunk:
+def make(original: np.ndarray, decoded: np.ndarray, step: float, setting: int | None = None) -> ResidualChunk:
     """The residual of ``decoded`` against ``original`` (both (H, W, 3) uint8), quantized with
-    ``step`` (MIN_RESIDUAL_STEP..MAX_RESIDUAL_STEP pixel levels).
+    ``step`` (MIN_RESIDUAL_STEP..MAX_RESIDUAL_STEP pixel levels) and compressed with zstd's
+    ``setting`` (``Choice.setting``; None: the smaller frame of every setting).
 
     The differences are integers, so what a step keeps changes only where half of it crosses an
     integer: a step between two even numbers is coded as the coarser one, with the finer one on a
@@ -51,7 +52,7 @@ def make(original: np.ndarray, decoded: np.ndarray, step: float) -> ResidualChun
             steps = chunk.row_steps(rows, height)[:, None, None]
             yield _quantized(diff, steps).tobytes()
 
-    return dataclasses.replace(chunk, frame=compress_parts(bands(), original.size))
+    return dataclasses.replace(chunk, frame=compress_parts(bands(), original.size, setting))
 
 
 def apply(decoded: np.ndarray, aec: AecFile) -> np.ndarray:
@@ -106,6 +107,17 @@ class Span:
     most: float = math.inf
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A file's residual step, and the zstd setting (an index into
+    ``coding.SMALL_PAYLOAD_PARAMS``) whose frame was the smaller on the search's sample at that
+    step (None where nothing was measured): the file compresses with it alone, once, not with
+    every setting."""
+
+    step: float
+    setting: int | None = None
+
+
 TAIL_GROWTH = 1.09  # the most a file grows per -q inside a family's residual range (12% allowed)
 
 
@@ -114,29 +126,33 @@ SEARCH_ROUNDS = 8  # at most this many sizings between the ends (3-4 reach the t
 SEARCH_TOLERANCE = 0.003  # in log file size: 0.3%, against 7-8% of growth per -q
 
 
-def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_bytes: int) -> float:
+def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_bytes: int) -> Choice:
     """The step for ``span`` on this image (both (H, W, 3) uint8) whose file, ``base_bytes``
     without the residual, has its share of the way between the ends' sizes (the end's capped at
     ``span.most`` times the start's, so no -q step jumps on any image). The residual's size
     is measured as the file codes it, on a sample of rows for a large image, scaled to
     the image (a faster zstd setting drifts from the final sizes at the fine steps)."""
     if span.t <= 0 or span.start == span.end:
-        return span.start
+        return Choice(span.start)
     if span.t >= 1 and math.isinf(span.most):
-        return span.end
+        return Choice(span.end)
     height = original.shape[0]
     rows = _sample(original.shape[0], original.shape[1])
     diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
     scale = height / len(rows)
 
+    winner = [0]  # the setting that won at the step sized last
+
     def size(step: float) -> float:
         steps = _layout(step).row_steps(slice(None), height)[rows][:, None, None]
-        return math.log(base_bytes + scale * len(compress_payload(_quantized(diff, steps).tobytes())))
+        lengths = [len(f) for f in payload_frames(_quantized(diff, steps).tobytes())]
+        winner[0] = lengths.index(min(lengths))
+        return math.log(base_bytes + scale * min(lengths))
 
     first, last = size(span.start), size(span.end)
     target = (1 - span.t) * first + span.t * min(last, first + math.log(span.most))
     if target >= last:
-        return span.end
+        return Choice(span.end, winner[0])
     # log size is smooth and falling in log step: regula falsi (Illinois) on it, from the ends
     coarse, fine = math.log(span.start), math.log(span.end)
     below, above = first - target, last - target  # <= 0 at the coarse end, > 0 at the fine one
@@ -154,7 +170,7 @@ def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_byte
             coarse, below = middle, off
             above = above / 2 if side < 0 else above
             side = -1
-    return math.exp(middle)
+    return Choice(math.exp(middle), winner[0])
 
 
 def _sample(height: int, width: int) -> np.ndarray:

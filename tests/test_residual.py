@@ -237,7 +237,14 @@ def test_a_tail_of_several_steps_splits_into_even_pieces_that_meet():
 def test_the_chosen_step_falls_with_t_and_the_sizes_it_gives_grow_evenly():
     original, decoded = _photo_like_pair(5)
     base = 4000  # bytes of latents beside the residual
-    steps = [residual.choose_step(original, decoded, residual.Span(24.0, 4.0, t / 8), base) for t in range(9)]
+    choices = [
+        residual.choose_step(original, decoded, residual.Span(24.0, 4.0, t / 8), base) for t in range(9)
+    ]
+    assert choices[0] == residual.Choice(24.0) and all(c.setting is not None for c in choices[1:-1])
+    for c in choices[1:-1]:  # the sample's winning zstd setting alone codes the file about as small
+        alone = len(residual.make(original, decoded, c.step, c.setting).frame)
+        assert alone <= 1.03 * len(residual.make(original, decoded, c.step).frame)
+    steps = [c.step for c in choices]
     assert steps[0] == 24.0 and steps[-1] == 4.0 and steps == sorted(steps, reverse=True)
     sizes = [base + len(residual.make(original, decoded, step).frame) for step in steps]
     growth = [b / a for a, b in itertools.pairwise(sizes)]
@@ -246,7 +253,7 @@ def test_the_chosen_step_falls_with_t_and_the_sizes_it_gives_grow_evenly():
     # a cap on the range's growth: the end stops where the file is that many times the start's
     ratio = sizes[-1] / sizes[0]
     capped = [
-        residual.choose_step(original, decoded, residual.Span(24.0, 4.0, t, ratio**0.5), base)
+        residual.choose_step(original, decoded, residual.Span(24.0, 4.0, t, ratio**0.5), base).step
         for t in (0.5, 1.0)
     ]
     assert abs(capped[0] / steps[2] - 1) < 0.05 and abs(capped[1] / steps[4] - 1) < 0.05
