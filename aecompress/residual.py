@@ -121,7 +121,7 @@ class Choice:
 TAIL_GROWTH = 1.09  # the most a file grows per -q inside a family's residual range (12% allowed)
 
 
-SEARCH_PIXELS = 1 << 16  # pixels of the image the step search measures (bands spread over it)
+SEARCH_PIXELS = 1 << 16  # pixels of the image the step search measures (rows drawn all down it)
 SEARCH_ROUNDS = 8  # at most this many sizings between the ends (3-4 reach the tolerance)
 SEARCH_TOLERANCE = 0.003  # in log file size: 0.3%, against 7-8% of growth per -q
 
