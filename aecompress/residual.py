@@ -144,7 +144,9 @@ def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_byte
     winner = [0]  # the setting that won at the step sized last
 
     def size(step: float) -> float:
-        steps = _layout(step).row_steps(slice(None), height)[rows][:, None, None]
+        # the finer step on the same share of the sample's rows as of the image's (their own
+        # rows would take it on a share that wanders from step to step, and so would the sizes)
+        steps = _layout(step).row_steps(slice(None), len(rows))[:, None, None]
         lengths = [len(f) for f in payload_frames(_quantized(diff, steps).tobytes())]
         winner[0] = lengths.index(min(lengths))
         return math.log(base_bytes + scale * min(lengths))
