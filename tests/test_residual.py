@@ -18,6 +18,7 @@ from aecompress.cli import app
 from aecompress.coding import compress_payload
 from aecompress.errors import FormatError, ModelError
 from aecompress.imageio import ImageData
+from aecompress.latents import coder_for
 from aecompress.metrics import psnr
 from aecompress.modelfile import save_model
 from tests.conftest import photo_like, tiny_hyperprior
@@ -273,8 +274,6 @@ def test_the_coder_restores_what_a_decoder_parses_so_the_encoder_need_not(
 ) -> None:
     """The latents an encoder synthesizes its residual's base from are the decoder's, bit for
     bit, for every kind of coder (the hyperprior's gains at the -q read back from the header)."""
-    from aecompress.latents import coder_for
-
     net, _ = passes.model_on(models_dir / model, CPU)
     image = ImageData(photo_like(40, 72, seed=8), None, "RGB")
     latents = passes.analyse(net, image.rgb, CPU) * 30  # a random tiny model's latents are small
