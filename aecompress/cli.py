@@ -512,9 +512,10 @@ def info(
             return
         for record in records:
             typer.echo(f"{record['file']}:")
+            width = max(len(key) for key in record)
             for key, value in record.items():
                 if key != "file":
-                    typer.echo(f"  {key:14} {value}")
+                    typer.echo(f"  {key:{width}} {value}")
 
 
 @app.command()

@@ -7,6 +7,7 @@ is allocated, and each kind of damage raises its own error type.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from collections.abc import Sequence
@@ -22,9 +23,11 @@ from aecompress.coding import (
     ROLE_LATENTS,
     ROLE_SLICE,
     SCHEME_GROUPED_CLASSES,
+    SCHEME_RESIDUAL_PHASES,
     TENSOR_ENTRY_BYTES,
     CodedTensor,
     compress_payload,
+    decode_residual,
     plain_bytes,
     read_varint,
     varint,
@@ -32,7 +35,7 @@ from aecompress.coding import (
 from aecompress.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 SIGNATURE = b"\x89AEC\r\n\x1a\n"
-FORMAT_VERSION = 7  # the newest version read (files are written in the oldest that holds them)
+FORMAT_VERSION = 8  # the newest version read (files are written in the oldest that holds them)
 PLANAR_VERSION = 3  # the version that introduced int16 latents as zigzag byte planes
 TENSOR_VERSION = 4  # the version that codes integer tensors as context-classed streams (TNSR)
 GROUPED_VERSION = 5  # the version that added scheme 3 (scale classes grouped into shared streams)
@@ -40,6 +43,10 @@ SLICED_VERSION = 6  # the version that added latents coded in channel slices (ro
 RESIDUAL_VERSION = 7  # the version that added a pixel residual over the decoded image (RESD)
 RESIDUAL_INT8 = 1  # RESD layout: the quantized residual as int8, pixel by pixel (R, G, B), one zstd frame
 RESIDUAL_INT8_ROWS = 2  # as 1, with a finer step on a share of the rows (``residual_rows``)
+CLASSED_RESIDUAL_VERSION = 8  # the version that added residuals coded as classed streams (layouts 3, 4)
+RESIDUAL_CLASSED = 3  # as 1, the values coded by scheme 4 in bands of rows (a table of tensors)
+RESIDUAL_CLASSED_ROWS = 4  # as 2, coded as 3
+MAX_RESIDUAL_BANDS = 255
 ROW_SHARE_ONE = 1 << 16  # a row share counts in 65536ths
 _ROW_HASH = 40503  # 65536 / the golden ratio, odd: consecutive rows land far apart in 0..65535
 MIN_RESIDUAL_STEP, MAX_RESIDUAL_STEP = 2.0, 255.0
@@ -101,11 +108,12 @@ class AecHeader:
 @dataclass(frozen=True)
 class ResidualChunk:
     """A pixel residual over the decoded image (``aecompress.residual``): the difference from
-    the original, quantized with ``step`` and stored as int8 per pixel and channel in one zstd
-    frame (``RESIDUAL_INT8``). With ``RESIDUAL_INT8_ROWS`` the rows that ``residual_rows`` picks
-    for ``fine_share`` (in 65536ths) use ``fine_step`` instead: the differences are integers, so
-    a single step's file size moves in jumps as the step crosses even numbers, and a share of
-    rows at the next finer step fills in between them."""
+    the original, quantized with ``step``, int8 per pixel and channel, in one zstd frame
+    (``RESIDUAL_INT8``) or coded by scheme 4 in bands of rows (``RESIDUAL_CLASSED``: ``frame``
+    holds their table). With ``RESIDUAL_INT8_ROWS`` or ``RESIDUAL_CLASSED_ROWS`` the rows that
+    ``residual_rows`` picks for ``fine_share`` (in 65536ths) use ``fine_step`` instead: the
+    differences are integers, so a single step's file size moves in jumps as the step crosses
+    even numbers, and a share of rows at the next finer step fills in between them."""
 
     step: float
     frame: bytes
@@ -115,22 +123,39 @@ class ResidualChunk:
 
     def to_bytes(self) -> bytes:
         head = _RESIDUAL_HEAD.pack(self.step, self.layout)
-        if self.layout == RESIDUAL_INT8_ROWS:
+        if self.has_rows:
             head += _RESIDUAL_ROWS.pack(self.fine_step, self.fine_share)
         return head + self.frame
 
     def row_steps(self, rows: slice, height: int) -> np.ndarray:
         """The step of each of ``rows`` (of an image ``height`` rows tall), float32."""
         steps = np.full(len(range(*rows.indices(height))), np.float32(self.step), np.float32)
-        if self.layout == RESIDUAL_INT8_ROWS and self.fine_step is not None:
+        if self.has_rows and self.fine_step is not None:
             fine = residual_rows(height, self.fine_share)[rows]
             steps[fine] = np.float32(self.fine_step)
         return steps
 
     @property
+    def has_rows(self) -> bool:
+        """Whether a share of the rows takes a finer step (layouts 2 and 4)."""
+        return self.layout in (RESIDUAL_INT8_ROWS, RESIDUAL_CLASSED_ROWS)
+
+    @property
+    def classed(self) -> bool:
+        """Whether the values are coded by scheme 4 in bands (layouts 3 and 4)."""
+        return self.layout in (RESIDUAL_CLASSED, RESIDUAL_CLASSED_ROWS)
+
+    def with_classed(self, classed: bool) -> ResidualChunk:
+        """The same steps, with the layout for a zstd frame or for classed bands."""
+        layouts = (
+            (RESIDUAL_CLASSED, RESIDUAL_CLASSED_ROWS) if classed else (RESIDUAL_INT8, RESIDUAL_INT8_ROWS)
+        )
+        return dataclasses.replace(self, layout=layouts[self.has_rows])
+
+    @property
     def nominal_step(self) -> float:
         """One step that stands for the chunk's: the geometric blend of its two steps by share."""
-        if self.layout != RESIDUAL_INT8_ROWS or self.fine_step is None:
+        if not self.has_rows or self.fine_step is None:
             return self.step
         share = self.fine_share / ROW_SHARE_ONE
         return float(self.step ** (1 - share) * self.fine_step**share)
@@ -146,11 +171,11 @@ def _parse_residual(data: bytes) -> ResidualChunk:
     if len(data) < _RESIDUAL_HEAD.size:
         raise FormatError("residual chunk is cut short")
     step, layout = _RESIDUAL_HEAD.unpack_from(data)
-    if layout not in (RESIDUAL_INT8, RESIDUAL_INT8_ROWS):
+    if layout not in (RESIDUAL_INT8, RESIDUAL_INT8_ROWS, RESIDUAL_CLASSED, RESIDUAL_CLASSED_ROWS):
         raise FormatError(f"residual chunk uses an unknown layout {layout}")
     if not (np.isfinite(step) and MIN_RESIDUAL_STEP <= step <= MAX_RESIDUAL_STEP):
         raise FormatError(f"residual step {step} is outside {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
-    if layout == RESIDUAL_INT8:
+    if layout in (RESIDUAL_INT8, RESIDUAL_CLASSED):
         return ResidualChunk(float(step), data[_RESIDUAL_HEAD.size :], layout)
     if len(data) < _RESIDUAL_HEAD.size + _RESIDUAL_ROWS.size:
         raise FormatError("residual chunk is cut short")
@@ -182,6 +207,13 @@ class AecFile:
         if self.residual is None:
             return None
         h = self.header
+        if self.residual.classed:
+            out = np.empty((h.height, h.width, 3), dtype=np.int8)
+            top = 0
+            for band in residual_bands(self.residual, h):
+                out[top : top + band.shape[1]] = decode_residual(band).transpose(1, 2, 0)
+                top += band.shape[1]
+            return out
         raw = inflate(self.residual.frame, h.width * h.height * 3, "residual")
         return np.frombuffer(raw, dtype=np.int8).reshape(h.height, h.width, 3)
 
@@ -195,6 +227,28 @@ class AecFile:
         raw = inflate(self.alpha[1:], h.width * h.height, "alpha plane")
         diff = np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width)
         return np.cumsum(diff, axis=1, dtype=np.uint8)
+
+
+def residual_bands(chunk: ResidualChunk, header: AecHeader) -> tuple[CodedTensor, ...]:
+    """A classed residual's bands (none for a zstd frame), checked against the image: scheme 4,
+    three channels, the image's width, equal heights but the last, down the whole image."""
+    if not chunk.classed:
+        return ()
+    bands = _parse_tensors(chunk.frame, MAX_RESIDUAL_BANDS)
+    rows = bands[0].shape[1]
+    for index, band in enumerate(bands):
+        last = index == len(bands) - 1
+        if band.role != index or band.scheme != SCHEME_RESIDUAL_PHASES or band.dictionaries:
+            raise FormatError(
+                f"residual band {index} is not a scheme {SCHEME_RESIDUAL_PHASES} band in its place"
+            )
+        if band.shape[0] != 3 or band.shape[2] != header.width or (band.shape[1] != rows and not last):
+            raise FormatError(
+                f"residual band {index} has shape {band.shape}, not 3 x {rows} x {header.width}"
+            )
+        if last and (len(bands) - 1) * rows + band.shape[1] != header.height:
+            raise FormatError(f"the residual's bands cover other than the image's {header.height} rows")
+    return bands
 
 
 def _check_geometry(h: AecHeader) -> None:
@@ -314,10 +368,11 @@ _TENSOR_HEAD = struct.Struct("<BBBHHHB")
 assert _TENSOR_HEAD.size == TENSOR_ENTRY_BYTES
 
 
-def tensor_table(tensors: tuple[CodedTensor, ...] | list[CodedTensor]) -> bytes:
-    """The ``TNSR`` chunk's data: a table of the coded tensors, then all their frames."""
-    if not 1 <= len(tensors) <= MAX_TENSORS:
-        raise FormatError(f"a file holds 1..{MAX_TENSORS} coded tensors, not {len(tensors)}")
+def tensor_table(tensors: Sequence[CodedTensor], most: int = MAX_TENSORS) -> bytes:
+    """The ``TNSR`` chunk's data: a table of the coded tensors, then all their frames (also a
+    classed residual's bands, up to ``MAX_RESIDUAL_BANDS``)."""
+    if not 1 <= len(tensors) <= most:
+        raise FormatError(f"a table holds 1..{most} coded tensors, not {len(tensors)}")
     table = [bytes([len(tensors)])]
     for t in tensors:
         table.append(_TENSOR_HEAD.pack(t.role, t.scheme, t.dictionaries, *t.shape, len(t.frames)))
@@ -325,9 +380,9 @@ def tensor_table(tensors: tuple[CodedTensor, ...] | list[CodedTensor]) -> bytes:
     return b"".join(table + [f for t in tensors for f in t.frames])
 
 
-def _parse_tensors(data: bytes) -> tuple[CodedTensor, ...]:
+def _parse_tensors(data: bytes, most: int = MAX_TENSORS) -> tuple[CodedTensor, ...]:
     """Read a ``TNSR`` table, checking every count and length against the chunk's own size."""
-    if not data or not 1 <= data[0] <= MAX_TENSORS:
+    if not data or not 1 <= data[0] <= most:
         raise FormatError("tensor table: bad tensor count")
     pos, heads = 1, []
     for _ in range(data[0]):
@@ -366,18 +421,20 @@ def pack(
     residual: ResidualChunk | None = None,
 ) -> bytes:
     """Serialize a header, coded integer tensors (``aecompress.coding``) and the optional chunks
-    into .aec bytes: version 7 with a residual, 6 with latent slices, 5 when a tensor uses
-    scheme 3, else 4, so a file stays readable by the releases that can read what it holds.
+    into .aec bytes: version 8 with a classed residual, 7 with another, 6 with latent slices,
+    5 when a tensor uses scheme 3, else 4, so a file stays readable by the releases that can
+    read what it holds.
     ``order`` is the latent channels' stored order."""
     _check_latent_tensors(header, tensors)
     sliced = any(t.role >= ROLE_SLICE for t in tensors)
     grouped = any(t.scheme == SCHEME_GROUPED_CLASSES for t in tensors)
     version = SLICED_VERSION if sliced else GROUPED_VERSION if grouped else TENSOR_VERSION
-    version = RESIDUAL_VERSION if residual is not None else version
+    if residual is not None:
+        version = CLASSED_RESIDUAL_VERSION if residual.classed else RESIDUAL_VERSION
     out = _head(header, version) + _order_chunk(header, order)
     out.append(_chunk(b"TNSR", tensor_table(tensors)))
     if residual is not None:
-        _parse_residual(residual.to_bytes())  # refuse a step or layout no reader would take
+        residual_bands(_parse_residual(residual.to_bytes()), header)  # refuse what no reader would take
         out.append(_chunk(b"RESD", residual.to_bytes()))
     return b"".join(out + _tail(header, alpha, icc, exif))
 
@@ -525,6 +582,14 @@ def unpack(data: bytes) -> AecFile:
         raise FormatError(
             f"a residual needs format version {RESIDUAL_VERSION}, the file is version {header.version}"
         )
+    residual = _parse_residual(found[b"RESD"]) if b"RESD" in found else None
+    if residual is not None and residual.classed and header.version < CLASSED_RESIDUAL_VERSION:
+        raise FormatError(
+            f"a classed residual needs format version {CLASSED_RESIDUAL_VERSION}, "
+            f"the file is version {header.version}"
+        )
+    if residual is not None:
+        residual_bands(residual, header)
     has_alpha = header.mode in ("LA", "RGBA")
     if has_alpha != (b"ALPH" in found):
         raise FormatError("alpha chunk presence disagrees with the colour mode")
@@ -539,7 +604,7 @@ def unpack(data: bytes) -> AecFile:
         exif=found.get(b"EXIF"),
         chunk_sizes=sizes,
         file_size=len(data),
-        residual=_parse_residual(found[b"RESD"]) if b"RESD" in found else None,
+        residual=residual,
     )
 
 
@@ -610,4 +675,10 @@ def describe(aec: AecFile) -> dict[str, object]:
         "icc_bytes": aec.chunk_sizes.get("ICCP", 0),
         "exif_bytes": aec.chunk_sizes.get("EXIF", 0),
         "bpp": round(8 * aec.file_size / (h.width * h.height), 4),
-    } | ({"residual_step": round(aec.residual.nominal_step, 4)} if aec.residual is not None else {})
+    } | (_residual_text(aec.residual) if aec.residual is not None else {})
+
+
+def _residual_text(chunk: ResidualChunk) -> dict[str, object]:
+    bands = len(_parse_tensors(chunk.frame, MAX_RESIDUAL_BANDS)) if chunk.classed else 0
+    coding = f"classes in {bands} band{'s' * (bands != 1)}" if chunk.classed else "one zstd frame"
+    return {"residual_step": round(chunk.nominal_step, 4), "residual_coding": coding}

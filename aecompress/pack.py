@@ -136,8 +136,10 @@ def pack_latents(
         if isinstance(residual, pixel_residual.Span):
             choice = pixel_residual.choose_step(image.rgb, base, residual, len(data))
         else:
-            choice = pixel_residual.Choice(residual)
-        chunk = pixel_residual.make(image.rgb, base, choice.step, choice.setting)
+            choice = pixel_residual.fixed_step(image.rgb, base, residual)
+        chunk = pixel_residual.make(
+            image.rgb, base, choice.step, choice.setting, choice.classed, torch.get_num_threads()
+        )
         data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
     return data, header
 

@@ -4,12 +4,13 @@ Golden files of every format version live in tests/assets/golden/: their decoded
 compared with the integers they were made from (rebuilt from seeds) and with SHA-256 hashes pinned
 in expected.json, and one file written by a small real hyperprior (committed beside it) pins the
 classes its integer h_s computes. ``AECOMPRESS_REGEN_GOLDEN=1 pytest tests/test_coding.py`` writes
-the synthetic ones and the version-7 residual file again (only ever needed when a new format
+the synthetic ones and the residual files (versions 7 and 8) again (only ever needed when a new format
 version is added).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -586,53 +587,76 @@ def test_golden_context_file_parses_slice_by_slice_to_the_pinned_integers() -> N
     assert np.abs(back.astype(int) - reference.astype(int)).max() <= 1
 
 
-def _write_residual_golden() -> None:
-    """Version 7: a drawn image coded by the small hyperprior with a residual of step 8 (run
-    only under AECOMPRESS_REGEN_GOLDEN=1; the pixels it restores are pinned beside it)."""
+def _write_residual_golden(name: str, classed: bool) -> None:
+    """Version 7: a drawn image coded by the small hyperprior with a residual of step 8 in one
+    zstd frame; version 8: a noisy photo-like one with a residual of step 4 coded by classes
+    (run only under AECOMPRESS_REGEN_GOLDEN=1; the pixels it restores are pinned beside it)."""
     import torch
 
-    from aecompress import pack, passes, synthetic
+    from aecompress import pack, passes, residual, synthetic
     from aecompress.imageio import encode_image_bytes
 
     cpu = torch.device("cpu")
-    image = ImageData(synthetic.render("comic", 7, 56, 40), None, "RGB")
-    net, info = passes.model_on(GOLDEN / "hyperprior-small.pt", cpu)
+    model = GOLDEN / "hyperprior-small.pt"
+    if classed:
+        rng = np.random.default_rng(8)
+        ramp = np.linspace(40, 200, 56)[None, :, None] + np.linspace(0, 30, 40)[:, None, None]
+        rgb = np.clip(ramp + rng.normal(0, 12, (40, 56, 3)), 0, 255).astype(np.uint8)
+    else:
+        rgb = synthetic.render("comic", 7, 56, 40)
+    image = ImageData(rgb, None, "RGB")
+    net, info = passes.model_on(model, cpu)
     latents = passes.analyse(net, image.rgb, cpu)
-    data, _ = pack.pack_latents(net, info.name, info.weights_hash, image, latents, 40.0, None, 8.0, cpu)
-    (GOLDEN / "v7-residual.aec").write_bytes(data)
-    restored = codec.decode(data, "cpu", GOLDEN / "hyperprior-small.pt")
-    (GOLDEN / "v7-residual.png").write_bytes(encode_image_bytes(restored, "PNG"))
+    data, _ = pack.pack_latents(
+        net, info.name, info.weights_hash, image, latents, 40.0, None, None if classed else 8.0, cpu
+    )
+    if classed:  # a residual this small would take the single frame: the classes asked for outright
+        plain = fmt.unpack(data)
+        chunk = residual.make(rgb, codec.decode(data, "cpu", model).rgb, 4.0, classed=True)
+        data = fmt.pack(plain.header, list(plain.tensors), None, None, None, plain.order, chunk)
+    (GOLDEN / f"{name}.aec").write_bytes(data)
+    restored = codec.decode(data, "cpu", model)
+    (GOLDEN / f"{name}.png").write_bytes(encode_image_bytes(restored, "PNG"))
     aec = fmt.unpack(data)
     values = aec.residual_array()
-    assert values is not None
+    assert values is not None and aec.residual is not None and aec.residual.classed == classed
     expected_path = GOLDEN / "expected.json"
     pinned = json.loads(expected_path.read_text())
-    pinned["v7-residual.aec"] = {
+    pinned[f"{name}.aec"] = {
         "version": aec.header.version,
-        "residual_step": aec.residual.step if aec.residual else None,
+        "residual_step": aec.residual.step,
         "residual_sha256": hashlib.sha256(values.tobytes()).hexdigest(),
     }
     expected_path.write_text(json.dumps(pinned, indent=2) + "\n")
 
 
-def test_golden_residual_file_parses_its_residual_to_the_pinned_values() -> None:
-    """Format version 7: a hyperprior file with a pixel residual (RESD). The residual's int8
-    values and step are pinned; the restored pixels, which move with the synthesis's floats,
-    may differ by one level from those written with it."""
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("v7-residual", fmt.RESIDUAL_VERSION), ("v8-classed-residual", fmt.CLASSED_RESIDUAL_VERSION)],
+)
+def test_golden_residual_file_parses_its_residual_to_the_pinned_values(name: str, version: int) -> None:
+    """Format version 7: a hyperprior file with a pixel residual (RESD) in one zstd frame;
+    version 8: one coded by classes. The residual's int8 values and step are pinned; the
+    restored pixels, which move with the synthesis's floats, may differ by one level from
+    those written with it."""
     if REGEN:
-        _write_residual_golden()
-    pinned = json.loads((GOLDEN / "expected.json").read_text())["v7-residual.aec"]
-    data = (GOLDEN / "v7-residual.aec").read_bytes()
+        _write_residual_golden(name, version == fmt.CLASSED_RESIDUAL_VERSION)
+    pinned = json.loads((GOLDEN / "expected.json").read_text())[f"{name}.aec"]
+    data = (GOLDEN / f"{name}.aec").read_bytes()
     aec = fmt.unpack(data)
-    assert aec.header.version == pinned["version"] == fmt.RESIDUAL_VERSION
+    assert aec.header.version == pinned["version"] == version
     assert aec.residual is not None and aec.residual.step == pinned["residual_step"]
+    assert aec.residual.classed == (version == fmt.CLASSED_RESIDUAL_VERSION)
     values = aec.residual_array()
     assert values is not None and values.shape == (aec.header.height, aec.header.width, 3)
     assert np.count_nonzero(values) > 0  # a residual that changes pixels, not an empty chunk
     assert hashlib.sha256(values.tobytes()).hexdigest() == pinned["residual_sha256"]
     assert fmt.describe(aec)["residual_step"] == pinned["residual_step"]
+    assert fmt.describe(aec)["residual_coding"] == (
+        "classes in 1 band" if aec.residual.classed else "one zstd frame"
+    )
     back = codec.decode(data, "cpu", GOLDEN / "hyperprior-small.pt").rgb
-    reference = read_image(GOLDEN / "v7-residual.png").rgb
+    reference = read_image(GOLDEN / f"{name}.png").rgb
     assert np.abs(back.astype(int) - reference.astype(int)).max() <= 1
 
 
@@ -646,3 +670,33 @@ def test_parts_compress_to_one_frame_of_their_whole_small_or_streamed():
     frame = coding.compress_parts(iter(large), 5 << 20)
     assert fmt.inflate(frame, 5 << 20, "parts") == b"".join(large)
     assert len(frame) < (5 << 20) // 2  # compressed, not stored
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1), (3, 1, 5), (3, 2, 3), (3, 7, 9), (3, 64, 80)])
+def test_a_residual_coded_by_classes_rebuilds_every_value(shape: tuple[int, int, int]) -> None:
+    """Scheme 4: the four phases and three channels each take classes from what came before, the
+    same way on both sides; values to ±127, grids of one row or column included."""
+    rng = np.random.default_rng(sum(shape))
+    scale = np.where(rng.random(shape[1:]) < 0.3, 40.0, 1.5)
+    values = np.clip(np.rint(rng.laplace(0, 1, shape) * scale), -127, 127).astype(np.int8)
+    values.flat[0], values.flat[-1] = 127, -127
+    tensor = coding.encode_residual(values, role=3, workers=2)
+    assert tensor.scheme == coding.SCHEME_RESIDUAL_PHASES and tensor.role == 3 and tensor.shape == shape
+    assert coding.encode_residual(values, role=3).frames == tensor.frames  # the same bytes on one thread
+    back = coding.decode_residual(tensor)
+    assert back.dtype == np.int8 and np.array_equal(back, values)
+
+
+def test_a_residual_stream_that_claims_too_much_or_too_little_is_refused() -> None:
+    values = np.random.default_rng(4).integers(-3, 4, (3, 16, 16)).astype(np.int8)
+    tensor = coding.encode_residual(values)
+    for bad, message in (
+        (dataclasses.replace(tensor, scheme=1), "not 4"),
+        (dataclasses.replace(tensor, frames=tensor.frames[:-1], raw_sizes=tensor.raw_sizes[:-1]), "streams"),
+        (dataclasses.replace(tensor, raw_sizes=(10_000, *tensor.raw_sizes[1:])), "more than"),
+    ):
+        with pytest.raises(FormatError, match=message):
+            coding.decode_residual(bad)
+    hostile = coding.encode_residual(np.full((3, 4, 4), 200, np.int16))  # past int8: refused when read
+    with pytest.raises(FormatError, match="outside"):
+        coding.decode_residual(hostile)

@@ -3,6 +3,7 @@ back, alone and as the top of a family's range."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -291,3 +292,110 @@ def test_the_coder_restores_what_a_decoder_parses_so_the_encoder_need_not(
     assert type(mine) is type(parsed)
     torch.testing.assert_close(mine[:], parsed[:], rtol=0, atol=0)
     assert float(parsed[:].abs().sum()) > 0
+
+
+def _textured_pair(seed: int = 1, height: int = 192, width: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """An original and a decoded image whose differences are noise-like but cluster, as a photo
+    member's do: busy patches with large ones, calm patches with small ones."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    busy = np.sin(xx / 9.0 + 2 * np.cos(yy / 13.0)) * np.cos(yy / 11.0) > 0.3
+    sigma = np.where(busy, 6.0, 1.0)[..., None]
+    original = rng.integers(20, 236, size=(height, width, 3)).astype(np.uint8)
+    noise = np.rint(rng.laplace(0, 1, original.shape) * sigma).astype(int)
+    return original, np.clip(original.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+def _header(height: int, width: int) -> aecformat.AecHeader:
+    return aecformat.AecHeader(
+        width, height, "RGB", "RGB", 8, 50, "m", b"\0" * 16, 16, 100, 1, 1, np.dtype(np.int8), 1.0
+    )
+
+
+@pytest.mark.parametrize("step", [4.0, 5.0])
+def test_a_classed_residual_holds_the_values_of_the_frame_in_bands(monkeypatch, step: float):
+    """Layouts 3 and 4 (one step, or a share of finer rows): the same values as the zstd frame's,
+    in bands of rows (the last shorter, odd sizes), each coded by classes on its own."""
+    original, decoded = (a[:95, :79] for a in _textured_pair(2, 96, 80))
+    monkeypatch.setattr(residual, "CLASSED_BAND_PIXELS", 79 * 20)
+    assert residual.classed_band_rows(95, 79) == 20
+    frame = residual.make(original, decoded, step)
+    classed = residual.make(original, decoded, step, classed=True, workers=2)
+    assert classed.classed and not frame.classed and classed.has_rows == frame.has_rows == (step == 5.0)
+    parsed = aecformat._parse_residual(classed.to_bytes())
+    assert parsed == classed
+    bands = aecformat.residual_bands(parsed, _header(95, 79))
+    assert [b.shape for b in bands] == [(3, 20, 79)] * 4 + [(3, 15, 79)]
+    values = aecformat.AecFile(_header(95, 79), b"", residual=parsed).residual_array()
+    assert np.array_equal(values, aecformat.AecFile(_header(95, 79), b"", residual=frame).residual_array())
+    assert np.count_nonzero(values) > values.size // 10  # values to code, not an empty residual
+    for height in (100_000, 1_000_000):  # a tall, narrow image: never more bands than a table holds
+        rows = residual.classed_band_rows(height, 3)
+        assert rows % 2 == 0 and -(-height // rows) <= aecformat.MAX_RESIDUAL_BANDS
+
+
+def test_the_coder_is_chosen_by_the_residual_and_codes_it_smaller():
+    """A noise-like residual goes to classes, a drawn image's (repeats) to zstd's frame, each the
+    smaller of the two; the choice is the range end's, the same at every -q of the range."""
+    drawn = synthetic.render("comic", 3, 256, 192)
+    blurred = drawn.astype(float)
+    for axis in (0, 1):
+        blurred = (np.roll(blurred, 1, axis) + blurred + np.roll(blurred, -1, axis)) / 3
+    pairs = {"photo": _textured_pair(1), "drawn": (drawn, np.rint(blurred).astype(np.uint8))}
+    for kind, (original, decoded) in pairs.items():
+        choice = residual.fixed_step(original, decoded, 4.0)
+        assert choice.classed == (kind == "photo"), kind
+        sizes = [len(residual.make(original, decoded, 4.0, classed=c).frame) for c in (False, True)]
+        assert sizes[choice.classed] < 0.97 * sizes[not choice.classed], (kind, sizes)
+        span = [
+            residual.choose_step(original, decoded, residual.Span(64.0, 4.0, t / 4), 3000) for t in (1, 2, 3)
+        ]
+        assert {c.classed for c in span} == {choice.classed}
+    assert residual.choose_step(*pairs["photo"], residual.Span(64.0, 4.0, 0.0), 3000) == residual.Choice(64.0)
+
+
+def test_a_photo_file_takes_a_classed_residual_and_decodes_within_half_a_step(tiny: Path):
+    original, _ = _textured_pair(3)
+    image = ImageData(original, None, "RGB")
+    (data,) = _files(tiny, image, [4.0])
+    aec = aecformat.unpack(data)
+    assert aec.header.version == aecformat.CLASSED_RESIDUAL_VERSION and aec.residual is not None
+    assert aec.residual.classed and aecformat.describe(aec)["residual_step"] == 4.0
+    back = codec.decode(data, "cpu", tiny).rgb
+    assert np.abs(back.astype(int) - original.astype(int)).max() <= 2.5
+    assert np.array_equal(codec.decode_many([data], "cpu", tiny)[0].rgb, back)
+
+
+def test_damaged_classed_residuals_are_refused(tiny: Path):
+    original, _ = _textured_pair(3, 64, 96)
+    (data,) = _files(tiny, ImageData(original, None, "RGB"), [None])
+    plain = aecformat.unpack(data)
+    chunk = residual.make(original, original // 2, 4.0, classed=True)
+
+    def packed(residual_chunk: aecformat.ResidualChunk) -> bytes:
+        return aecformat.pack(
+            plain.header, list(plain.tensors), None, None, None, plain.order, residual_chunk
+        )
+
+    good = packed(chunk)
+    assert aecformat.unpack(good).residual_array() is not None
+    (band,) = aecformat.residual_bands(chunk, plain.header)
+    for bad, message in (
+        (dataclasses.replace(band, shape=(3, 63, 96)), "cover other than"),
+        (dataclasses.replace(band, shape=(2, 64, 96)), "residual band 0 has shape"),
+        (dataclasses.replace(band, role=1), "in its place"),
+    ):
+        with pytest.raises(FormatError, match=message):
+            packed(dataclasses.replace(chunk, frame=aecformat.tensor_table([bad], 255)))
+    cut = dataclasses.replace(band, frames=(band.frames[0][:-1], *band.frames[1:]))
+    with pytest.raises(FormatError, match="stream"):  # a stream cut by a byte: found when parsed
+        aecformat.unpack(
+            packed(dataclasses.replace(chunk, frame=aecformat.tensor_table([cut], 255)))
+        ).residual_array()
+    (older,) = _files(tiny, _drawn(64, 96), [16.0])  # version 7, a zstd frame
+    frame = aecformat.unpack(older).residual
+    assert frame is not None and not frame.classed
+    start = older.index(b"RESD")
+    end = start + 8 + len(frame.to_bytes()) + 4
+    with pytest.raises(FormatError, match="needs format version 8"):
+        aecformat.unpack(older[:start] + aecformat._chunk(b"RESD", chunk.to_bytes()) + older[end:])
