@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,12 +58,13 @@ def make(
     chunk = _layout(step)
     height = original.shape[0]
     if classed:
-        coded = []
-        for index, rows in enumerate(_bands(height, classed_band_rows(height, original.shape[1]))):
-            diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
-            values = _quantized(diff, chunk.row_steps(rows, height)[:, None, None]).transpose(2, 0, 1)
-            coded.append(encode_residual(np.ascontiguousarray(values), index, workers))
-        return dataclasses.replace(chunk.with_classed(True), frame=tensor_table(coded, MAX_RESIDUAL_BANDS))
+
+        def values() -> Iterator[np.ndarray]:
+            for rows in classed_bands(height, original.shape[1]):
+                diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
+                yield _quantized(diff, chunk.row_steps(rows, height)[:, None, None])
+
+        return dataclasses.replace(chunk.with_classed(True), frame=code_bands(values(), workers))
 
     def bands() -> Iterator[bytes]:
         for rows in _bands(height):
@@ -249,6 +250,21 @@ def classed_band_rows(height: int, width: int) -> int:
     ``MAX_RESIDUAL_BANDS`` bands."""
     rows = max(2, CLASSED_BAND_PIXELS // max(width, 1), -(-height // MAX_RESIDUAL_BANDS))
     return rows + rows % 2
+
+
+def classed_bands(height: int, width: int) -> list[slice]:
+    """The rows of each band of a classed residual."""
+    return _bands(height, classed_band_rows(height, width))
+
+
+def code_bands(bands: Iterable[np.ndarray], workers: int = 1) -> bytes:
+    """The body of a classed residual: each band's (rows, W, 3) int8 values (``classed_bands``)
+    coded by classes (``coding.encode_residual``), in the table that layouts 3 and 4 hold."""
+    coded = [
+        encode_residual(np.ascontiguousarray(band.transpose(2, 0, 1)), index, workers)
+        for index, band in enumerate(bands)
+    ]
+    return tensor_table(coded, MAX_RESIDUAL_BANDS)
 
 
 def _bands(height: int, rows: int = BAND_ROWS) -> list[slice]:
