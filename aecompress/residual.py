@@ -132,8 +132,7 @@ class Choice:
     """A file's residual step; the zstd setting (an index into ``coding.SMALL_PAYLOAD_PARAMS``)
     whose frame was the smaller on the search's sample at that step (None where nothing was
     measured): the file compresses with it alone, once, not with every setting; and whether
-    classed streams code it instead (``few_repeats``; never where nothing was measured, as at
-    a range's coarse end, where the residual is a few bytes)."""
+    classed streams code it instead (``few_repeats``)."""
 
     step: float
     setting: int | None = None
@@ -158,42 +157,51 @@ def few_repeats(sample: np.ndarray, frame_bytes: int) -> bool:
     """Whether a residual is better coded by classes than by zstd's matches, from a sample of
     its values and the size of zstd's best frame of them: true where the frame comes to at
     least ``FEW_REPEATS`` of the values' order-0 entropy, as a photo's does."""
-    flat = sample.reshape(1, 1, -1)
-    entropy = classed_entropy_bytes(flat, np.zeros(flat.shape, np.uint8), 1)
-    return frame_bytes >= FEW_REPEATS * entropy
+    return frame_bytes >= FEW_REPEATS * _order0_bytes(sample)
+
+
+def _order0_bytes(values: np.ndarray) -> float:
+    flat = values.reshape(1, 1, -1)
+    return classed_entropy_bytes(flat, np.zeros(flat.shape, np.uint8), 1)
 
 
 def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_bytes: int) -> Choice:
     """The step for ``span`` on this image (both (H, W, 3) uint8) whose file, ``base_bytes``
     without the residual, has its share of the way between the ends' sizes (the end's capped at
     ``span.most`` times the start's, so no -q step jumps on any image). The residual's size
-    is measured as the file codes it, on a sample of rows for a large image, scaled to
-    the image (a faster zstd setting drifts from the final sizes at the fine steps). The
-    sample at the range's end decides between zstd's frame and classes (``few_repeats``), the
-    same at every -q of the range, so no -q step switches coders."""
-    if span.t <= 0:
-        return Choice(span.start)
+    is measured on a sample of rows for a large image, scaled to the image. The sample at the
+    range's end decides between zstd's frame and classes (``few_repeats``), the same at every
+    -q of the range, so no -q step switches coders. A frame is sized as the file codes it (a
+    faster zstd setting drifts from the final sizes at the fine steps); classes by the sample's
+    order-0 entropy, which they beat by a share that holds from step to step on an image
+    (within 4%, where the frame's share moves by 10%), so the ratios the search aims at hold."""
     height = original.shape[0]
     rows = _sample(original.shape[0], original.shape[1])
     diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
     scale = height / len(rows)
 
     winner = [0]  # the setting that won at the step sized last
-    ends: list[bool] = []  # whether classes code the sample better at the range's end
+    coder: list[bool] = []  # classes (True) or the frame: decided at the range's end, sized first
 
     def size(step: float) -> float:
         # the finer step on the same share of the sample's rows as of the image's (their own
         # rows would take it on a share that wanders from step to step, and so would the sizes)
         steps = _layout(step).row_steps(slice(None), len(rows))[:, None, None]
         values = _quantized(diff, steps)
+        if coder and coder[0]:
+            return math.log(base_bytes + scale * _order0_bytes(values))
         lengths = [len(f) for f in payload_frames(values.tobytes())]
         winner[0] = lengths.index(min(lengths))
-        if not ends:
-            ends.append(scale * min(lengths) >= CLASSED_FROM and few_repeats(values, min(lengths)))
+        if not coder:
+            coder.append(scale * min(lengths) >= CLASSED_FROM and few_repeats(values, min(lengths)))
+            if coder[0]:
+                return size(step)
         return math.log(base_bytes + scale * min(lengths))
 
     last = size(span.end)
-    classed = ends[0]
+    classed = coder[0]
+    if span.t <= 0:
+        return Choice(span.start, None, classed)
     if span.start == span.end or (span.t >= 1 and math.isinf(span.most)):
         return Choice(span.end, winner[0], classed)
     first = size(span.start)

@@ -242,13 +242,10 @@ def test_the_chosen_step_falls_with_t_and_the_sizes_it_gives_grow_evenly():
     choices = [
         residual.choose_step(original, decoded, residual.Span(24.0, 4.0, t / 8), base) for t in range(9)
     ]
-    assert choices[0] == residual.Choice(24.0) and all(c.setting is not None for c in choices[1:-1])
-    for c in choices[1:-1]:  # the sample's winning zstd setting alone codes the file about as small
-        alone = len(residual.make(original, decoded, c.step, c.setting).frame)
-        assert alone <= 1.03 * len(residual.make(original, decoded, c.step).frame)
+    assert choices[0] == residual.Choice(24.0, None, True) and all(c.classed for c in choices)  # noise
     steps = [c.step for c in choices]
     assert steps[0] == 24.0 and steps[-1] == 4.0 and steps == sorted(steps, reverse=True)
-    sizes = [base + len(residual.make(original, decoded, step).frame) for step in steps]
+    sizes = [base + len(residual.make(original, decoded, step, classed=True).frame) for step in steps]
     growth = [b / a for a, b in itertools.pairwise(sizes)]
     even = (sizes[-1] / sizes[0]) ** (1 / 8)
     assert all(abs(g / even - 1) < 0.05 for g in growth), (growth, even)
@@ -259,8 +256,9 @@ def test_the_chosen_step_falls_with_t_and_the_sizes_it_gives_grow_evenly():
         for t in (0.5, 1.0)
     ]
     assert abs(capped[0] / steps[2] - 1) < 0.05 and abs(capped[1] / steps[4] - 1) < 0.05
-    sizes = [base + len(residual.make(original, decoded, step).frame) for step in capped]
-    assert abs(sizes[1] / (base + len(residual.make(original, decoded, 24.0).frame)) / ratio**0.5 - 1) < 0.05
+    sizes = [base + len(residual.make(original, decoded, step, classed=True).frame) for step in capped]
+    start = base + len(residual.make(original, decoded, 24.0, classed=True).frame)
+    assert abs(sizes[1] / start / ratio**0.5 - 1) < 0.07  # sized by entropy: the streams' framing moves it
     rows = residual._sample(5000, 700)  # a large image: rows drawn all down it, about 2^16 pixels
     assert np.all(np.diff(rows) > 0) and rows[0] < 60 and rows[-1] > 4940
     assert abs(len(rows) * 700 - residual.SEARCH_PIXELS) < 700
@@ -348,10 +346,12 @@ def test_the_coder_is_chosen_by_the_residual_and_codes_it_smaller():
         sizes = [len(residual.make(original, decoded, 4.0, classed=c).frame) for c in (False, True)]
         assert sizes[choice.classed] < 0.97 * sizes[not choice.classed], (kind, sizes)
         span = [
-            residual.choose_step(original, decoded, residual.Span(64.0, 4.0, t / 4), 3000) for t in (1, 2, 3)
+            residual.choose_step(original, decoded, residual.Span(64.0, 4.0, t / 4), 3000) for t in range(5)
         ]
-        assert {c.classed for c in span} == {choice.classed}
-    assert residual.choose_step(*pairs["photo"], residual.Span(64.0, 4.0, 0.0), 3000) == residual.Choice(64.0)
+        assert {c.classed for c in span} == {choice.classed}  # from the range's start (t = 0) on
+        for c in span[1:] if kind == "drawn" else ():  # the sample's zstd setting alone codes it as small
+            alone = len(residual.make(original, decoded, c.step, c.setting).frame)
+            assert alone <= 1.03 * len(residual.make(original, decoded, c.step).frame)
 
 
 def test_a_photo_file_takes_a_classed_residual_and_decodes_within_half_a_step(tiny: Path):

@@ -199,10 +199,14 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     assert len(rows) == 6  # each -q alone and with each step
     psnrs = [float(row.split("|")[4]) for row in rows]
     assert psnrs[2] > psnrs[0] and psnrs[5] > psnrs[3]  # the finer residual restores more
-    out = _run(tiny, str(REPO / "benchmarks/residual_coding.py"), "--model", str(stored), "--data",
-               str(tiny["data"]), "-q", "90", "97", "100", "--threads", "1")  # fmt: skip
-    counts = [int(row.split("|")[2]) for row in _table_rows(out)[1:]]
-    assert counts == [0, 2, 2]  # below the tail no file has a residual; in it, both images' do
+    tailed = json.loads(family.read_text()) | {"name": "tail"}  # the built family, a residual on its top
+    tailed["members"][-1]["residual"] = [64, 4]
+    tail = tiny["root"] / "tail.family.json"
+    tail.write_text(json.dumps(tailed))
+    out = _run(tiny, str(REPO / "benchmarks/residual_coding.py"), "--model", str(tail), "--data",
+               str(tiny["data"]), "-q", "100", "--threads", "1")  # fmt: skip
+    (row,) = [row.split("|") for row in _table_rows(out)[1:]]
+    assert int(row[2]) == 2 and float(row[3]) > 0 and float(row[4]) > 0  # both images' residuals, each way
     assert rebuilt["match"] == 1.03 and "--fixed high=1.0" in rebuilt["card"]["rebuilt"]
     dictionaries = tiny["root"] / "set.zdict"
     _run(tiny, str(REPO / "scripts/train_dictionaries.py"), "--data", str(tiny["data"]), "--every", "1",
