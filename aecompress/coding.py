@@ -346,6 +346,12 @@ def payload_frames(raw: bytes) -> list[bytes]:
     return list(_zstd_pool().map(lambda c: c.compress(raw), compressors))
 
 
+def fast_frame_bytes(raw: bytes) -> int:
+    """The size of zstd's fastest frame of ``raw``: a quick sign of whether its matches find
+    repeats (``residual.few_repeats``), a millisecond for a residual's search sample."""
+    return len(zstandard.ZstdCompressor(level=1).compress(raw))
+
+
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 

@@ -23,7 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aecompress.coding import classed_entropy_bytes, compress_parts, encode_residual, payload_frames
+from aecompress.coding import (
+    classed_entropy_bytes,
+    compress_parts,
+    encode_residual,
+    fast_frame_bytes,
+    payload_frames,
+)
 from aecompress.format import (
     MAX_RESIDUAL_BANDS,
     MAX_RESIDUAL_STEP,
@@ -145,19 +151,20 @@ TAIL_GROWTH = 1.09  # the most a file grows per -q inside a family's residual ra
 SEARCH_PIXELS = 1 << 16  # pixels of the image the step search measures (rows drawn all down it)
 SEARCH_ROUNDS = 8  # at most this many sizings between the ends (3-4 reach the tolerance)
 SEARCH_TOLERANCE = 0.003  # in log file size: 0.3%, against 7-8% of growth per -q
-# zstd's best frame of a photo's residual sample is 0.95-1.23 times the values' order-0 entropy
-# (it finds no repeats, and classes code the residual 7-18% smaller than it); a drawn image's
-# 0.19-0.92 (repeats: the frame beats classes by up to a factor of 3), 24 BSDS500 and 16
-# generated residuals at -q 96 and 100
-FEW_REPEATS = 0.94
+# zstd's fastest frame of a photo's residual sample is 1.30-1.74 times the values' order-0
+# entropy (it finds no repeats; classes code such a residual 7-18% smaller than zstd's best
+# frame); a drawn image's 0.39-0.92 (repeats: the frame beats classes by up to a factor of 3),
+# but for one pattern at 1.62, where the two codings are within 4% (12 BSDS500 and 16
+# generated residuals at -q 96 and 100)
+FEW_REPEATS = 1.1
 CLASSED_FROM = 2048  # bytes of residual below which classes' framing (60-100 bytes) outweighs them
 
 
-def few_repeats(sample: np.ndarray, frame_bytes: int) -> bool:
+def few_repeats(sample: np.ndarray) -> bool:
     """Whether a residual is better coded by classes than by zstd's matches, from a sample of
-    its values and the size of zstd's best frame of them: true where the frame comes to at
-    least ``FEW_REPEATS`` of the values' order-0 entropy, as a photo's does."""
-    return frame_bytes >= FEW_REPEATS * _order0_bytes(sample)
+    its values: true where zstd's fastest frame of them comes to at least ``FEW_REPEATS`` of
+    their order-0 entropy, as a photo's does (a millisecond, where the best frame takes 40)."""
+    return fast_frame_bytes(sample.tobytes()) >= FEW_REPEATS * _order0_bytes(sample)
 
 
 def _order0_bytes(values: np.ndarray) -> float:
@@ -188,14 +195,12 @@ def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_byte
         # rows would take it on a share that wanders from step to step, and so would the sizes)
         steps = _layout(step).row_steps(slice(None), len(rows))[:, None, None]
         values = _quantized(diff, steps)
-        if coder and coder[0]:
+        if not coder:
+            coder.append(scale * _order0_bytes(values) >= CLASSED_FROM and few_repeats(values))
+        if coder[0]:
             return math.log(base_bytes + scale * _order0_bytes(values))
         lengths = [len(f) for f in payload_frames(values.tobytes())]
         winner[0] = lengths.index(min(lengths))
-        if not coder:
-            coder.append(scale * min(lengths) >= CLASSED_FROM and few_repeats(values, min(lengths)))
-            if coder[0]:
-                return size(step)
         return math.log(base_bytes + scale * min(lengths))
 
     last = size(span.end)
