@@ -95,13 +95,16 @@ class Variant:
     left neighbour (``content.flat_share``); photos rarely pass a half, drawn graphics mostly
     pass nine tenths. ``models`` maps a member's model to the one that takes its place;
     ``members``, when given, are the stand-ins' own slices, calibrated on images of the kind
-    (otherwise each stand-in takes its member's).
+    (otherwise each stand-in takes its member's); ``fade``, the family's fade for them instead
+    (a stand-in's slice may be short, and a short fade makes an image whose start lies far
+    below the calibrated one climb steeply: docs/results.md, the graphics variant's tail).
     """
 
     kind: str
     flat_share: float
     models: dict[str, str]
     members: tuple[Member, ...] = ()
+    fade: float | None = None
 
 
 PHOTO = "photo"  # the kind a family's own members serve
@@ -133,7 +136,8 @@ class Family:
                 members = variant.members or tuple(
                     dataclasses.replace(m, model=variant.models.get(m.model, m.model)) for m in self.members
                 )
-                return dataclasses.replace(self, members=members, variants=())
+                fade = self.fade if variant.fade is None else variant.fade
+                return dataclasses.replace(self, members=members, variants=(), fade=fade)
         kinds = ", ".join(self.kinds())
         raise ModelError(f"family {self.name!r} has no members for {kind!r} images (it has: {kinds})")
 
@@ -204,6 +208,7 @@ class Family:
             data["variants"] = [
                 {"kind": v.kind, "flat_share": v.flat_share, "models": dict(v.models)}
                 | ({"members": _members_json(v.members)} if v.members else {})
+                | ({"fade": v.fade} if v.fade is not None else {})
                 for v in self.variants
             ]
         data["card"] = self.card
@@ -224,15 +229,11 @@ def load_family(path: Path) -> Family:
     ratio = isinstance(match, (int, float)) and not isinstance(match, bool)
     if match is not None and not (ratio and 1 <= match <= 2):
         raise ModelError(f"{path}: match must be a ratio between 1 and 2")
-    fade = data.get("fade")
-    share = isinstance(fade, (int, float)) and not isinstance(fade, bool)
-    if fade is not None and not (share and match is not None and 0 < fade <= 1):
-        raise ModelError(f"{path}: fade must be a share between 0 and 1, with match")
+    fade = _fade(path, data.get("fade"), match)
     name = str(data.get("name", Path(path).name[: -len(FAMILY_SUFFIX)]))
-    variants = _variants(path, data.get("variants", []), {m.model for m in members})
+    variants = _variants(path, data.get("variants", []), {m.model for m in members}, match)
     return Family(
-        name, members, Path(path).parent, card, None if match is None else float(match),
-        None if fade is None else float(fade), variants,
+        name, members, Path(path).parent, card, None if match is None else float(match), fade, variants,
     )  # fmt: skip
 
 
@@ -271,9 +272,16 @@ def _members(path: Path, value: Any) -> tuple[Member, ...]:
     return members
 
 
-def _variants(path: Path, value: Any, members: set[str]) -> tuple[Variant, ...]:
-    """A family file's variants, checked: known members, a share in (0, 1], kinds named once, and
-    their own members (if any) stand-ins of theirs."""
+def _fade(path: Path, value: Any, match: Any) -> float | None:
+    share = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is not None and not (share and match is not None and 0 < value <= 1):
+        raise ModelError(f"{path}: fade must be a share between 0 and 1, with match")
+    return None if value is None else float(value)
+
+
+def _variants(path: Path, value: Any, members: set[str], match: Any) -> tuple[Variant, ...]:
+    """A family file's variants, checked: known members, a share in (0, 1], kinds named once,
+    their own members (if any) stand-ins of theirs, and a fade of their own (if any) valid."""
     try:
         variants = tuple(
             Variant(
@@ -281,6 +289,7 @@ def _variants(path: Path, value: Any, members: set[str]) -> tuple[Variant, ...]:
                 float(v["flat_share"]),
                 {str(a): str(b) for a, b in v["models"].items()},
                 _members(path, v["members"]) if "members" in v else (),
+                _fade(path, v.get("fade"), match),
             )
             for v in value
         )

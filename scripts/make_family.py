@@ -115,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         help="give KIND's stand-ins slices of their own, calibrated on FOLDER's images of that kind",
     )
     parser.add_argument(
+        "--variant-fade",
+        action="append",
+        default=[],
+        metavar="KIND=SHARE",
+        help="with --match: KIND's stand-ins fade over this share of each member's range instead "
+        "of --fade's (a short stand-in slice climbs gentler over a longer fade)",
+    )
+    parser.add_argument(
         "--residual-tail",
         action="append",
         default=[],
@@ -136,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(tails) - {v.kind for v in variants} - {family.PHOTO}
     if unknown:
         parser.error(f"--residual-tail names no --variant: {', '.join(sorted(unknown))}")
+    fades = _named_values(parser, args.variant_fade, "--variant-fade", "SHARE", (0.01, 1.0))
+    unknown = set(fades) - {v.kind for v in variants}
+    if unknown:
+        parser.error(f"--variant-fade names no --variant: {', '.join(sorted(unknown))}")
+    if fades and args.match is None:
+        parser.error("--variant-fade needs --match")
+    variants = tuple(dataclasses.replace(v, fade=fades.get(v.kind)) for v in variants)
     fixed = _named_values(parser, args.fixed, "--fixed", "RATIO", (0.5, 2.0))
     tops = _named_values(parser, args.top, "--top", "Q", (0.0, 100.0))
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
@@ -256,7 +271,7 @@ def _calibrated(
         per_image,
         args.match,
         rule,
-        args.fade,
+        args.fade if variant.fade is None else variant.fade,
         {swap.get(name, name): ratio for name, ratio in fixed.items()},
         {swap.get(name, name): q for name, q in tops.items()},
         _tail_top(tails, variant.kind),

@@ -423,6 +423,28 @@ def test_a_fade_joins_each_image_start_to_the_calibrated_mapping_and_ends_its_se
     assert first.local == pytest.approx(min(placer.start(1), join))
 
 
+def test_a_variant_fades_over_its_own_share_where_it_has_one(tmp_path: Path):
+    """A stand-in's slice may be short: the variant's own fade serves its images (the image's
+    start shapes its whole range here), the family's fade the photos."""
+    path = _matched_duo(tmp_path)
+    data = json.loads(path.read_text())
+    data["fade"] = 0.25
+    data["variants"] = [{"kind": "graphics", "flat_share": 0.6, "models": {"hhi": "hhi"}, "fade": 1.0}]
+    path.write_text(json.dumps(data))
+    fam = family.load_family(path)
+    photo, drawn = fam.for_kind(family.PHOTO), fam.for_kind("graphics")
+    assert (photo.fade, drawn.fade) == (0.25, 1.0) and drawn.variants == ()
+    assert family.load_family(_saved(fam, tmp_path)).variants == fam.variants
+    assert photo.local(1, 0.5, 20.0) == pytest.approx(75.0)  # past the family's fade: calibrated
+    assert drawn.local(1, 0.5, 20.0) == pytest.approx(60.0)  # still climbing from 20 towards 100
+    assert not photo.needs_start(1, 0.5) and drawn.needs_start(1, 0.5)
+    for bad in (0.0, 1.5, "1"):
+        data["variants"][0]["fade"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(ModelError, match="fade"):
+            family.load_family(path)
+
+
 def _saved(fam: family.Family, folder: Path) -> Path:
     path = folder / "saved.family.json"
     family.save(fam, path)

@@ -161,8 +161,9 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
     _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
          "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
          "--residual-tail", "graphics=80:90-95:128-6", "--residual-tail", "95:100-100:64-4",
-         "--out", str(stored))  # fmt: skip
+         "--variant-fade", "graphics=1.0", "--out", str(stored))  # fmt: skip
     tailed = json.loads(stored.read_text())
+    assert tailed["variants"][0]["fade"] == 1.0 and "fade" not in tailed  # the variant's alone
     ends = [
         (m["model"], m["quality"], m["local_quality"], m.get("residual"))
         for m in tailed["variants"][0]["members"]
