@@ -1,4 +1,4 @@
-"""A pixel residual over the decoded image (format version 7): made, stored, parsed and added
+"""A pixel residual over the decoded image (format versions 7 and 8): made, stored, parsed and added
 back, alone and as the top of a family's range."""
 
 from __future__ import annotations
