@@ -63,22 +63,17 @@ def make(
         raise ValueError(f"residual step {step} is outside {MIN_RESIDUAL_STEP:g}..{MAX_RESIDUAL_STEP:g}")
     chunk = _layout(step)
     height = original.shape[0]
-    if classed:
 
-        def values() -> Iterator[np.ndarray]:
-            for rows in classed_bands(height, original.shape[1]):
-                diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
-                yield _quantized(diff, chunk.row_steps(rows, height)[:, None, None])
-
-        return dataclasses.replace(chunk.with_classed(True), frame=code_bands(values(), workers))
-
-    def bands() -> Iterator[bytes]:
-        for rows in _bands(height):
+    def values(bands: list[slice]) -> Iterator[np.ndarray]:
+        for rows in bands:
             diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
-            steps = chunk.row_steps(rows, height)[:, None, None]
-            yield _quantized(diff, steps).tobytes()
+            yield _quantized(diff, chunk.row_steps(rows, height)[:, None, None])
 
-    return dataclasses.replace(chunk, frame=compress_parts(bands(), original.size, setting))
+    if classed:
+        body = code_bands(values(classed_bands(height, original.shape[1])), workers)
+        return dataclasses.replace(chunk.with_classed(True), frame=body)
+    frame = compress_parts((v.tobytes() for v in values(_bands(height))), original.size, setting)
+    return dataclasses.replace(chunk, frame=frame)
 
 
 def apply(decoded: np.ndarray, aec: AecFile) -> np.ndarray:
@@ -160,11 +155,12 @@ FEW_REPEATS = 1.1
 CLASSED_FROM = 2048  # bytes of residual below which classes' framing (60-100 bytes) outweighs them
 
 
-def few_repeats(sample: np.ndarray) -> bool:
+def few_repeats(sample: np.ndarray, entropy: float) -> bool:
     """Whether a residual is better coded by classes than by zstd's matches, from a sample of
-    its values: true where zstd's fastest frame of them comes to at least ``FEW_REPEATS`` of
-    their order-0 entropy, as a photo's does (a millisecond, where the best frame takes 40)."""
-    return fast_frame_bytes(sample.tobytes()) >= FEW_REPEATS * _order0_bytes(sample)
+    its values and their order-0 ``entropy`` in bytes: true where zstd's fastest frame of them
+    comes to at least ``FEW_REPEATS`` of it, as a photo's does (a millisecond, where the best
+    frame takes 40)."""
+    return fast_frame_bytes(sample.tobytes()) >= FEW_REPEATS * entropy
 
 
 def _order0_bytes(values: np.ndarray) -> float:
@@ -195,10 +191,13 @@ def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_byte
         # rows would take it on a share that wanders from step to step, and so would the sizes)
         steps = _layout(step).row_steps(slice(None), len(rows))[:, None, None]
         values = _quantized(diff, steps)
-        if not coder:
-            coder.append(scale * _order0_bytes(values) >= CLASSED_FROM and few_repeats(values))
-        if coder[0]:
+        if coder and coder[0]:
             return math.log(base_bytes + scale * _order0_bytes(values))
+        if not coder:
+            entropy = _order0_bytes(values)
+            coder.append(scale * entropy >= CLASSED_FROM and few_repeats(values, entropy))
+            if coder[0]:
+                return math.log(base_bytes + scale * entropy)
         lengths = [len(f) for f in payload_frames(values.tobytes())]
         winner[0] = lengths.index(min(lengths))
         return math.log(base_bytes + scale * min(lengths))
