@@ -52,6 +52,8 @@ def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
 
 MATCH_TOLERANCE = 0.01  # a matched start is searched until its estimate is this close to the goal
 MATCH_TRIES = 6  # at most this many estimates to find one matched start
+MATCH_CORRECTIONS = 3  # at most this many real files to correct one start's estimates
+MATCH_MOVE = 1.0  # a corrected start this far (in the member's -q) from the measured one is measured
 MATCH_SLOPE = 0.032  # d log(file size) / d quality for the search's first step (the bundled stride-8
 # member at its -q 25-50: 0.031-0.033 on average over the calibration images)
 
@@ -62,7 +64,7 @@ class Placer:
     A family that hands over by size (``Family.match``) starts each member after the first, for
     this image, at the quality where its file is ``match`` times the previous member's at its
     top: found once per member, from the coder's estimates (``LatentCoder.estimate``) at the
-    previous member's top and a few of its own qualities, corrected once by real files. A
+    previous member's top and a few of its own qualities, corrected by real files. A
     member with a ``TopRule`` tops out, for this image, where the estimated rate at its nominal
     top puts it. A family with members for other kinds of picture serves the image with those
     of its kind (``content``: a kind, or ``auto`` to tell it from the pixels).
@@ -185,11 +187,20 @@ class Placer:
             # with more streams (a context model codes each slice apart: 7-12% under where a
             # hyperprior is 3-7%), so files matched on estimates alone jumped 6-11% at the
             # hand-over. One real file at each end measures the two biases; the goal moves by
-            # them, so the files themselves come out ``match`` apart.
-            real_start = len(self.pack_own(path, start, 0.0).data)
-            goal = math.log(family.match * real_top) - (math.log(real_start) - log_size(start))
-            if abs(goal - log_size(start)) > math.log1p(MATCH_TOLERANCE):
-                start = _solve(log_size, goal, start, member.local_quality[1])
+            # them, so the files themselves come out ``match`` apart. On drawn images the
+            # estimate (order-0 entropy) runs far over the file (zstd finds their repeats) by an
+            # amount that changes with the quality, so a start moved far by the correction is
+            # measured again (up to MATCH_CORRECTIONS files).
+            for _ in range(MATCH_CORRECTIONS):
+                real_start = len(self.pack_own(path, start, 0.0).data)
+                goal = math.log(family.match * real_top) - (math.log(real_start) - log_size(start))
+                if abs(goal - log_size(start)) <= math.log1p(MATCH_TOLERANCE):
+                    break
+                moved = _solve(log_size, goal, start, member.local_quality[1])
+                near = abs(moved - start) < MATCH_MOVE
+                start = moved
+                if near:
+                    break
             self.starts[index] = start
         return self.starts[index]
 

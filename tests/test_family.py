@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from aecompress import calibration, codec, family, placement
+from aecompress import calibration, codec, family, placement, synthetic
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.errors import ModelError
@@ -341,6 +341,20 @@ def test_a_matched_family_hands_over_by_size_for_each_image(tmp_path: Path):
         assert codec.decode(alone.data, "cpu", path).width == 224
         sized = codec.encode(image, path, device="cpu", target_bpp=8 * len(first.data) / (160 * 224))
         assert len(first.data) * 0.97 <= len(sized.data) <= len(first.data)
+
+
+def test_a_drawn_image_is_matched_by_real_files_where_the_estimates_drift(tmp_path: Path):
+    """On drawn images the estimate (order-0 entropy) runs over the file by an amount that moves
+    with the quality, so one correction at the first start misses; a start the correction moved
+    far is measured again. With one correction only, these tiny models' hand-overs land up to
+    3.5% off the ratio (seeds 2 and 4)."""
+    path = _matched_duo(tmp_path)
+    for seed in range(6):
+        image = ImageData(synthetic.render_any(seed, 224, 160), None, "RGB")
+        placer = placement.Placer(path, image, torch.device("cpu"))
+        first = placer.pack(40.0)
+        ratio = len(first.data) / len(placer.pack_own(tmp_path / "hlo.pt", 60, 40).data)
+        assert abs(math.log(ratio / 1.03)) <= 0.015, (seed, ratio)
 
 
 def test_top_rule_lowers_a_member_top_with_the_rate_it_reaches():
