@@ -53,7 +53,7 @@ def pick_model(model: str | Path | None, quality: float) -> tuple[Path, float]:
 MATCH_TOLERANCE = 0.01  # a matched start is searched until its estimate is this close to the goal
 MATCH_TRIES = 6  # at most this many estimates to find one matched start
 MATCH_CORRECTIONS = 3  # at most this many real files to correct one start's estimates
-MATCH_MOVE = 1.0  # a corrected start this far (in the member's -q) from the measured one is measured
+MATCH_MOVE = 1.0  # a start the correction moves this far (in the member's -q) is measured again
 MATCH_SLOPE = 0.032  # d log(file size) / d quality for the search's first step (the bundled stride-8
 # member at its -q 25-50: 0.031-0.033 on average over the calibration images)
 
