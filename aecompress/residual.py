@@ -184,26 +184,26 @@ def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_byte
     scale = height / len(rows)
 
     winner = [0]  # the setting that won at the step sized last
-    coder: list[bool] = []  # classes (True) or the frame: decided at the range's end, sized first
 
-    def size(step: float) -> float:
+    def quantized(step: float) -> np.ndarray:
         # the finer step on the same share of the sample's rows as of the image's (their own
         # rows would take it on a share that wanders from step to step, and so would the sizes)
         steps = _layout(step).row_steps(slice(None), len(rows))[:, None, None]
-        values = _quantized(diff, steps)
-        if coder and coder[0]:
-            return math.log(base_bytes + scale * _order0_bytes(values))
-        if not coder:
-            entropy = _order0_bytes(values)
-            coder.append(scale * entropy >= CLASSED_FROM and few_repeats(values, entropy))
-            if coder[0]:
-                return math.log(base_bytes + scale * entropy)
+        return _quantized(diff, steps)
+
+    def framed(values: np.ndarray) -> float:
         lengths = [len(f) for f in payload_frames(values.tobytes())]
         winner[0] = lengths.index(min(lengths))
         return math.log(base_bytes + scale * min(lengths))
 
-    last = size(span.end)
-    classed = coder[0]
+    def size(step: float) -> float:
+        values = quantized(step)
+        return math.log(base_bytes + scale * _order0_bytes(values)) if classed else framed(values)
+
+    at_end = quantized(span.end)
+    entropy = _order0_bytes(at_end)
+    classed = scale * entropy >= CLASSED_FROM and few_repeats(at_end, entropy)
+    last = math.log(base_bytes + scale * entropy) if classed else framed(at_end)
     if span.t <= 0:
         return Choice(span.start, None, classed)
     if span.start == span.end or (span.t >= 1 and math.isinf(span.most)):
