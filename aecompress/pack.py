@@ -20,7 +20,7 @@ from aecompress import residual as pixel_residual
 from aecompress.defaults import DEFAULT_QUALITY
 from aecompress.errors import AecError, FormatError
 from aecompress.imageio import ImageData
-from aecompress.latents import coder_for
+from aecompress.latents import CodedLatents, coder_for
 from aecompress.nn import LatentCodec
 from aecompress.passes import analyse, model_on, synthesize, synthesize_stack
 from aecompress.refine import refine
@@ -110,7 +110,51 @@ def pack_latents(
     With ``residual`` (a step in pixel levels, or a family member's ``Span`` of steps, the step
     then chosen for this image), the file also holds the difference between the image and what
     the file without it decodes to (on ``device``), quantized with that step."""
-    coded = coder_for(net).code(net, latents, quality, restored=residual is not None)
+    restored = residual is not None
+    data, header, coded, base = _packed(net, name, digest, image, latents, quality, label, restored, device)
+    if residual is not None:
+        assert base is not None
+        if isinstance(residual, pixel_residual.Span):
+            choice = pixel_residual.choose_step(image.rgb, base, residual, len(data))
+        else:
+            choice = pixel_residual.fixed_step(image.rgb, base, residual)
+        chunk = pixel_residual.make(
+            image.rgb, base, choice.step, choice.setting, choice.classed, torch.get_num_threads()
+        )
+        data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
+    return data, header
+
+
+def residual_end(
+    path: Path,
+    image: ImageData,
+    latents: torch.Tensor,
+    quality: float,
+    span: pixel_residual.Span,
+    device: torch.device,
+) -> float:
+    """``Span.last`` for an image: its file at the end of a residual range, the model's own
+    ``quality`` there, sized as the step search sizes files (one more file, one more synthesis)."""
+    net, info = model_on(path, device)
+    end, _, _, base = _packed(net, info.name, info.weights_hash, image, latents, quality, None, True, device)
+    assert base is not None
+    return pixel_residual.end_size(image.rgb, base, len(end), span)
+
+
+def _packed(
+    net: LatentCodec,
+    name: str,
+    digest: bytes,
+    image: ImageData,
+    latents: torch.Tensor,
+    quality: float,
+    label: float | None,
+    decoded: bool,
+    device: torch.device | None,
+) -> tuple[bytes, aecformat.AecHeader, CodedLatents, np.ndarray | None]:
+    """The file without a residual, the coder's tensors it holds, and (``decoded``) the image
+    it decodes to."""
+    coded = coder_for(net).code(net, latents, quality, restored=decoded)
     c, lh, lw = latents.shape
     header = aecformat.AecHeader(
         width=image.width,
@@ -129,19 +173,12 @@ def pack_latents(
         step=coded.step,
     )
     data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order)
-    if residual is not None:
-        assert coded.restored is not None  # what the file's latents decode to, without a parse
-        base = synthesize(net, coded.restored, (image.height, image.width), device or torch.device("cpu"))
-        coded.restored = None
-        if isinstance(residual, pixel_residual.Span):
-            choice = pixel_residual.choose_step(image.rgb, base, residual, len(data))
-        else:
-            choice = pixel_residual.fixed_step(image.rgb, base, residual)
-        chunk = pixel_residual.make(
-            image.rgb, base, choice.step, choice.setting, choice.classed, torch.get_num_threads()
-        )
-        data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
-    return data, header
+    if not decoded:
+        return data, header, coded, None
+    assert coded.restored is not None  # what the file's latents decode to, without a parse
+    base = synthesize(net, coded.restored, (image.height, image.width), device or torch.device("cpu"))
+    coded.restored = None
+    return data, header, coded, base
 
 
 def decode_with(

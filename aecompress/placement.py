@@ -7,6 +7,7 @@ runs each model's analysis of the image once, however many qualities are tried.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +17,12 @@ import torch
 
 from aecompress import format as aecformat
 from aecompress.content import AUTO, kind_of
-from aecompress.family import Family, find_family
+from aecompress.family import PHOTO, Family, find_family
 from aecompress.imageio import ImageData
 from aecompress.latents import coder_for, quality_to_step
 from aecompress.metrics import psnr
 from aecompress.modelfile import resolve
-from aecompress.pack import decode_with, pack_file
+from aecompress.pack import decode_with, pack_file, residual_end
 from aecompress.passes import analyse, model_on
 from aecompress.residual import TAIL_GROWTH, Span
 
@@ -92,6 +93,7 @@ class Placer:
         self.latents: dict[Path, torch.Tensor] = {}
         self.starts: dict[int, float] = {}
         self.tops: dict[int, float] = {}
+        self.ends: dict[int, float] = {}
         self.estimates: dict[tuple[Path, float], float] = {}
 
     def needs(self, quality: float) -> list[Path]:
@@ -116,7 +118,11 @@ class Placer:
 
     def residual(self, quality: float) -> Span | None:
         """Where the file at a global quality sits in its member's pixel-residual range (None:
-        the member adds none); the step itself comes from the image (``residual.choose_step``)."""
+        the member adds none); the step itself comes from the image (``residual.choose_step``).
+        A drawn image's span carries the size of its file at the range's end (``Span.last``: one
+        more file and synthesis, once per image and member): its base's flat areas move by a
+        level from one -q to the next, and the end measured on each -q's own base would move its
+        file with them. Photos' bases do not, and their tails keep the time."""
         if self.family is None:
             return None
         index, t = self.family.slot(quality)
@@ -124,7 +130,15 @@ class Placer:
         if member.residual is None:
             return None
         width = member.quality[1] - member.quality[0]
-        return Span(member.residual[0], member.residual[1], t, TAIL_GROWTH**width)
+        span = Span(member.residual[0], member.residual[1], t, TAIL_GROWTH**width)
+        if self.kind == PHOTO or not 0 < t < 1:
+            return span
+        if index not in self.ends:
+            start = self.start(index) if self.family.needs_start(index, 1.0) else None
+            end = self.family.local(index, 1.0, start, self.top(index))
+            path = self.family.model_path(member)
+            self.ends[index] = residual_end(path, self.image, self.analysis(path), end, span, self.device)
+        return dataclasses.replace(span, last=self.ends[index])
 
     def analysis(self, path: Path) -> torch.Tensor:
         """The model's float latents of the image (computed on first use; bfloat16 where the

@@ -126,6 +126,9 @@ class Span:
     # the largest ratio of the file at the range's end to the file at its start: an image whose
     # residual would grow more (a drawn one in a photo tail) stops short of the end step
     most: float = math.inf
+    # the log size of this image's file at the range's end, measured on its own base image
+    # (``end_size``); None: measured on the base at hand
+    last: float | None = None
 
 
 @dataclass(frozen=True)
@@ -168,57 +171,88 @@ def _order0_bytes(values: np.ndarray) -> float:
     return classed_entropy_bytes(flat, np.zeros(flat.shape, np.uint8), 1)
 
 
-def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_bytes: int) -> Choice:
-    """The step for ``span`` on this image (both (H, W, 3) uint8) whose file, ``base_bytes``
-    without the residual, has its share of the way between the ends' sizes (the end's capped at
-    ``span.most`` times the start's, so no -q step jumps on any image). The residual's size
-    is measured on a sample of rows for a large image, scaled to the image. The sample at the
-    range's end decides between zstd's frame and classes (``few_repeats``), the same at every
-    -q of the range, so no -q step switches coders. A frame is sized as the file codes it (a
-    faster zstd setting drifts from the final sizes at the fine steps); classes by the sample's
-    order-0 entropy, which they beat by a share that holds from step to step on an image
-    (within 4%, where the frame's share moves by 10%), so the ratios the search aims at hold."""
-    height = original.shape[0]
-    rows = _sample(original.shape[0], original.shape[1])
-    diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
-    scale = height / len(rows)
+class _Sizes:
+    """Log file sizes of one base image with its residual at any step, measured on the search's
+    sample of rows and scaled to the image. The sample at ``end`` (the range's finest step)
+    decides between zstd's frame and classes (``few_repeats``), the same at every step, so no
+    -q step switches coders. A frame is sized as the file codes it (a faster zstd setting
+    drifts from the final sizes at the fine steps); classes by the sample's order-0 entropy,
+    which they beat by a share that holds from step to step on an image (within 4%, where the
+    frame's share moves by 10%), so the ratios the search aims at hold."""
 
-    winner = [0]  # the setting that won at the step sized last
+    def __init__(self, original: np.ndarray, decoded: np.ndarray, base_bytes: int, end: float) -> None:
+        rows = _sample(original.shape[0], original.shape[1])
+        self.diff = original[rows].astype(np.float32) - decoded[rows].astype(np.float32)
+        self.rows = len(rows)
+        self.scale = original.shape[0] / len(rows)
+        self.base_bytes = base_bytes
+        self.setting = 0  # the zstd setting whose frame won at the step sized last
+        at_end = self._quantized(end)
+        entropy = _order0_bytes(at_end)
+        self.classed = self.scale * entropy >= CLASSED_FROM and few_repeats(at_end, entropy)
+        self.last = self._log(self.scale * entropy) if self.classed else self._framed(at_end)
 
-    def quantized(step: float) -> np.ndarray:
+    def size(self, step: float) -> float:
+        values = self._quantized(step)
+        return self._log(self.scale * _order0_bytes(values)) if self.classed else self._framed(values)
+
+    def _log(self, residual_bytes: float) -> float:
+        return math.log(self.base_bytes + residual_bytes)
+
+    def _quantized(self, step: float) -> np.ndarray:
         # the finer step on the same share of the sample's rows as of the image's (their own
         # rows would take it on a share that wanders from step to step, and so would the sizes)
-        steps = _layout(step).row_steps(slice(None), len(rows))[:, None, None]
-        return _quantized(diff, steps)
+        steps = _layout(step).row_steps(slice(None), self.rows)[:, None, None]
+        return _quantized(self.diff, steps)
 
-    def framed(values: np.ndarray) -> float:
+    def _framed(self, values: np.ndarray) -> float:
         lengths = [len(f) for f in payload_frames(values.tobytes())]
-        winner[0] = lengths.index(min(lengths))
-        return math.log(base_bytes + scale * min(lengths))
+        self.setting = lengths.index(min(lengths))
+        return self._log(self.scale * min(lengths))
 
-    def size(step: float) -> float:
-        values = quantized(step)
-        return math.log(base_bytes + scale * _order0_bytes(values)) if classed else framed(values)
 
-    at_end = quantized(span.end)
-    entropy = _order0_bytes(at_end)
-    classed = scale * entropy >= CLASSED_FROM and few_repeats(at_end, entropy)
-    last = math.log(base_bytes + scale * entropy) if classed else framed(at_end)
+def end_size(original: np.ndarray, end_decoded: np.ndarray, end_bytes: int, span: Span) -> float:
+    """The log size of an image's file at the end of ``span`` (``Span.last``), from the file
+    without residual there (``end_bytes``, decoding to ``end_decoded``), measured as
+    ``choose_step`` measures sizes.
+
+    Without it the search aims between the range's start and end both measured on the base at
+    hand, and on a drawn image that base's flat areas sit a level or two off by a share that
+    changes from one -q to the next: the finest step's residual moves by 5-8% with it, the file
+    too, enough to shrink it at the next -q (slide0 of the generated set: -1.38% at -q 90). The
+    file at the range's end does not move with -q; the start measured on the base at hand (all
+    but the base: no difference reaches half of the coarsest step) moves only as the base's
+    bytes do, evenly."""
+    return _Sizes(original, end_decoded, end_bytes, span.end).last
+
+
+def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_bytes: int) -> Choice:
+    """The step for ``span`` on this image (both (H, W, 3) uint8) whose file, ``base_bytes``
+    without the residual, has its share of the way between the ends' sizes (the start's measured
+    on this base, the end's too unless ``Span.last`` has it; capped at ``span.most`` times the
+    start's, so no -q step jumps on any image). The residual's size is measured on a sample of
+    rows for a large image, scaled to the image (``_Sizes``)."""
+    sizes = _Sizes(original, decoded, base_bytes, span.end)
+    classed, last = sizes.classed, sizes.last
     if span.t <= 0:
         return Choice(span.start, None, classed)
     if span.start == span.end or (span.t >= 1 and math.isinf(span.most)):
-        return Choice(span.end, winner[0], classed)
-    first = size(span.start)
-    target = (1 - span.t) * first + span.t * min(last, first + math.log(span.most))
+        return Choice(span.end, sizes.setting, classed)
+    end_setting = sizes.setting
+    first = sizes.size(span.start)
+    goal = last if span.last is None else span.last
+    target = (1 - span.t) * first + span.t * min(goal, first + math.log(span.most))
     if target >= last:
-        return Choice(span.end, winner[0], classed)
+        return Choice(span.end, end_setting, classed)
+    if target <= first:  # an end's file (``Span.last``) no larger than this base's
+        return Choice(span.start, sizes.setting, classed)
     # log size is smooth and falling in log step: regula falsi (Illinois) on it, from the ends
     coarse, fine = math.log(span.start), math.log(span.end)
-    below, above = first - target, last - target  # <= 0 at the coarse end, > 0 at the fine one
+    below, above = first - target, last - target  # < 0 at the coarse end, > 0 at the fine one
     middle, side = coarse, 0
     for _ in range(SEARCH_ROUNDS):
         middle = coarse + (fine - coarse) * -below / (above - below)
-        off = size(math.exp(middle)) - target
+        off = sizes.size(math.exp(middle)) - target
         if abs(off) <= SEARCH_TOLERANCE:
             break
         if off > 0:
@@ -229,7 +263,7 @@ def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_byte
             coarse, below = middle, off
             above = above / 2 if side < 0 else above
             side = -1
-    return Choice(math.exp(middle), winner[0], classed)
+    return Choice(math.exp(middle), sizes.setting, classed)
 
 
 def fixed_step(original: np.ndarray, decoded: np.ndarray, step: float) -> Choice:

@@ -20,6 +20,8 @@ way from their curves on the images of FOLDER that are of that kind (generated o
 measured into NAME.KIND.calibration.json beside --out. Stand-in model files are looked for beside
 --out first.
 
+`--variant-handover graphics=44` moves the variant's first hand-over to a global -q of choice.
+
 `--residual-tail graphics=61:60-100:128-4` ends a kind's range (photo, the family's own, when no
 KIND is named) with a pixel residual: its members squeezed into `-q` 0-61, the last stopping at
 its own -q 60, and from 61 to 100 that member climbing from its 60 to 100 while a residual's step
@@ -123,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         "of --fade's (a short stand-in slice climbs gentler over a longer fade)",
     )
     parser.add_argument(
+        "--variant-handover",
+        action="append",
+        default=[],
+        metavar="KIND=Q",
+        help="KIND's second member takes over at the global -q Q instead of where the calibration "
+        "puts it (each keeps its own -q range: the first reaches its top at Q)",
+    )
+    parser.add_argument(
         "--residual-tail",
         action="append",
         default=[],
@@ -151,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     if fades and args.match is None:
         parser.error("--variant-fade needs --match")
     variants = tuple(dataclasses.replace(v, fade=fades.get(v.kind)) for v in variants)
+    handovers = _named_values(parser, args.variant_handover, "--variant-handover", "Q", (0.0, 100.0))
+    unknown = set(handovers) - set(folders)
+    if unknown:
+        parser.error(f"--variant-handover names no --variant-calibration: {', '.join(sorted(unknown))}")
     fixed = _named_values(parser, args.fixed, "--fixed", "RATIO", (0.5, 2.0))
     tops = _named_values(parser, args.top, "--top", "Q", (0.0, 100.0))
     rule = family.TopRule(*(float(v) for v in args.top_rule.split(","))) if args.top_rule else None
@@ -194,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = tuple(
         _calibrated(args, v, tails, built, folders.get(v.kind), rule, fixed, tops) for v in variants
     )
-    family.save(_tailed(dataclasses.replace(built, variants=variants), tails), args.out)
+    built = _tailed(dataclasses.replace(built, variants=variants), tails)
+    family.save(_handed_over(built, handovers), args.out)
     print(json.dumps(family.load_family(args.out).to_json()["members"], indent=2))
     return 0
 
@@ -322,6 +337,26 @@ def _tailed(built: family.Family, tails: dict[str, Tail]) -> family.Family:
                 )
         built = dataclasses.replace(built, variants=tuple(variants))
     return built
+
+
+def _handed_over(built: family.Family, handovers: dict[str, float]) -> family.Family:
+    """The family with each named variant's first hand-over moved to the given global -q."""
+    variants = list(built.variants)
+    for i, v in enumerate(variants):
+        if v.kind not in handovers:
+            continue
+        if len(v.members) < 2:
+            raise SystemExit(f"--variant-handover: {v.kind} has no hand-over of its own")
+        first, second, *rest = v.members
+        q = handovers[v.kind]
+        if not first.quality[0] < q < second.quality[1]:
+            raise SystemExit(
+                f"--variant-handover {v.kind}={q:g} is outside {first.quality[0]:g}..{second.quality[1]:g}"
+            )
+        first = dataclasses.replace(first, quality=(first.quality[0], q))
+        second = dataclasses.replace(second, quality=(q, second.quality[1]))
+        variants[i] = dataclasses.replace(v, members=(first, second, *rest))
+    return dataclasses.replace(built, variants=tuple(variants))
 
 
 def _standin_path(folder: Path, name: str) -> Path:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from aecompress import api, codec, content, family, synthetic
+from aecompress import api, codec, content, family, placement, residual, synthetic
 from aecompress import format as aecformat
 from aecompress.cli import app
 from aecompress.errors import ModelError
@@ -209,3 +211,30 @@ def test_a_variant_with_slices_of_its_own_codes_graphics_there(duo: Path):
     assert np.array_equal(codec.decode(in_family.data, "cpu").rgb, codec.decode(alone.data, "cpu").rgb)
     listing = runner.invoke(app, ["models"])
     assert "lo-g for -q 0-70, hi-g for -q 70-100" in listing.stdout
+
+
+def test_a_drawn_image_in_a_tail_aims_at_its_own_file_at_the_end(duo: Path):
+    """A graphics variant's residual tail: the step of a drawn image is searched towards the size
+    of its file at the tail's end measured on that file's own base (``Span.last``); a photo's
+    towards the end measured on the base at hand, as before."""
+    own = [
+        {"model": "lo-g", "quality": [0, 50], "local_quality": [0, 90]},
+        {"model": "hi-g", "quality": [50, 100], "local_quality": [35, 100], "residual": [64, 4]},
+    ]
+    models = {"lo": "lo-g", "hi": "hi-g"}
+    path = _family_file(duo, [{"kind": "graphics", "flat_share": 0.6, "models": models, "members": own}])
+    data = json.loads(path.read_text())
+    data["members"][1]["residual"] = [64, 4]  # the photo members' tail too
+    path.write_text(json.dumps(data))
+    graphic = _graphic(64, 96)
+    placer = placement.Placer("duo", graphic, torch.device("cpu"))
+    assert placer.residual(50) == residual.Span(64.0, 4.0, 0.0, residual.TAIL_GROWTH**50)  # at an end: none
+    span = placer.residual(75)
+    assert span is not None and span.t == 0.5 and span.last is not None
+    files = {q: codec.encode(graphic, "duo", q, "cpu").data for q in (50, 60, 70, 75, 80, 90, 100)}
+    assert span.last == pytest.approx(math.log(len(files[100])), abs=0.03)  # the real file but its framing
+    sizes = [len(data) for data in files.values()]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    photo = placement.Placer("duo", _photo(64, 96), torch.device("cpu"))
+    plain = residual.Span(64.0, 4.0, 35 / 60, residual.TAIL_GROWTH**60)  # no end of its own
+    assert photo.kind == family.PHOTO and photo.residual(75) == plain

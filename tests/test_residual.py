@@ -400,3 +400,36 @@ def test_damaged_classed_residuals_are_refused(tiny: Path):
     end = start + 8 + len(frame.to_bytes()) + 4
     with pytest.raises(FormatError, match="needs format version 8"):
         aecformat.unpack(older[:start] + aecformat._chunk(b"RESD", chunk.to_bytes()) + older[end:])
+
+
+def _tail_sizes(
+    original: np.ndarray, bases: list[np.ndarray], latents: list[int], anchored: bool
+) -> list[int]:
+    """The file sizes along a residual range of 64..4 over these bases (one a -q) and the bytes
+    of latents beside each, the step chosen per -q, aiming at the end's own file or not."""
+    n, out = len(bases) - 1, []
+    for i, base in enumerate(bases):
+        span = residual.Span(64.0, 4.0, i / n)
+        if anchored:
+            span = dataclasses.replace(span, last=residual.end_size(original, bases[n], latents[n], span))
+        choice = residual.choose_step(original, base, span, latents[i])
+        out.append(latents[i] + len(residual.make(original, base, *dataclasses.astuple(choice)).frame))
+    return out
+
+
+def test_a_drawn_image_aims_at_its_own_end_and_grows_where_its_base_wanders():
+    """A drawn image whose base sits two levels off at every other -q: the range's end measured
+    on each -q's own base jumps with it and shrinks a file from one -q to the next; measured
+    once on the end's own base (``Span.last``), each -q's file grows."""
+    falls = 0
+    for kind, seed in (("slide", 1), ("comic", 3), ("screen", 4)):
+        original = synthetic.render(kind, seed, 160, 120)
+        rng = np.random.default_rng(seed)
+        noise = [np.rint(rng.normal(0, 3, original.shape)) + 2 * (i % 2) for i in range(13)]  # levels
+        bases = [np.clip(original + n, 0, 255).astype(np.uint8) for n in noise]
+        latents = [3000 + 60 * i for i in range(13)]  # bytes beside the residual, growing
+        plain, anchored = (_tail_sizes(original, bases, latents, a) for a in (False, True))
+        assert plain[0] == anchored[0] and plain[-1] == anchored[-1]  # the ends are the ends
+        falls += sum(b < a for a, b in itertools.pairwise(plain))
+        assert all(b > a for a, b in itertools.pairwise(anchored)), anchored
+    assert falls > 0  # the case the end's own size is for

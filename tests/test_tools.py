@@ -169,6 +169,12 @@ def test_family_and_dictionary_scripts_build_what_they_promise(tiny: dict[str, P
         for m in tailed["variants"][0]["members"]
     ]
     assert ends == [("high-g", [0, 80], [0, 90], None), ("high-g", [80, 100], [90, 95], [128, 6])]
+    _run(tiny, str(REPO / "scripts/make_family.py"), "--name", "two", "--remeasure", "no", "--match", "1.03",
+         "--variant", "graphics:0.6:high=high-g", "--variant-calibration", "graphics=unread",
+         "--residual-tail", "graphics=80:90-95:128-6", "--variant-handover", "graphics=70",
+         "--out", str(stored))  # fmt: skip
+    moved = json.loads(stored.read_text())["variants"][0]["members"]
+    assert [(m["quality"], m["local_quality"]) for m in moved] == [([0, 70], [0, 90]), ([70, 100], [90, 95])]
     photo = tailed["members"]
     assert (
         photo[-1]["quality"] == [95, 100]
