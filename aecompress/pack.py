@@ -118,11 +118,32 @@ def pack_latents(
             choice = pixel_residual.choose_step(image.rgb, base, residual, len(data))
         else:
             choice = pixel_residual.fixed_step(image.rgb, base, residual)
-        chunk = pixel_residual.make(
-            image.rgb, base, choice.step, choice.setting, choice.classed, torch.get_num_threads()
-        )
-        data = aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
+        data = _with_residual(image, base, header, coded, choice)
+        if (
+            isinstance(residual, pixel_residual.Span)
+            and residual.cap is not None
+            and len(data) > residual.cap
+        ):
+            # a drawn image's frame between two even steps loses the vertical repeats that zstd
+            # finds at one step (its rows alternate steps), which the search's sample of single
+            # rows cannot see: just below the end its file can pass the end's own
+            end = pixel_residual.fixed_step(image.rgb, base, residual.end)
+            data = min(data, _with_residual(image, base, header, coded, end), key=len)
     return data, header
+
+
+def _with_residual(
+    image: ImageData,
+    base: np.ndarray,
+    header: aecformat.AecHeader,
+    coded: CodedLatents,
+    choice: pixel_residual.Choice,
+) -> bytes:
+    """The file of ``coded`` with the residual of ``base`` quantized as ``choice`` says."""
+    chunk = pixel_residual.make(
+        image.rgb, base, choice.step, choice.setting, choice.classed, torch.get_num_threads()
+    )
+    return aecformat.pack(header, coded.tensors, image.alpha, image.icc, image.exif, coded.order, chunk)
 
 
 def residual_end(
@@ -132,13 +153,18 @@ def residual_end(
     quality: float,
     span: pixel_residual.Span,
     device: torch.device,
-) -> float:
-    """``Span.last`` for an image: its file at the end of a residual range, the model's own
-    ``quality`` there, sized as the step search sizes files (one more file, one more synthesis)."""
+) -> tuple[float, int]:
+    """``Span.last`` and ``Span.cap`` for an image: its file at the end of a residual range (the
+    model's own ``quality`` there), sized as the step search sizes files, and made (one more
+    file, one more synthesis)."""
     net, info = model_on(path, device)
-    end, _, _, base = _packed(net, info.name, info.weights_hash, image, latents, quality, None, True, device)
+    end, header, coded, base = _packed(
+        net, info.name, info.weights_hash, image, latents, quality, None, True, device
+    )
     assert base is not None
-    return pixel_residual.end_size(image.rgb, base, len(end), span)
+    choice = pixel_residual.fixed_step(image.rgb, base, span.end)
+    made = _with_residual(image, base, header, coded, choice)
+    return pixel_residual.end_size(image.rgb, base, len(end), span), len(made)
 
 
 def _packed(

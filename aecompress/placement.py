@@ -93,7 +93,7 @@ class Placer:
         self.latents: dict[Path, torch.Tensor] = {}
         self.starts: dict[int, float] = {}
         self.tops: dict[int, float] = {}
-        self.ends: dict[int, float] = {}
+        self.ends: dict[int, tuple[float, int]] = {}
         self.estimates: dict[tuple[Path, float], float] = {}
 
     def needs(self, quality: float) -> list[Path]:
@@ -119,8 +119,8 @@ class Placer:
     def residual(self, quality: float) -> Span | None:
         """Where the file at a global quality sits in its member's pixel-residual range (None:
         the member adds none); the step itself comes from the image (``residual.choose_step``).
-        A drawn image's span carries the size of its file at the range's end (``Span.last``: one
-        more file and synthesis, once per image and member): its base's flat areas move by a
+        A drawn image's span carries the size of its file at the range's end (``Span.last`` and
+        ``Span.cap``: one more file and synthesis, once per image and member): its base's flat areas move by a
         level from one -q to the next, and the end measured on each -q's own base would move its
         file with them. Photos' bases do not, and their tails keep the time."""
         if self.family is None:
@@ -138,7 +138,8 @@ class Placer:
             end = self.family.local(index, 1.0, start, self.top(index))
             path = self.family.model_path(member)
             self.ends[index] = residual_end(path, self.image, self.analysis(path), end, span, self.device)
-        return dataclasses.replace(span, last=self.ends[index])
+        last, cap = self.ends[index]
+        return dataclasses.replace(span, last=last, cap=cap)
 
     def analysis(self, path: Path) -> torch.Tensor:
         """The model's float latents of the image (computed on first use; bfloat16 where the

@@ -129,6 +129,9 @@ class Span:
     # the log size of this image's file at the range's end, measured on its own base image
     # (``end_size``); None: measured on the base at hand
     last: float | None = None
+    # that file's real size in bytes: a file below the end that comes out larger is coded at the
+    # end's step instead (``pack.pack_latents``); None: no such check
+    cap: int | None = None
 
 
 @dataclass(frozen=True)

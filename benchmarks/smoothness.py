@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     images = load_folder(Path(args.data))[:: args.every]
     worst_growth = (0.0, "", 0)
     worst_fall = (0.0, "", 0)
-    big, falls = 0, 0
+    big, falls = 0, []
     seams: list[tuple[str, str, float, float, float]] = []  # image, kind, edge, size ratio, PSNR change
     kinds: dict[str, int] = {}
     growths: list[list[float]] = []
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             if ratio > 1.12:
                 big += 1
             if ratio < 1.0:
-                falls += 1
+                falls.append(f"{name} at {quality} {100 * (ratio - 1):+.2f}%")
             if ratio - 1 > worst_growth[0]:
                 worst_growth = (ratio - 1, name, quality)
             if 1 - ratio > worst_fall[0]:
@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(images)} images ({coded}), model {args.model or 'default'}: {steps} steps of -q")
     print(f"largest growth {100 * worst_growth[0]:.1f}% ({worst_growth[1]} at -q {worst_growth[2]})")
     print(f"largest fall {100 * worst_fall[0]:.2f}% ({worst_fall[1]} at -q {worst_fall[2]})")
-    print(f"steps growing more than 12%: {big}; steps that fall: {falls}")
+    print(f"steps growing more than 12%: {big}; steps that fall: {len(falls)}")
+    if falls:
+        print("falls: " + ", ".join(falls))
     if args.per_q:
         print("| -q | mean growth | largest | images above 12% |\n|---:|---:|---:|---:|")
         for j, quality in enumerate(range(first + 1, 101)):

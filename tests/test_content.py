@@ -232,7 +232,8 @@ def test_a_drawn_image_in_a_tail_aims_at_its_own_file_at_the_end(duo: Path):
     span = placer.residual(75)
     assert span is not None and span.t == 0.5 and span.last is not None
     files = {q: codec.encode(graphic, "duo", q, "cpu").data for q in (50, 60, 70, 75, 80, 90, 100)}
-    assert span.last == pytest.approx(math.log(len(files[100])), abs=0.03)  # the real file but its framing
+    assert span.last == pytest.approx(math.log(len(files[100])), abs=0.03)  # sized as the search sizes
+    assert span.cap == len(files[100])  # made as the file at -q 100 is
     sizes = [len(data) for data in files.values()]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
     photo = placement.Placer("duo", _photo(64, 96), torch.device("cpu"))

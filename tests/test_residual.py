@@ -39,7 +39,9 @@ def _drawn(height: int = 40, width: int = 56) -> ImageData:
     return ImageData(synthetic.render("comic", 3, width, height), None, "RGB")
 
 
-def _files(model: Path, image: ImageData, steps: list[float | None], quality: float = 30.0) -> list[bytes]:
+def _files(
+    model: Path, image: ImageData, steps: list[float | residual.Span | None], quality: float = 30.0
+) -> list[bytes]:
     net, info = passes.model_on(model, CPU)
     latents = passes.analyse(net, image.rgb, CPU)
     return [
@@ -433,3 +435,17 @@ def test_a_drawn_image_aims_at_its_own_end_and_grows_where_its_base_wanders():
         falls += sum(b < a for a, b in itertools.pairwise(plain))
         assert all(b > a for a, b in itertools.pairwise(anchored)), anchored
     assert falls > 0  # the case the end's own size is for
+
+
+def test_no_file_below_a_range_end_is_larger_than_the_file_at_the_end(tiny: Path):
+    """A step between two even ones puts the finer on a share of the rows, which breaks a drawn
+    image's vertical repeats: its frame can exceed the end step's. Given the end's file size
+    (``Span.cap``), such a file is coded at the end's step instead."""
+    image = ImageData(synthetic.render("pattern", 1, 384, 256), None, "RGB")  # sampled by rows
+    span = residual.Span(6.0, 4.0, 0.95)
+    end, plain = _files(tiny, image, [4.0, span], 40.0)
+    assert len(plain) > len(end)  # the case the cap is for
+    (capped,) = _files(tiny, image, [dataclasses.replace(span, cap=len(end))], 40.0)
+    assert capped == end
+    (loose,) = _files(tiny, image, [dataclasses.replace(span, cap=len(plain))], 40.0)
+    assert loose == plain  # under the cap: the step the search chose
