@@ -162,9 +162,8 @@ def residual_end(
         net, info.name, info.weights_hash, image, latents, quality, None, True, device
     )
     assert base is not None
-    choice = pixel_residual.fixed_step(image.rgb, base, span.end)
-    made = _with_residual(image, base, header, coded, choice)
-    return pixel_residual.end_size(image.rgb, base, len(end), span), len(made)
+    last, choice = pixel_residual.end_size(image.rgb, base, len(end), span)
+    return last, len(_with_residual(image, base, header, coded, choice))
 
 
 def _packed(

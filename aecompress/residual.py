@@ -214,10 +214,12 @@ class _Sizes:
         return self._log(self.scale * min(lengths))
 
 
-def end_size(original: np.ndarray, end_decoded: np.ndarray, end_bytes: int, span: Span) -> float:
+def end_size(
+    original: np.ndarray, end_decoded: np.ndarray, end_bytes: int, span: Span
+) -> tuple[float, Choice]:
     """The log size of an image's file at the end of ``span`` (``Span.last``), from the file
     without residual there (``end_bytes``, decoding to ``end_decoded``), measured as
-    ``choose_step`` measures sizes.
+    ``choose_step`` measures sizes; and how that file's residual is coded.
 
     Without it the search aims between the range's start and end both measured on the base at
     hand, and on a drawn image that base's flat areas sit a level or two off by a share that
@@ -226,7 +228,8 @@ def end_size(original: np.ndarray, end_decoded: np.ndarray, end_bytes: int, span
     file at the range's end does not move with -q; the start measured on the base at hand (all
     but the base: no difference reaches half of the coarsest step) moves only as the base's
     bytes do, evenly."""
-    return _Sizes(original, end_decoded, end_bytes, span.end).last
+    sizes = _Sizes(original, end_decoded, end_bytes, span.end)
+    return sizes.last, Choice(span.end, sizes.setting, sizes.classed)
 
 
 def choose_step(original: np.ndarray, decoded: np.ndarray, span: Span, base_bytes: int) -> Choice:

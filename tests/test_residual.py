@@ -413,7 +413,7 @@ def _tail_sizes(
     for i, base in enumerate(bases):
         span = residual.Span(64.0, 4.0, i / n)
         if anchored:
-            span = dataclasses.replace(span, last=residual.end_size(original, bases[n], latents[n], span))
+            span = dataclasses.replace(span, last=residual.end_size(original, bases[n], latents[n], span)[0])
         choice = residual.choose_step(original, base, span, latents[i])
         out.append(latents[i] + len(residual.make(original, base, *dataclasses.astuple(choice)).frame))
     return out
