@@ -119,8 +119,8 @@ class Placer:
     def residual(self, quality: float) -> Span | None:
         """Where the file at a global quality sits in its member's pixel-residual range (None:
         the member adds none); the step itself comes from the image (``residual.choose_step``).
-        A drawn image's span carries the size of its file at the range's end (``Span.last`` and
-        ``Span.cap``: one more file and synthesis, once per image and member): its base's flat areas move by a
+        A drawn image's span carries its file at the range's end (``Span.last``, ``Span.cap``:
+        one more file and synthesis, once per image and member): its base's flat areas move by a
         level from one -q to the next, and the end measured on each -q's own base would move its
         file with them. Photos' bases do not, and their tails keep the time."""
         if self.family is None:
