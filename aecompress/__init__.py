@@ -26,7 +26,7 @@ from aecompress.errors import (
 )
 from aecompress.pillow_plugin import register as _register_pillow
 
-__version__ = "0.7.7"  # a minor version per released file format or default codec (CHANGELOG.md)
+__version__ = "0.8.0"  # a minor version per released file format or default codec (CHANGELOG.md)
 __all__ = [
     "AecError",
     "ChecksumError",
