@@ -651,6 +651,15 @@ def train(
             "64). Narrower parses faster; with --init, h_s starts afresh and the rest is taken.",
         ),
     ] = None,
+    train_rates: Annotated[
+        str | None,
+        typer.Option(
+            "--train-rates",
+            help="Variable-rate models: LO,HI, the rate positions (0 = first lambda) a step samples from; "
+            "default all of them. A member a family uses only at its top can spend its steps there. "
+            "Can change at --resume.",
+        ),
+    ] = None,
     ema: Annotated[
         float,
         typer.Option(
@@ -715,6 +724,7 @@ def train(
             val_every=val_every, time_budget=time_budget, name=name, precision=precision,
             lr_scales=_lr_scales(lr_scale or []), ema=ema, frozen=list(freeze or []),
             ms_ssim_weight=ms_ssim_weight, synthetic=synthetic,
+            train_rates=_pair(train_rates, "--train-rates") if train_rates is not None else None,
             command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
         stop_requested = False
@@ -739,6 +749,15 @@ def _floats(text: str, option: str) -> list[float]:
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise TrainingError(f"{option} {text!r}: expected numbers separated by commas") from None
+
+
+def _pair(text: str, option: str) -> tuple[float, float]:
+    from aecompress.errors import TrainingError
+
+    values = _floats(text, option)
+    if len(values) != 2:
+        raise TrainingError(f"{option} {text!r}: expected two numbers, LO,HI")
+    return values[0], values[1]
 
 
 def _lr_scales(items: list[str]) -> dict[str, float]:

@@ -39,7 +39,7 @@ from aecompress.imageio import ImageData
 from aecompress.metrics import ms_ssim_batch, psnr
 from aecompress.modelfile import load_model, read_info, save_model
 from aecompress.nn import LatentCodec, build
-from aecompress.nn.models import FactorizedCodec
+from aecompress.nn.models import FactorizedCodec, HyperpriorCodec
 
 log = logging.getLogger("aecompress")
 
@@ -94,6 +94,7 @@ class TrainConfig:
     frozen: list[str] = field(default_factory=list)  # parameter-name prefixes that do not train
     ms_ssim_weight: float | None = None  # share of MS-SSIM in the distortion; None: as saved, else 0
     synthetic: float = 0.0  # share of crops drawn from generated screens, slides, comics, patterns
+    train_rates: tuple[float, float] | None = None  # variable-rate models: positions trained; None: all
     command: str = ""
 
 
@@ -439,6 +440,10 @@ def resumed_config(cfg: TrainConfig, state: dict[str, Any]) -> TrainConfig:
         keep.add("ms_ssim_weight")  # the distortion may change at a resume (a fine-tune's branch)
     if cfg.precision is not None:
         keep.add("precision")
+    if cfg.train_rates is not None:
+        keep.add("train_rates")  # a branch may narrow (or widen) the rates it spends its steps on
+    if saved.get("train_rates") is not None:
+        saved["train_rates"] = tuple(saved["train_rates"])
     merged = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in keep}})
     merged.ema = cfg.ema or merged.ema
     return merged
@@ -454,6 +459,18 @@ def check_config(cfg: TrainConfig) -> None:
         raise TrainingError(f"--synthetic must be in [0, 1), not {cfg.synthetic}")
     if cfg.precision not in ("fp32", "bf16"):
         raise TrainingError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
+
+
+def _narrow_rates(model: LatentCodec, rates: tuple[float, float]) -> None:
+    """--train-rates set on the model once checked: a variable-rate model's trained positions,
+    inside its lambdas (gains past the ends are extrapolated at inference, never trained)."""
+    if not isinstance(model, HyperpriorCodec):
+        raise TrainingError(f"--train-rates applies to variable-rate models, not {model.arch!r}")
+    lo, hi = rates
+    if not 0.0 <= lo < hi <= model.levels - 1:
+        bound = f"0 <= LO < HI <= {model.levels - 1}"
+        raise TrainingError(f"--train-rates must be LO,HI with {bound}, not {lo:g},{hi:g}")
+    model.training_positions = (lo, hi)
 
 
 @dataclass
@@ -521,6 +538,8 @@ def _start(cfg: TrainConfig, resume: bool, device: torch.device, rank: int, worl
     torch.manual_seed(cfg.seed)
     model = build(cfg.arch, cfg.arch_config) if state else _make_model(cfg)
     cfg.arch, cfg.arch_config = model.arch, dict(model.config)
+    if cfg.train_rates is not None:
+        _narrow_rates(model, cfg.train_rates)
     cfg.crop = cfg.crop or model.default_crop
     # channels-last activations and weights: oneDNN's and cuDNN's fast layout (a hyperprior step
     # on 2 CPU threads under bfloat16: 0.63 s instead of 0.76 s)

@@ -500,3 +500,45 @@ def test_a_resume_keeps_the_saved_precision_unless_told(data_dir: Path, tmp_path
     assert saved["config"]["precision"] == "fp32" and saved["step"] == 3
     train(_config(data_dir, tmp_path / "fresh.pt", 1))
     assert torch.load(tmp_path / "fresh.pt.ckpt", weights_only=True)["config"]["precision"] == "fp32"
+
+
+def test_train_rates_spend_the_steps_on_the_rates_asked_for_and_can_change_at_resume(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """--train-rates narrows the rate positions a step samples: the same seed's first step weighs
+    its distortion by the top lambdas, many times the bottom ones; the range is saved, kept at a
+    resume unless given, and checked against the model's lambdas."""
+    from aecompress.nn.registry import build
+
+    model = build("hyperprior", {"channels": 8, "hyper_channels": 8, "hyper_latent_channels": 8})
+    model.training_positions = (2.0, 3.5)
+    drawn = model.sample_positions(4000, torch.device("cpu"))
+    assert 2.0 <= float(drawn.min()) < 2.05 and 3.45 < float(drawn.max()) <= 3.5
+    model.training_positions = None
+    assert float(model.sample_positions(4000, torch.device("cpu")).max()) > model.levels - 1.05
+
+    def first_weighted_distortion(rates: tuple[float, float], name: str) -> float:
+        out = tmp_path / name
+        cfg = _config(data_dir, out, 2, arch="hyperprior", train_rates=rates, log_every=1)
+        cfg.arch_config = {"channels": 8, "hyper_channels": 8, "hyper_latent_channels": 8}
+        train(cfg)
+        logged = [json.loads(line) for line in Path(f"{out}.log.jsonl").read_text().splitlines()]
+        return float(logged[0]["loss"]) - float(logged[0]["bpp"])  # lambda * D, the same D
+
+    low = first_weighted_distortion((0.0, 0.5), "low.pt")
+    high = first_weighted_distortion((4.5, 5.0), "high.pt")
+    assert high > 20 * low > 0
+    assert torch.load(tmp_path / "high.pt.ckpt", weights_only=True)["config"]["train_rates"] == (4.5, 5.0)
+    args = ["train", str(data_dir), "-o", str(tmp_path / "high.pt"), "--resume", "--device", "cpu"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "--steps", "3"]).exit_code == 0
+    assert torch.load(tmp_path / "high.pt.ckpt", weights_only=True)["config"]["train_rates"] == (4.5, 5.0)
+    assert runner.invoke(app, [*args, "--steps", "4", "--train-rates", "1,2"]).exit_code == 0
+    assert torch.load(tmp_path / "high.pt.ckpt", weights_only=True)["config"]["train_rates"] == (1.0, 2.0)
+    for bad in ("3,9", "2,1", "1", "a,b"):
+        result = runner.invoke(app, [*args, "--steps", "5", "--train-rates", bad])
+        assert result.exit_code == 1 and "--train-rates" in result.output, (bad, result.output)
+    factorized = ["train", str(data_dir), "-o", str(tmp_path / "f.pt"), "--channels", "8", "--crop", "32",
+                  "--steps", "1", "--device", "cpu", "--train-rates", "0,1"]  # fmt: skip
+    result = runner.invoke(app, factorized)
+    assert result.exit_code == 1 and "variable-rate" in result.output

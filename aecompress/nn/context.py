@@ -220,7 +220,7 @@ class ContextCodec(HyperpriorCodec):
     def forward(self, x: Tensor) -> TrainOutput:
         """A random rate position per sample; the rates with noise around the predicted means, the
         reconstruction (and the later slices' context) with the residuals rounded straight-through."""
-        t = torch.rand(x.shape[0], device=x.device) * (self.levels - 1)
+        t = self.sample_positions(x.shape[0], x.device)
         gain, igain, lam = self.gains(t)
         y = self.g_a(x).float() * gain[:, :, None, None]
         z = self.hyper_analysis(y).float()

@@ -233,6 +233,7 @@ class HyperpriorCodec(LatentCodec):
             self.config["synthesis_channels"] = synthesis_channels
         self.synthesis_channels = hs = synthesis_channels or hyper_channels
         self.rate_range = (rate_range[0], rate_range[1])
+        self.training_positions: tuple[float, float] | None = None  # a trainer's setting, not config
         self.hyper_latent_channels = hyper_latent_channels
         n, m, h, zc = channels, latent_channels, hyper_channels, hyper_latent_channels
         self.latent_channels = m
@@ -326,10 +327,17 @@ class HyperpriorCodec(LatentCodec):
     def decode(self, y: Tensor) -> Tensor:
         return self.g_s(y)
 
+    def sample_positions(self, batch: int, device: torch.device) -> Tensor:
+        """Each sample's rate position in training: uniform over the trained lambdas, or over
+        ``training_positions`` where a trainer narrowed it (a member a family uses only at its top
+        spends its steps there)."""
+        lo, hi = self.training_positions or (0.0, self.levels - 1.0)
+        return lo + torch.rand(batch, device=device) * (hi - lo)
+
     def forward(self, x: Tensor) -> TrainOutput:
         """A random rate position per sample; noise for the rates, straight-through rounding for
         the reconstruction (what the decoder will see)."""
-        t = torch.rand(x.shape[0], device=x.device) * (self.levels - 1)
+        t = self.sample_positions(x.shape[0], x.device)
         gain, igain, lam = self.gains(t)
         y = self.g_a(x).float() * gain[:, :, None, None]
         z = self.h_a(y.abs()).float()
