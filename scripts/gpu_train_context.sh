@@ -2,7 +2,8 @@
 # One GPU run of the context models (issue 25), side by side on the one GPU, each with the whole
 # schedule (warm-up, plateau, both decays) fitted into BUDGET seconds:
 #   - context: stride 8, fine-tunes INIT (default: models/context.pt, stage 14a's weights)
-#     jointly, transforms included;
+#     jointly, transforms included; with TOP_RATES=LO,HI (e.g. 3,6: the default family's -q
+#     77-100) its steps sample only those rate positions (--train-rates);
 #   - context-low: stride 16, warm-started from the bundled hyperprior-low (means, slice contexts
 #     and the h_a/h_s changes new), over its lambdas.
 # Then the CUDA tests (integers equal on CPU and CUDA) and, when a few Kodak images are carried in
@@ -26,8 +27,10 @@ common=(--batch-size "${BATCH:-16}" --crop "${CROP:-256}" --steps 10000000 --tim
   --log-every 250 --checkpoint-every 2000 --device "$DEVICE" --workers "${WORKERS:-4}"
   --val-every 100000000 --ema 0.999 --ms-ssim-weight 0.3 --precision fp32 --lr 2e-4)
 # the budget counts training only: loading, the final validation and writing come on top
+top=()
+if [ -n "${TOP_RATES:-}" ]; then top=(--train-rates "$TOP_RATES"); fi
 timeout $((BUDGET + 150)) python3 -m aecompress train "$DATA" -o "$RUN/context.pt" --init "$INIT" \
-  --seed 26 --name context "${common[@]}" >"$RUN/context.out" 2>&1 &
+  --seed 26 --name context "${common[@]}" "${top[@]}" >"$RUN/context.out" 2>&1 &
 timeout $((BUDGET + 150)) python3 -m aecompress train "$DATA" -o "$RUN/context-low.pt" --arch context \
   --init models/hyperprior-low.pt --stride 16 --lambdas 0.0003,0.0008,0.002,0.005,0.0125 \
   --rate-range=-0.5,4.5 --lr-scale context=3 --lr-scale h_s=3 --lr-scale h_a=3 --seed 27 \
