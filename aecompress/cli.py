@@ -660,6 +660,15 @@ def train(
             "Can change at --resume.",
         ),
     ] = None,
+    compile_step: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Run the training step through torch.compile: about 1.3-1.5x the steps per hour on a "
+            "CPU after a minute or two of compiling (a C++ compiler is needed there). Can change at "
+            "--resume.",
+        ),
+    ] = False,
     ema: Annotated[
         float,
         typer.Option(
@@ -725,6 +734,7 @@ def train(
             lr_scales=_lr_scales(lr_scale or []), ema=ema, frozen=list(freeze or []),
             ms_ssim_weight=ms_ssim_weight, synthetic=synthetic,
             train_rates=_pair(train_rates, "--train-rates") if train_rates is not None else None,
+            compile=compile_step,
             command="aecompress train " + " ".join(sys.argv[2:]),
         )  # fmt: skip
         stop_requested = False

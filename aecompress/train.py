@@ -17,11 +17,12 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -95,6 +96,7 @@ class TrainConfig:
     ms_ssim_weight: float | None = None  # share of MS-SSIM in the distortion; None: as saved, else 0
     synthetic: float = 0.0  # share of crops drawn from generated screens, slides, comics, patterns
     train_rates: tuple[float, float] | None = None  # variable-rate models: positions trained; None: all
+    compile: bool = False  # the training step through torch.compile (how the steps run, not what they learn)
     command: str = ""
 
 
@@ -424,6 +426,7 @@ RESUME_MAY_CHANGE = (
     "time_budget",
     "command",
     "steps",
+    "compile",
 )
 
 
@@ -471,6 +474,17 @@ def _narrow_rates(model: LatentCodec, rates: tuple[float, float]) -> None:
         bound = f"0 <= LO < HI <= {model.levels - 1}"
         raise TrainingError(f"--train-rates must be LO,HI with {bound}, not {lo:g},{hi:g}")
     model.training_positions = (lo, hi)
+
+
+def _compiled(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The training forward through torch.compile: inductor fuses the elementwise work around
+    the convolutions (GDN's squares, roots and quotients, the noise, the rate terms), which on a
+    CPU is about a third of an eager step (measured: 1.3-1.5x the steps per hour, after a minute
+    or two of compiling). The checkpoint holds the model's own weights, so a run may switch it
+    at any resume. On a CPU inductor writes C++ and needs a compiler."""
+    if device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
+        raise TrainingError("--compile on a CPU needs a C++ compiler (g++, or the one CXX names)")
+    return cast(torch.nn.Module, torch.compile(net))
 
 
 @dataclass
@@ -566,6 +580,8 @@ def _start(cfg: TrainConfig, resume: bool, device: torch.device, rank: int, worl
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.compile:
+        net = _compiled(net, device)
     return _Run(cfg, model, net, optimizer, average, device, Path(cfg.output), rank, world, step, elapsed)
 
 

@@ -545,3 +545,36 @@ def test_train_rates_spend_the_steps_on_the_rates_asked_for_and_can_change_at_re
                   "--steps", "1", "--device", "cpu", "--train-rates", "0,1"]  # fmt: skip
     result = runner.invoke(app, factorized)
     assert result.exit_code == 1 and "variable-rate" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_a_compiled_training_step_learns_what_the_eager_one_does_and_resumes_either_way(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """--compile runs the step through torch.compile: the same losses as eager steps to float
+    rounding, a checkpoint of the model's own weights (no wrapper's names), and a resume that
+    may drop or take up compiling."""
+    eager, compiled = tmp_path / "eager.pt", tmp_path / "compiled.pt"
+    train(_config(data_dir, eager, 3, log_every=1))
+    train(_config(data_dir, compiled, 3, log_every=1, compile=True))
+
+    def losses(out: Path) -> list[float]:
+        lines = Path(f"{out}.log.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if "validation" not in line]
+
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-3)
+    saved = torch.load(f"{compiled}.ckpt", weights_only=True)
+    assert saved["model"].keys() == _weights(Path(f"{eager}.ckpt")).keys() and saved["config"]["compile"]
+    train(_config(data_dir, compiled, 4), resume=True)
+    assert not torch.load(f"{compiled}.ckpt", weights_only=True)["config"]["compile"]
+    train(_config(data_dir, compiled, 5, compile=True), resume=True)
+    assert torch.load(f"{compiled}.ckpt", weights_only=True)["step"] == 5
+
+
+def test_compiling_on_a_cpu_without_a_compiler_is_a_clear_error(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    with pytest.raises(TrainingError, match="C\\+\\+ compiler"):
+        train(_config(data_dir, tmp_path / "m.pt", 1, compile=True))
