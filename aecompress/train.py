@@ -476,14 +476,19 @@ def _narrow_rates(model: LatentCodec, rates: tuple[float, float]) -> None:
     model.training_positions = (lo, hi)
 
 
-def _compiled(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def compiled(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The training forward through torch.compile: inductor fuses the elementwise work around
     the convolutions (GDN's squares, roots and quotients, the noise, the rate terms), which on a
     CPU is about a third of an eager step (measured: 1.3-1.5x the steps per hour, after a minute
-    or two of compiling). The checkpoint holds the model's own weights, so a run may switch it
-    at any resume. On a CPU inductor writes C++ and needs a compiler."""
+    or two of compiling). Its random draws (the noise, each sample's rate) come from eager's
+    generator, so a compiled step is the eager step to float rounding. The checkpoint holds the
+    model's own weights, so a run may switch it at any resume. On a CPU inductor writes C++ and
+    needs a compiler."""
     if device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
         raise TrainingError("--compile on a CPU needs a C++ compiler (g++, or the one CXX names)")
+    import torch._inductor.config as inductor
+
+    inductor.fallback_random = True  # the noise and rates eager steps draw, so runs compare step for step
     return cast(torch.nn.Module, torch.compile(net))
 
 
@@ -581,7 +586,7 @@ def _start(cfg: TrainConfig, resume: bool, device: torch.device, rank: int, worl
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if cfg.compile:
-        net = _compiled(net, device)
+        net = compiled(net, device)
     return _Run(cfg, model, net, optimizer, average, device, Path(cfg.output), rank, world, step, elapsed)
 
 

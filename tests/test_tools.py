@@ -239,6 +239,19 @@ def test_fine_tuning_benchmark_runs_a_few_steps(tiny: dict[str, Path]) -> None:
     assert "BD" in out or _table_rows(out)
 
 
+@pytest.mark.slow
+def test_training_speed_benchmark_times_eager_and_compiled_steps_of_the_same_loss(
+    tiny: dict[str, Path],
+) -> None:
+    script = str(REPO / "benchmarks/train_speed.py")
+    out = _run(tiny, script, "--model", str(tiny["high"]), "--batch", "2", "--crop", "32", "--steps", "1",
+               "--precision", "fp32", "--modes", "eager", "compile")  # fmt: skip
+    rows = _table_rows(out)[1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["eager", "compile"], out
+    eager, compiled = (float(r.split("|")[4]) for r in rows)
+    assert compiled == pytest.approx(eager, rel=1e-3)  # the same step, compiled
+
+
 def test_every_benchmark_and_script_is_run_by_a_test() -> None:
     """A new tool must come with its tiny run: each Python file of benchmarks/ and scripts/ is named
     by a test (checkpoint.py by tests/test_train.py); the GPU shell scripts at least parse."""
