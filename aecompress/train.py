@@ -445,8 +445,6 @@ def resumed_config(cfg: TrainConfig, state: dict[str, Any]) -> TrainConfig:
         keep.add("precision")
     if cfg.train_rates is not None:
         keep.add("train_rates")  # a branch may narrow (or widen) the rates it spends its steps on
-    if saved.get("train_rates") is not None:
-        saved["train_rates"] = tuple(saved["train_rates"])
     merged = TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in keep}})
     merged.ema = cfg.ema or merged.ema
     return merged
